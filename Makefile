@@ -1,0 +1,31 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv and install
+# everything they need; on machines without an NVIDIA GPU the CPU build of torch is installed first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_CPU_VERSION ?= 2.13.0
+
+.PHONY: setup demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  echo "NVIDIA GPU found: installing default (CUDA) torch"; \
+	else \
+	  echo "No GPU: installing CPU build of torch"; \
+	  $(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)" || \
+	  $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/cryoclass demo --out demo_out
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo_out
