@@ -1,0 +1,55 @@
+"""CLI options generated from the one Config, so every parameter has the same name, default and
+help text on the command line as in the Python API (``max_res_A`` -> ``--max-res-A``)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import typer
+
+from cryoclass.config import Config
+
+#: Fields with a short, familiar flag in addition to their own name.
+ALIASES = {"n_classes": ["--classes", "-K"]}
+
+
+def config_parameters(skip: set[str] = frozenset()) -> list[inspect.Parameter]:
+    """One keyword parameter per Config field, as typer options."""
+    params = []
+    for name, field in Config.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        decls = [flag] + ALIASES.get(name, [])
+        ann = field.annotation
+        default = field.default
+        if ann is bool:
+            decls = [f"{flag}/--no-{name.replace('_', '-')}"]
+        opt = typer.Option(default, *decls, help=field.description, show_default=True)
+        if "Literal" in str(ann):
+            ann = str
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt,
+                                        annotation=ann))
+    return params
+
+
+def with_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a command taking ``config: Config``: the CLI sees one option per Config field and
+    the function receives them assembled (and validated) as ``config``."""
+    sig = inspect.signature(func)
+    own = [p for p in sig.parameters.values() if p.name != "config"]
+    fields = set(Config.model_fields)
+
+    def wrapper(**kwargs: Any) -> Any:
+        cfg_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        try:
+            config = Config(**cfg_kwargs)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        return func(config=config, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + config_parameters())  # type: ignore
+    wrapper.__doc__ = func.__doc__
+    wrapper.__name__ = func.__name__
+    return wrapper

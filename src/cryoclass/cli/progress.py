@@ -1,0 +1,32 @@
+"""A rich progress bar with ETA and one log line per iteration."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def iteration_progress(description: str) -> Iterator:
+    """Yields a callback(phase, i, total, entry) that advances the bar and prints entry lines."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task(description, total=None)
+
+        def callback(phase: str, i: int, total: int, entry) -> None:
+            bar.update(task, total=total, completed=i)
+            if entry is not None:
+                bar.console.print(
+                    f"iter {entry.iteration:3d} {entry.phase:6s} n={entry.n_particles:6d} "
+                    f"T={entry.temperature:6.2f} res={entry.work_res_A:5.1f} Å "
+                    f"logL={entry.mean_loglik:9.2f} {entry.seconds:6.1f} s"
+                    + (f" reseeded={entry.reseeded}" if entry.reseeded else ""))
+
+        yield callback

@@ -1,0 +1,102 @@
+"""One typed configuration for every cryoclass job: batch, streaming, CLI and Python API.
+
+Every parameter has a unit in its name or description, a default close to CryoSPARC's 2D job and a
+validation rule. Batch and streaming read the same fields, so a parameter means the same in both.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Config(BaseModel):
+    """Parameters of a 2D classification job (units in each field's description)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- classes and resolution ---------------------------------------------------------------
+    n_classes: int = Field(50, ge=1, description="Number of 2D classes K.")
+    max_res_A: float = Field(6.0, gt=0, description="Maximum alignment resolution (Å): no Fourier "
+                             "component beyond 1/max_res_A is used in alignment or class averages.")
+    min_res_A: float | None = Field(None, gt=0, description="Minimum alignment resolution (Å): "
+                                    "frequencies below 1/min_res_A are left out of the alignment "
+                                    "scores (class averages keep them). Off by default; 40-60 Å for "
+                                    "micelles and nanodiscs.")
+    init_res_A: float = Field(25.0, gt=0, description="Working resolution (Å) of the first "
+                              "iterations; it then follows the classes' signal-to-noise, up to "
+                              "max_res_A.")
+    init_lowpass_A: float = Field(30.0, gt=0, description="Low-pass (Å) of the random-subset "
+                                  "initial classes.")
+
+    # --- schedule -----------------------------------------------------------------------------
+    n_online_em_iters: int = Field(20, ge=0, description="Online-EM iterations, each on a fresh "
+                                   "random minibatch of batch_size_per_class x n_classes particles.")
+    batch_size_per_class: int = Field(100, ge=1, description="Minibatch particles per class.")
+    n_full_iters: int = Field(2, ge=0, description="Full iterations over all particles after "
+                              "online EM.")
+    initial_uncertainty_factor: float = Field(2.0, gt=0, description="Initial classification "
+                                              "uncertainty: the first temperature is this factor "
+                                              "times the spread (sd) of class scores, so higher "
+                                              "means softer early assignments.")
+    sigma_anneal_start: int = Field(2, ge=0, description="Online-EM iteration (in minibatches of "
+                                    "particles seen) at which the noise model starts to anneal "
+                                    "from the initial uncertainty to the estimated noise.")
+    sigma_anneal_iters: int = Field(12, ge=0, description="Length of the annealing, in online-EM "
+                                    "iterations (minibatches of particles seen).")
+    tau2_fudge: float = Field(2.0, gt=0, description="Regularisation: multiplies the class signal "
+                              "power in the Wiener filter (RELION's T; 2 for 2D).")
+
+    # --- search -------------------------------------------------------------------------------
+    psi_step_deg: float = Field(6.0, gt=0, le=90, description="Finest in-plane rotation step "
+                                "(degrees).")
+    max_shift_px: float = Field(6.0, ge=0, description="Translation search range (pixels of the "
+                                "input images, radius around the current centre).")
+    shift_step_px: float = Field(1.0, gt=0, description="Finest translation step (pixels).")
+    force_max: bool = Field(True, description="Best pose per class, soft over classes "
+                            "(CryoSPARC's 'Force max over poses/shifts').")
+
+    # --- model --------------------------------------------------------------------------------
+    white_noise: bool = Field(False, description="Flat (white) noise model instead of the "
+                              "per-shell coloured spectrum.")
+    skip_ctf: bool = Field(False, description="Ignore the CTF in alignment and averaging "
+                           "(phase-flipped input is not assumed).")
+    invert_contrast: bool = Field(False, description="Input particles have dark protein "
+                                  "(multiply images by -1 on loading).")
+    mask_diameter_A: float | None = Field(None, gt=0, description="Circular mask diameter (Å); "
+                                          "default 85 % of the box.")
+    mask_diameter_outer_A: float | None = Field(None, gt=0, description="Outer diameter (Å) of the "
+                                                "mask's soft edge; default mask_diameter_A + 10 %.")
+    recenter: bool = Field(True, description="Re-centre class averages on their centre of mass "
+                           "each iteration.")
+    recenter_threshold: float = Field(0.2, ge=0, lt=1, description="Density threshold (fraction "
+                                      "of the class maximum) for the centre of mass.")
+    reseed_empty: bool = Field(True, description="Re-seed classes that hold almost no particles.")
+    hard_classify_last_iter: bool = Field(False, description="Last iteration puts each particle "
+                                          "only into its best class with weight 1.")
+    sort_classes: bool = Field(True, description="Order output classes by particle count.")
+    remove_duplicates: bool = Field(True, description="Set aside duplicate picks closer than "
+                                    "min_separation_A on one micrograph.")
+    min_separation_A: float | None = Field(None, gt=0, description="Duplicate-pick distance (Å); "
+                                           "default half the mask diameter.")
+
+    # --- execution ----------------------------------------------------------------------------
+    seed: int = Field(0, description="Random seed: same seed, same result.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
+    batch_particles: int = Field(256, ge=1, description="Particles per E-step chunk (memory).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        if self.min_res_A is not None and self.min_res_A <= self.max_res_A:
+            raise ValueError(f"min_res_A ({self.min_res_A} Å) must be larger than max_res_A "
+                             f"({self.max_res_A} Å)")
+        if (self.mask_diameter_outer_A is not None and self.mask_diameter_A is not None
+                and self.mask_diameter_outer_A < self.mask_diameter_A):
+            raise ValueError("mask_diameter_outer_A must be >= mask_diameter_A")
+        return self
+
+    @property
+    def minibatch_size(self) -> int:
+        """Particles per online-EM iteration (batch_size_per_class x n_classes)."""
+        return self.batch_size_per_class * self.n_classes

@@ -1,0 +1,116 @@
+"""A batch of particles made ready for the engine: normalised, masked, Fourier-transformed.
+
+Nothing here knows whether particles came from a file or a stream: a ParticleBatch is built from
+an image array and the matching rows of the metadata table (RELION column names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cryoclass.physics.ctf import ctf_2d
+from cryoclass.physics.fourier import Band, padded_fft, rfft_band
+from cryoclass.physics.masks import background_stats
+
+CTF_COLUMNS = {
+    "defocus_u_A": "rlnDefocusU",
+    "defocus_v_A": "rlnDefocusV",
+    "astig_angle_deg": "rlnDefocusAngle",
+    "voltage_kV": "rlnVoltage",
+    "cs_mm": "rlnSphericalAberration",
+    "amp_contrast": "rlnAmplitudeContrast",
+    "phase_shift_deg": "rlnPhaseShift",
+    "bfactor_A2": "rlnCtfBfactor",
+}
+_CTF_DEFAULTS = {"phase_shift_deg": 0.0, "bfactor_A2": 0.0}
+
+
+@dataclass
+class ParticleBatch:
+    """n preprocessed particles.
+
+    index: (n,) long, the particles' rows in the job's particle table; images: (n, D, D) float32,
+    background-normalised (mean 0, sd 1 outside the mask) and soft-masked; ctf_params: name ->
+    (n,) float tensors (units in the names); pixel_size_A: Å per pixel; skip_ctf: CTF taken as 1.
+    """
+
+    index: torch.Tensor
+    images: torch.Tensor
+    ctf_params: dict[str, torch.Tensor]
+    pixel_size_A: float
+    skip_ctf: bool = False
+    _padded: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.index.numel())
+
+    @property
+    def box(self) -> int:
+        return int(self.images.shape[-1])
+
+    def band(self, band: Band) -> torch.Tensor:
+        """(n, F) complex band coefficients."""
+        return rfft_band(self.images, band)
+
+    def padded(self) -> torch.Tensor:
+        """(n, 2D, 2D) complex padded transforms for interpolation (computed once)."""
+        if self._padded is None:
+            self._padded = padded_fft(self.images)
+        return self._padded
+
+    def ctf(self, kx: torch.Tensor, ky: torch.Tensor, rows: torch.Tensor | None = None,
+            extra_angle_deg: torch.Tensor | None = None) -> torch.Tensor:
+        """CTF at frequencies (kx, ky) in Fourier pixels, shape (F,) -> (m, F).
+
+        rows: which particles (default all); extra_angle_deg (m,): the CTF pattern turned by this
+        angle, i.e. CTF(R_-a k), used to evaluate it in a class's frame.
+        """
+        m = self.n if rows is None else int(rows.numel())
+        if self.skip_ctf:
+            return torch.ones(m, kx.numel(), dtype=torch.float32, device=kx.device)
+        p = {k: (v if rows is None else v[rows]) for k, v in self.ctf_params.items()}
+        if extra_angle_deg is not None:
+            p["astig_angle_deg"] = p["astig_angle_deg"] + extra_angle_deg
+        scale = 1.0 / (self.box * self.pixel_size_A)
+        return ctf_2d(kx * scale, ky * scale, **p)
+
+
+def ctf_params_from_table(rows: pd.DataFrame, device: torch.device | str = "cpu"
+                          ) -> dict[str, torch.Tensor]:
+    """CTF parameter tensors (n,) from table rows with RELION column names."""
+    out = {}
+    for name, col in CTF_COLUMNS.items():
+        if col in rows.columns:
+            vals = rows[col].to_numpy(dtype=np.float64)
+        else:
+            vals = np.full(len(rows), _CTF_DEFAULTS.get(name, np.nan))
+        out[name] = torch.as_tensor(vals, dtype=torch.float32, device=device)
+    return out
+
+
+def prepare_batch(index: np.ndarray, images: np.ndarray, rows: pd.DataFrame, pixel_size_A: float,
+                  mask: torch.Tensor, mask_radius_px: float, invert_contrast: bool,
+                  skip_ctf: bool, device: torch.device) -> ParticleBatch:
+    """Normalise, mask and package raw particle images (n, D, D) with their table rows.
+
+    Normalisation as RELION --norm: background outside mask_radius_px to mean 0, sd 1; then the
+    soft mask (zero outside). invert_contrast multiplies by -1 (dark-protein stacks).
+    """
+    x = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32, device=device)
+    mean, sd = background_stats(x, mask_radius_px)
+    x = (x - mean[:, None, None]) / sd.clamp_min(1e-6)[:, None, None]
+    if invert_contrast:
+        x = -x
+    x = x * mask
+    return ParticleBatch(
+        index=torch.as_tensor(np.asarray(index), dtype=torch.long, device=device),
+        images=x,
+        ctf_params=ctf_params_from_table(rows, device),
+        pixel_size_A=float(pixel_size_A),
+        skip_ctf=skip_ctf,
+    )

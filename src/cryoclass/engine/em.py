@@ -1,0 +1,360 @@
+"""The one EM engine. Schedules (batch online EM + full passes, streaming) call three things:
+
+- ``initialise(batch)``: random-subset classes and the first noise spectrum;
+- ``expectation(batch, temperature_factor)``: E-step for a batch -> per-particle results + the
+  batch's sufficient statistics;
+- ``absorb(batch_stats, n_new, replace=...)``: blend statistics into the model and rebuild the class
+  averages (Wiener), noise spectrum, priors, centring, resolution and working band.
+
+Temperatures: the posterior over classes is softmax(score / T + log prior) with
+T = max(1, f * spread), spread the typical sd of a particle's class scores and f the annealing factor
+(``initial_uncertainty_factor`` falling linearly to 0 over the annealing window, measured in
+minibatches of particles processed, so batch and streaming anneal identically).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cryoclass.config import Config
+from cryoclass.engine.batch import ParticleBatch
+from cryoclass.engine.estep import class_posterior, score_best_poses, score_spread
+from cryoclass.engine.model import ModelState
+from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
+                                    noise_spectrum, wiener_averages)
+from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
+from cryoclass.engine.references import rotated_references
+from cryoclass.physics.fourier import (Band, band_to_image, make_band, rfft_band, shell_sum,
+                                       shift_phase)
+from cryoclass.physics.masks import soft_circular_mask
+
+MAX_CLASSES_PER_PARTICLE = 8     # pairs kept per particle in the M-step (renormalised)
+MIN_PAIR_WEIGHT = 1e-3
+
+
+@dataclass
+class ParticleResult:
+    """Per-particle outcome of an E-step (n particles).
+
+    index (n,) rows of the particle table; cls (n,) best class (0-based); psi_deg, tx, ty (n,) its
+    pose (degrees, pixels, RELION-style model, see poses.py); max_prob (n,) its posterior;
+    n_significant (n,) classes with posterior > 1 %; log_likelihood (n,) best tempered score;
+    posterior (n, K).
+    """
+
+    index: np.ndarray
+    cls: np.ndarray
+    psi_deg: np.ndarray
+    tx: np.ndarray
+    ty: np.ndarray
+    max_prob: np.ndarray
+    n_significant: np.ndarray
+    log_likelihood: np.ndarray
+    posterior: np.ndarray
+
+
+class Engine:
+    """Maximum-likelihood 2D classification engine for one box / pixel size."""
+
+    def __init__(self, config: Config, box: int, pixel_size_A: float,
+                 device: torch.device | str = "cpu") -> None:
+        self.cfg = config
+        self.box = int(box)
+        self.apix = float(pixel_size_A)
+        self.device = torch.device(device)
+        d_mask_A = config.mask_diameter_A or 0.85 * box * pixel_size_A
+        d_mask_px = min(d_mask_A / pixel_size_A, box - 2.0)
+        outer_px = (config.mask_diameter_outer_A / pixel_size_A
+                    if config.mask_diameter_outer_A else None)
+        self.mask_radius_px = d_mask_px / 2.0
+        self.particle_radius_A = d_mask_px * pixel_size_A / 2.0
+        self.mask = soft_circular_mask(box, d_mask_px, outer_px, self.device)
+        self.n_shells = box // 2 + 1
+        self.grid = make_band(box, box / 2.0, include_dc=True, device=self.device)
+        self.r_max = min(box * pixel_size_A / config.max_res_A, box / 2.0 - 1.0)
+        self.r_min = (box * pixel_size_A / config.min_res_A) if config.min_res_A else 0.0
+        self.rng = np.random.default_rng(config.seed)
+        self.state: ModelState | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def res_A(self, r: float) -> float:
+        """Resolution (Å) of a Fourier radius r (pixels)."""
+        return self.box * self.apix / max(r, 1e-6)
+
+    def half_of(self, index: torch.Tensor) -> torch.Tensor:
+        """Fixed half-set (0/1) of each particle, from its row number (for FRC)."""
+        return (index % 2).long()
+
+    def initialise(self, batch: ParticleBatch) -> ModelState:
+        """Random-subset initial classes (unaligned, CTF-corrected, low-passed) and noise model.
+
+        Each class averages a distinct random group of the batch's particles; the first noise
+        spectrum is the particles' own power spectrum (signal included, an over-estimate that errs
+        on the side of uncertainty).
+        """
+        k = self.cfg.n_classes
+        n = batch.n
+        r_init = min(self.box * self.apix / self.cfg.init_res_A, self.r_max)
+        full = make_band(self.box, self.box / 2.0, r_lo=0.5, device=self.device)
+        X = rfft_band(batch.images, full)
+        power = shell_sum((X.real**2 + X.imag**2).mean(0, keepdim=True), full.shell,
+                          self.n_shells)[0]
+        counts = shell_sum(torch.ones(1, full.size, device=self.device), full.shell,
+                           self.n_shells)[0]
+        sigma2 = power / counts.clamp_min(1)
+        sigma2[0] = sigma2[1] if self.n_shells > 1 else 1.0
+        sigma2 = sigma2.clamp_min(1e-6)
+
+        order = torch.as_tensor(self.rng.permutation(n), device=self.device)
+        per = max(1, min(20, n // k))
+        cls = torch.arange(k, device=self.device).repeat_interleave(per)
+        rows = order.repeat(math.ceil(k * per / n))[: k * per] if n < k * per else order[: k * per]
+        m = rows.numel()
+        zeros = torch.zeros(m, device=self.device)
+        pairs = Assignments(row=rows, cls=cls[:m], psi_deg=zeros, tx=zeros, ty=zeros,
+                            weight=torch.ones(m, device=self.device),
+                            rot=zeros.long(), shift=zeros.long())
+        stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
+        r_lp = min(self.box * self.apix / self.cfg.init_lowpass_A, self.r_max)
+        gmask = self.grid_mask(r_lp)
+        accumulate(batch, pairs, self.half_of(batch.index), self.grid, gmask, k, stats)
+        self.state = ModelState(
+            box=self.box, pixel_size_A=self.apix,
+            class_images=torch.zeros(k, self.box, self.box, device=self.device),
+            stats=stats, sigma2=sigma2, r_work=r_init,
+            resolution_A=torch.full((k,), float(self.cfg.init_lowpass_A), device=self.device))
+        self._rebuild_classes(r_lp)
+        # The initial statistics only seed the classes; they are not data evidence.
+        self.state.stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
+        return self.state
+
+    def grid_mask(self, r: float) -> torch.Tensor:
+        """(Q,) bool: class-grid points with |q| <= r (Fourier pixels)."""
+        return torch.sqrt(self.grid.kx**2 + self.grid.ky**2) <= r + 1e-6
+
+    # ------------------------------------------------------------------ E-step
+    def pose_grid(self) -> PoseGrid:
+        """Rotation/shift grid for the current working resolution."""
+        psi_step, shift_step = working_steps(self.res_A(self.state.r_work), self.apix,
+                                             self.particle_radius_A, self.cfg.psi_step_deg,
+                                             self.cfg.shift_step_px)
+        return PoseGrid(psi_grid(psi_step, self.device),
+                        shift_grid(self.cfg.max_shift_px, shift_step, self.device))
+
+    def alignment_band(self) -> tuple[Band, torch.Tensor]:
+        """Particle-grid band up to the working radius, and (F,) 1/sigma2 weights with the
+        frequencies below 1/min_res_A (if set) weighted 0."""
+        band = make_band(self.box, self.state.r_work, r_lo=0.5, device=self.device)
+        sig = self.state.sigma2
+        if self.cfg.white_noise:
+            cnt = shell_sum(torch.ones(1, band.size, device=self.device), band.shell,
+                            self.n_shells)[0]
+            flat = float((sig * cnt).sum() / cnt.sum())
+            inv = torch.full((band.size,), 1.0 / flat, device=self.device)
+        else:
+            inv = 1.0 / sig[band.shell]
+        if self.r_min > 0:
+            r = torch.sqrt(band.kx**2 + band.ky**2)
+            inv = torch.where(r < self.r_min, torch.zeros_like(inv), inv)
+        return band, inv
+
+    def temperature_factor(self, processed: float) -> float:
+        """Annealing factor f: initial_uncertainty_factor until sigma_anneal_start minibatches of
+        particles have been processed, then linearly to 0 over sigma_anneal_iters minibatches.
+
+        In a batch job one minibatch is one online-EM iteration; in a stream the count is of
+        particles as they arrive, so both modes anneal on the same amount of data."""
+        p = processed / float(self.cfg.minibatch_size)
+        start, length = self.cfg.sigma_anneal_start, self.cfg.sigma_anneal_iters
+        f0 = self.cfg.initial_uncertainty_factor
+        if p <= start:
+            return f0
+        if length <= 0 or p >= start + length:
+            return 0.0
+        return f0 * (1.0 - (p - start) / length)
+
+    def expectation(self, batch: ParticleBatch, factor: float, hard: bool = False,
+                    noise: bool = True) -> tuple[ParticleResult, Statistics, float]:
+        """E-step on a batch and its sufficient statistics (not yet absorbed).
+
+        factor: annealing factor (see temperature_factor); hard: one-hot posteriors.
+        Returns per-particle results, the batch statistics, and the temperature used.
+        """
+        st = self.state
+        k = st.n_classes
+        band, inv_sigma2 = self.alignment_band()
+        poses = self.pose_grid()
+        refs = rotated_references(st.class_images, band, poses.psi)
+        X = batch.band(band)
+        ctf = batch.ctf(band.kx, band.ky)
+        best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs, poses.shifts, band)
+        temperature = max(1.0, factor * score_spread(best))
+        post, _ = class_posterior(best, st.log_prior(), temperature)
+        if hard:
+            post = torch.nn.functional.one_hot(post.argmax(1), k).float()
+        pairs = self._pairs(post, rot, shf, poses)
+        stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
+        accumulate(batch, pairs, self.half_of(batch.index), self.grid,
+                   self.grid_mask(st.r_work), k, stats)
+        if noise:
+            accumulate_noise(X, ctf, refs, poses.shifts, band, pairs, self.n_shells, stats)
+        top = post.argmax(1)
+        ar = torch.arange(batch.n, device=self.device)
+        t = poses.shifts[shf[ar, top]]
+        result = ParticleResult(
+            index=batch.index.cpu().numpy(),
+            cls=top.cpu().numpy(),
+            psi_deg=poses.psi[rot[ar, top]].cpu().numpy(),
+            tx=t[:, 0].cpu().numpy(), ty=t[:, 1].cpu().numpy(),
+            max_prob=post.max(1).values.cpu().numpy(),
+            n_significant=(post > 0.01).sum(1).cpu().numpy(),
+            log_likelihood=best[ar, top].cpu().numpy(),
+            posterior=post.cpu().numpy(),
+        )
+        return result, stats, temperature
+
+    def _pairs(self, post: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor,
+               poses: PoseGrid) -> Assignments:
+        """(particle, class) pairs with their best pose, top classes only, renormalised."""
+        n, k = post.shape
+        top = min(k, MAX_CLASSES_PER_PARTICLE)
+        w, cls = post.topk(top, dim=1)
+        w = torch.where(w >= MIN_PAIR_WEIGHT * w[:, :1], w, torch.zeros_like(w))
+        w = w / w.sum(1, keepdim=True)
+        rows = torch.arange(n, device=self.device)[:, None].expand(n, top)
+        keep = w > 0
+        row, c, ww = rows[keep], cls[keep], w[keep]
+        r_i, s_i = rot[row, c], shf[row, c]
+        t = poses.shifts[s_i]
+        return Assignments(row=row, cls=c, psi_deg=poses.psi[r_i], tx=t[:, 0], ty=t[:, 1],
+                           weight=ww, rot=r_i, shift=s_i)
+
+    # ------------------------------------------------------------------ M-step
+    def absorb(self, batch_stats: Statistics, n_new: int, n_new_distinct: int,
+               replace: bool = False) -> None:
+        """Blend a batch's statistics into the model and rebuild the classes.
+
+        Online EM: stats <- (p_old / p_new) stats + batch, p = particles processed, so a particle's
+        weight is (count when it was processed) / (count now), independent of how the particles
+        were chunked; then rescaled so the total weight never exceeds the distinct particles seen
+        (the Wiener filter must not trust revisits as new evidence). replace=True (a full pass)
+        takes the batch statistics as they are.
+        """
+        st = self.state
+        st.distinct_seen += n_new_distinct
+        if replace:
+            st.stats = batch_stats
+            st.processed = float(st.distinct_seen)
+        else:
+            p_old, p_new = st.processed, st.processed + n_new
+            st.stats = st.stats.scaled(p_old / p_new).add_(batch_stats)
+            st.processed = p_new
+            total = st.stats.total_weight
+            if total > st.distinct_seen > 0:
+                st.stats = st.stats.scaled(st.distinct_seen / total)
+        st.sigma2 = noise_spectrum(st.stats, st.sigma2)
+        st.iteration += 1
+        self._rebuild_classes(st.r_work)
+        self._update_working_resolution()
+
+    def _rebuild_classes(self, r: float) -> None:
+        st = self.state
+        gmask = self.grid_mask(r)
+        if self.cfg.recenter:
+            self._recenter(gmask)
+        avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
+        imgs = band_to_image(avg.full, self.grid).real.float()
+        st.class_images = imgs * self.mask
+        halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
+        halves = halves.view(2, st.n_classes, self.box, self.box) * self.mask
+        st.resolution_A = self._frc_resolution(halves[0], halves[1], r)
+
+    def _recenter(self, gmask: torch.Tensor) -> None:
+        """Shift each class's statistics so its density's centre of mass is at the box centre."""
+        st = self.state
+        avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
+        imgs = band_to_image(avg.full, self.grid) * self.mask
+        mx = imgs.flatten(1).max(1).values.clamp_min(1e-12)
+        rho = (imgs - self.cfg.recenter_threshold * mx[:, None, None]).clamp_min(0)
+        tot = rho.sum((1, 2))
+        c = torch.arange(self.box, dtype=torch.float32, device=self.device) - self.box // 2
+        cx = (rho.sum(1) * c).sum(1) / tot.clamp_min(1e-12)
+        cy = (rho.sum(2) * c).sum(1) / tot.clamp_min(1e-12)
+        ok = tot > 0
+        cx, cy = torch.where(ok, cx, 0), torch.where(ok, cy, 0)
+        phase = shift_phase(self.grid.kx[None], self.grid.ky[None], -cx[:, None], -cy[:, None],
+                            self.box)
+        st.stats.num *= phase[None]
+
+    def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:
+        """(K,) resolution (Å) where the FRC of the half-set averages falls below 0.143."""
+        band = make_band(self.box, r, r_lo=0.5, device=self.device)
+        fa, fb = rfft_band(a, band), rfft_band(b, band)
+        num = shell_sum((fa * fb.conj()).real, band.shell, self.n_shells)
+        da = shell_sum(fa.real**2 + fa.imag**2, band.shell, self.n_shells)
+        db = shell_sum(fb.real**2 + fb.imag**2, band.shell, self.n_shells)
+        frc = num / torch.sqrt(da * db).clamp_min(1e-20)
+        shells = torch.arange(self.n_shells, device=self.device)
+        valid = (shells >= 1) & (shells <= int(r))
+        below = (frc < 0.143) & valid[None]
+        below[:, int(r) + 1:] = True
+        below[:, 0] = False
+        first = torch.argmax(below.int(), dim=1).clamp_min(1)
+        last_good = (first - 1).clamp_min(1).float()
+        return self.box * self.apix / last_good
+
+    def _update_working_resolution(self) -> None:
+        """Grow the working band to follow the classes' resolution, never beyond max_res_A."""
+        st = self.state
+        w = self.state.class_weights
+        if float(w.sum()) <= 0:
+            return
+        best_A = float(st.resolution_A[w > 0.2 * w.mean()].min()) if (w > 0).any() else 1e9
+        r_est = self.box * self.apix / best_A
+        r_new = min(self.r_max, max(st.r_work, 1.25 * r_est + 2.0))
+        st.r_work = r_new
+
+    def reseed_empty(self, batch: ParticleBatch, result: ParticleResult) -> list[int]:
+        """Classes with almost no weight restart from a random half of the largest class's
+        particles in this batch (aligned as that class). Returns the re-seeded classes."""
+        st = self.state
+        w = st.class_weights
+        k = st.n_classes
+        if k < 2 or float(w.sum()) <= 0:
+            return []
+        empty = torch.nonzero(w < 0.02 * w.sum() / k).squeeze(1).tolist()
+        done = []
+        for e in empty:  # at most a few classes per iteration; each is one batched accumulate
+            largest = int(torch.argmax(st.class_weights))
+            members = np.nonzero(result.cls == largest)[0]
+            if members.size < 4:
+                break
+            pick = self.rng.choice(members, size=members.size // 2, replace=False)
+            rows = torch.as_tensor(pick, device=self.device)
+            m = rows.numel()
+            pairs = Assignments(row=rows, cls=torch.full((m,), e, device=self.device),
+                                psi_deg=torch.as_tensor(result.psi_deg[pick], device=self.device),
+                                tx=torch.as_tensor(result.tx[pick], device=self.device),
+                                ty=torch.as_tensor(result.ty[pick], device=self.device),
+                                weight=torch.ones(m, device=self.device),
+                                rot=torch.zeros(m, dtype=torch.long, device=self.device),
+                                shift=torch.zeros(m, dtype=torch.long, device=self.device))
+            tmp = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
+            accumulate(batch, pairs, self.half_of(batch.index), self.grid,
+                       self.grid_mask(st.r_work), k, tmp)
+            scale = float(w[largest]) / 2.0 / max(float(tmp.weight[:, e].sum()), 1e-6)
+            st.stats.num[:, e] = tmp.num[:, e] * scale
+            st.stats.den[:, e] = tmp.den[:, e] * scale
+            st.stats.weight[:, e] = tmp.weight[:, e] * scale
+            st.stats.num[:, largest] *= 0.5
+            st.stats.den[:, largest] *= 0.5
+            st.stats.weight[:, largest] *= 0.5
+            result.cls[pick] = e
+            done.append(e)
+        if done:
+            self._rebuild_classes(st.r_work)
+        return done

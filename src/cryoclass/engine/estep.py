@@ -1,0 +1,91 @@
+"""E-step: scores of every particle against every class x rotation x shift, and posteriors.
+
+For hypothesis h = (class c, rotation r, shift s) the log-likelihood over the band, up to a
+constant per particle, is (sums over the half-plane band, each point standing for a conjugate pair)
+
+    score = sum_k [ 2 Re( conj(P_s(k)) A_cr(k) ) - CTF(k)^2 |A_cr(k)|^2 / sigma2(k) ],
+    P_s(k) = X(k) CTF(k) / sigma2(k) * exp(+2 pi i k.t_s / D)       (the particle moved back by t_s),
+
+with A_cr(k) = A_c(R_psi_r k), the class average rotated once per iteration (see
+``references.py``). The cross term is one real GEMM [n*S, 2F] x [2F, K*R]; the norm term one GEMM
+[n, F] x [F, K*R]. Frequencies excluded from alignment (below 1/min_res) carry 1/sigma2 = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cryoclass.physics.fourier import Band, shift_phase
+
+
+@dataclass
+class EStepResult:
+    """Per particle (n) and class (K): best pose and class posterior.
+
+    best_score (n, K): log-likelihood (up to a per-particle constant) of the best pose in each class;
+    best_rot, best_shift (n, K) long: indices into the pose grid; posterior (n, K): class
+    probabilities at the current temperature; log_evidence (n,): logsumexp of tempered scores.
+    """
+
+    best_score: torch.Tensor
+    best_rot: torch.Tensor
+    best_shift: torch.Tensor
+    posterior: torch.Tensor
+    log_evidence: torch.Tensor
+
+
+def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
+                     refs: torch.Tensor, shifts: torch.Tensor, band: Band,
+                     max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best (rotation, shift) score per particle and class, exhaustively.
+
+    X: (n, F) complex band coefficients; ctf: (n, F) real; inv_sigma2: (F,) real (0 = excluded);
+    refs: (K, R, F) complex rotated class averages; shifts: (S, 2) pixels.
+    Returns best_score (n, K), best_rot (n, K), best_shift (n, K).
+    """
+    n, f = X.shape
+    k, r, _ = refs.shape
+    s = shifts.shape[0]
+    ref_flat = refs.reshape(k * r, f)
+    ref_mat = torch.view_as_real(ref_flat).reshape(k * r, 2 * f)                  # (KR, 2F)
+    ref_pow = (ref_flat.real**2 + ref_flat.imag**2)                                 # (KR, F)
+    phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:],
+                         band.box)                                                  # (S, F)
+    weighted = X * (ctf * inv_sigma2)                                               # (n, F)
+    norm_all = (ctf**2 * inv_sigma2) @ ref_pow.T                                    # (n, KR)
+
+    out_score = torch.empty(n, k, dtype=X.real.dtype, device=X.device)
+    out_rot = torch.empty(n, k, dtype=torch.long, device=X.device)
+    out_shift = torch.empty(n, k, dtype=torch.long, device=X.device)
+    chunk = max(1, max_elements // (s * k * r))
+    for a in range(0, n, chunk):  # chunks bound memory; all work inside is batched
+        b = min(n, a + chunk)
+        m = b - a
+        p = weighted[a:b, None, :] * phases[None]                                   # (m, S, F)
+        p_mat = torch.view_as_real(p).reshape(m * s, 2 * f)
+        scores = (p_mat @ ref_mat.T).view(m, s, k * r).mul_(2.0)
+        scores.sub_(norm_all[a:b, None, :])
+        best_over_s, arg_s = scores.max(dim=1)                                      # (m, KR)
+        best_over_s = best_over_s.view(m, k, r)
+        best, arg_r = best_over_s.max(dim=2)                                        # (m, K)
+        out_score[a:b] = best
+        out_rot[a:b] = arg_r
+        out_shift[a:b] = torch.gather(arg_s.view(m, k, r), 2, arg_r[..., None]).squeeze(2)
+    return out_score, out_rot, out_shift
+
+
+def class_posterior(best_score: torch.Tensor, log_prior: torch.Tensor, temperature: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over classes of best_score / T + log prior: (n, K) -> posterior (n, K), log Z (n,)."""
+    logits = best_score / temperature + log_prior[None, :]
+    log_z = torch.logsumexp(logits, dim=1)
+    return torch.exp(logits - log_z[:, None]), log_z
+
+
+def score_spread(best_score: torch.Tensor) -> float:
+    """Typical spread of class scores: median over particles of the sd over classes."""
+    if best_score.shape[1] < 2:
+        return 0.0
+    return float(best_score.std(dim=1).median())

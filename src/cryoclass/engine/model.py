@@ -1,0 +1,87 @@
+"""The model one engine updates, in batch and streaming alike: class averages, running
+statistics, noise spectrum, class priors, working resolution and counters; checkpointed atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from cryoclass.engine.mstep import Statistics
+
+
+@dataclass
+class ModelState:
+    """Everything needed to continue a job.
+
+    class_images: (K, D, D) float32 real-space class averages (masked), pixel_size_A Å/px;
+    stats: running sufficient statistics; sigma2: (D//2+1,) noise variance per shell;
+    r_work: working resolution radius (Fourier pixels); resolution_A: (K,) FRC resolution (Å);
+    processed: particles processed so far, counting revisits (drives the statistics' decay);
+    distinct_seen: distinct particles seen (drives annealing); iteration: updates done.
+    """
+
+    box: int
+    pixel_size_A: float
+    class_images: torch.Tensor
+    stats: Statistics
+    sigma2: torch.Tensor
+    r_work: float
+    resolution_A: torch.Tensor
+    processed: float = 0.0
+    distinct_seen: int = 0
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.class_images.shape[0])
+
+    @property
+    def class_weights(self) -> torch.Tensor:
+        """(K,) summed posterior weights in the running statistics."""
+        return self.stats.weight.sum(0)
+
+    def log_prior(self) -> torch.Tensor:
+        """(K,) log class priors from the statistics (uniform before any data)."""
+        w = self.class_weights
+        if float(w.sum()) <= 0:
+            return torch.full_like(w, -float(torch.log(torch.tensor(float(w.numel())))))
+        p = (w / w.sum()).clamp_min(1e-6)
+        return torch.log(p / p.sum())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stats"] = asdict(self.stats)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "ModelState":
+        d = dict(d)
+        d["stats"] = Statistics(**d["stats"])
+        return ModelState(**d)
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        """Write a checkpoint atomically (temp file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"model": self.to_dict(), "extra": extra or {}}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @staticmethod
+    def load(path: str | Path, device: torch.device | str = "cpu") -> tuple["ModelState", dict]:
+        payload = torch.load(path, map_location=device, weights_only=False)
+        return ModelState.from_dict(payload["model"]), payload.get("extra", {})

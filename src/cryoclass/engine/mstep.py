@@ -1,0 +1,176 @@
+"""M-step: sufficient statistics from aligned particles, and class averages from statistics.
+
+Statistics live on the class grid (the half-plane rfft points of the box, DC included, up to
+Nyquist; ``Statistics`` below), in two half-sets (for FRC resolution):
+
+    num[h, c, q] = sum_i w_ic CTF_i(k') X_i(k') exp(+2 pi i k'.t_ic / D),   k' = R_psi_ic^-1 q
+    den[h, c, q] = sum_i w_ic CTF_i(k')^2
+
+X_i(k') is pulled from the particle's 2x-padded transform by bilinear interpolation and the CTF is
+evaluated analytically at k' (its astigmatism angle turned by psi), so no particle is resampled in
+real space. A class average is then the Wiener filter num / (den + sigma2 / (tau2_fudge * tau2)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cryoclass.engine.batch import ParticleBatch
+from cryoclass.physics.fourier import Band, rotate_points, sample_bilinear, shell_sum, shift_phase
+
+
+@dataclass
+class Statistics:
+    """Running sufficient statistics (see module docstring).
+
+    num: (2, K, Q) complex; den: (2, K, Q) float; weight: (2, K) float, summed posteriors;
+    noise_power, noise_count: (n_shells,) float, weighted residual power and point counts per
+    shell of the particles' own grid.
+    """
+
+    num: torch.Tensor
+    den: torch.Tensor
+    weight: torch.Tensor
+    noise_power: torch.Tensor
+    noise_count: torch.Tensor
+
+    @staticmethod
+    def zeros(n_classes: int, n_points: int, n_shells: int, device: torch.device) -> "Statistics":
+        return Statistics(
+            num=torch.zeros(2, n_classes, n_points, dtype=torch.complex64, device=device),
+            den=torch.zeros(2, n_classes, n_points, dtype=torch.float32, device=device),
+            weight=torch.zeros(2, n_classes, dtype=torch.float32, device=device),
+            noise_power=torch.zeros(n_shells, dtype=torch.float32, device=device),
+            noise_count=torch.zeros(n_shells, dtype=torch.float32, device=device),
+        )
+
+    def scaled(self, factor: float) -> "Statistics":
+        return Statistics(self.num * factor, self.den * factor, self.weight * factor,
+                          self.noise_power * factor, self.noise_count * factor)
+
+    def add_(self, other: "Statistics") -> "Statistics":
+        self.num += other.num
+        self.den += other.den
+        self.weight += other.weight
+        self.noise_power += other.noise_power
+        self.noise_count += other.noise_count
+        return self
+
+    @property
+    def total_weight(self) -> float:
+        return float(self.weight.sum())
+
+
+@dataclass
+class Assignments:
+    """Weighted (particle, class, pose) pairs from an E-step, m of them.
+
+    row: (m,) long, row in the ParticleBatch; cls: (m,) long; psi_deg, tx, ty: (m,) pose (degrees,
+    pixels); weight: (m,) float; rot, shift: (m,) long indices into the E-step pose grid.
+    """
+
+    row: torch.Tensor
+    cls: torch.Tensor
+    psi_deg: torch.Tensor
+    tx: torch.Tensor
+    ty: torch.Tensor
+    weight: torch.Tensor
+    rot: torch.Tensor
+    shift: torch.Tensor
+
+
+def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, grid: Band,
+               grid_mask: torch.Tensor, n_classes: int, out: Statistics,
+               chunk: int = 512) -> None:
+    """Add the pairs' back-rotated, un-shifted, CTF-weighted particles to out.num/den/weight.
+
+    half: (n,) long 0/1 half-set of each batch particle; grid: the class grid (Q points);
+    grid_mask: (Q,) bool, the points updated (inside the working resolution).
+    """
+    sel = torch.nonzero(grid_mask).squeeze(1)
+    qx, qy = grid.kx[sel], grid.ky[sel]
+    padded = batch.padded()
+    k = n_classes
+    num_buf = torch.zeros(2 * k, sel.numel(), dtype=out.num.dtype, device=out.num.device)
+    den_buf = torch.zeros(2 * k, sel.numel(), dtype=out.den.dtype, device=out.den.device)
+    for a in range(0, pairs.row.numel(), chunk):  # chunks bound memory; work inside is batched
+        b = min(pairs.row.numel(), a + chunk)
+        row, cls, w = pairs.row[a:b], pairs.cls[a:b], pairs.weight[a:b]
+        psi, tx, ty = pairs.psi_deg[a:b], pairs.tx[a:b], pairs.ty[a:b]
+        kx, ky = rotate_points(qx, qy, -psi)                                      # (m, Q) = R^-1 q
+        x = sample_bilinear(padded, row, kx, ky)
+        unshift = shift_phase(kx, ky, -tx[:, None], -ty[:, None], batch.box)
+        ctf = batch.ctf(qx, qy, rows=row, extra_angle_deg=psi)                    # CTF(R^-1 q)
+        slot = half[row] * k + cls
+        num_buf.index_add_(0, slot, x * unshift * (ctf * w[:, None]))
+        den_buf.index_add_(0, slot, ctf**2 * w[:, None])
+        out.weight.view(-1).index_add_(0, slot, w)
+    out.num.view(2 * k, -1)[:, sel] += num_buf
+    out.den.view(2 * k, -1)[:, sel] += den_buf
+
+
+def accumulate_noise(X: torch.Tensor, ctf: torch.Tensor, refs: torch.Tensor, shifts: torch.Tensor,
+                     band: Band, pairs: Assignments, n_shells: int, out: Statistics) -> None:
+    """Add weighted residual power |X - CTF S_t A_c(R k)|^2 per shell of the particle grid.
+
+    X, ctf: (n, F); refs: (K, R, F) complex; shifts: (S, 2) pixels.
+    """
+    model = refs[pairs.cls, pairs.rot]                                             # (m, F)
+    t = shifts[pairs.shift]
+    phase = shift_phase(band.kx[None], band.ky[None], t[:, :1], t[:, 1:], band.box)
+    res = X[pairs.row] - ctf[pairs.row] * phase * model
+    power = (res.real**2 + res.imag**2) * pairs.weight[:, None]
+    out.noise_power += shell_sum(power.sum(0, keepdim=True), band.shell, n_shells)[0]
+    counts = pairs.weight.sum() * torch.ones_like(band.kx)
+    out.noise_count += shell_sum(counts[None], band.shell, n_shells)[0]
+
+
+@dataclass
+class ClassAverages:
+    """Fourier coefficients on the class grid: full (K, Q), halves (2, K, Q) complex; plus the
+    per-class signal power tau2 (K, n_shells) used by the Wiener filter."""
+
+    full: torch.Tensor
+    halves: torch.Tensor
+    tau2: torch.Tensor
+
+
+def wiener_averages(stats: Statistics, sigma2_shell: torch.Tensor, grid: Band,
+                    grid_mask: torch.Tensor, tau2_fudge: float) -> ClassAverages:
+    """Wiener-filtered class averages from statistics.
+
+    tau2 per class and shell is estimated from the data: the power of the unregularised average
+    minus its noise power sigma2/den (clamped at 0), so shells without signal are set to zero and
+    classes with few particles come out smooth rather than noisy.
+    """
+    n_shells = sigma2_shell.numel()
+    sig = sigma2_shell[grid.shell][None, :]                                        # (1, Q)
+    inside = grid_mask[None, :].float()
+
+    def filt(num: torch.Tensor, den: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        has = den > 1e-6
+        unreg = torch.where(has, num / den.clamp_min(1e-6), torch.zeros_like(num))
+        p_u = (unreg.real**2 + unreg.imag**2) * inside * has
+        p_n = torch.where(has, sig / den.clamp_min(1e-6), torch.zeros_like(den)) * inside
+        cnt = shell_sum((has.float() * inside), grid.shell, n_shells).clamp_min(1)
+        tau2 = ((shell_sum(p_u, grid.shell, n_shells) - shell_sum(p_n, grid.shell, n_shells))
+                / cnt).clamp_min(0)
+        t = tau2[:, grid.shell] * tau2_fudge
+        reg = torch.where(t > 0, sig / t.clamp_min(1e-20), torch.full_like(t, float("inf")))
+        avg = torch.where(torch.isfinite(reg), num / (den + reg), torch.zeros_like(num))
+        return avg * inside, tau2
+
+    full, tau2 = filt(stats.num.sum(0), stats.den.sum(0))
+    h0, _ = filt(stats.num[0], stats.den[0])
+    h1, _ = filt(stats.num[1], stats.den[1])
+    return ClassAverages(full=full, halves=torch.stack([h0, h1]), tau2=tau2)
+
+
+def noise_spectrum(stats: Statistics, previous: torch.Tensor) -> torch.Tensor:
+    """Per-shell noise variance (n_shells,) from residual statistics; shells without data keep
+    their previous value."""
+    have = stats.noise_count > 1e-6
+    est = stats.noise_power / stats.noise_count.clamp_min(1e-6)
+    return torch.where(have, est, previous)

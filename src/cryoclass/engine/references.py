@@ -1,0 +1,23 @@
+"""Class averages rotated once per iteration onto the particles' band points."""
+
+from __future__ import annotations
+
+import torch
+
+from cryoclass.physics.fourier import Band, padded_fft, rotate_points, sample_bilinear
+
+
+def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Tensor
+                       ) -> torch.Tensor:
+    """A_c(R_psi k) for every class, angle and band point.
+
+    class_images: (K, D, D) real; psi_deg: (R,) degrees. Returns (K, R, F) complex, sampled from
+    2x-padded transforms by bilinear interpolation (with gridding pre-correction).
+    """
+    k = class_images.shape[0]
+    r = psi_deg.numel()
+    ft = padded_fft(class_images)
+    rx, ry = rotate_points(band.kx, band.ky, psi_deg)                              # (R, F)
+    which = torch.arange(k, device=class_images.device).repeat_interleave(r)
+    vals = sample_bilinear(ft, which, rx.repeat(k, 1), ry.repeat(k, 1))
+    return vals.view(k, r, band.size)

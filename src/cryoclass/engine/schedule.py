@@ -1,0 +1,149 @@
+"""Batch schedule (CryoSPARC-style 2D job): online EM on fresh random minibatches with the noise
+model annealed by particles seen, then full iterations over all particles.
+
+The particle source is anything with ``len()``, ``table`` (RELION column names), ``box``,
+``pixel_size_A`` and ``images(idx) -> (n, D, D)`` (a ``cryoclass.io.ParticleSet``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cryoclass.config import Config
+from cryoclass.engine.batch import ParticleBatch, prepare_batch
+from cryoclass.engine.device import pick_device
+from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.model import ModelState
+
+
+class ParticleSource(Protocol):
+    table: pd.DataFrame
+    box: int
+    pixel_size_A: float
+
+    def __len__(self) -> int: ...
+    def images(self, idx: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class IterationLog:
+    """One line of the job log: iteration, phase ('online'/'full'), particles, temperature,
+    working resolution (Å), mean log-likelihood, seconds, classes re-seeded."""
+
+    iteration: int
+    phase: str
+    n_particles: int
+    temperature: float
+    work_res_A: float
+    mean_loglik: float
+    seconds: float
+    reseeded: int = 0
+
+
+@dataclass
+class ClassificationResult:
+    """Final model and per-particle assignments (arrays in particle-table order)."""
+
+    state: ModelState
+    particles: ParticleResult
+    log: list[IterationLog] = field(default_factory=list)
+
+
+Progress = Callable[[str, int, int, IterationLog | None], None]
+
+
+def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> ParticleBatch:
+    """Read and prepare particles idx (rows of source.table)."""
+    idx = np.asarray(idx)
+    images = source.images(idx)
+    rows = source.table.iloc[idx]
+    return prepare_batch(idx, images, rows, source.pixel_size_A, engine.mask,
+                         engine.mask_radius_px, engine.cfg.invert_contrast, engine.cfg.skip_ctf,
+                         engine.device)
+
+
+def full_pass(engine: Engine, source: ParticleSource, hard: bool = False,
+              update: bool = True) -> tuple[ParticleResult, float]:
+    """E-step over all particles in chunks; with update, replace the statistics by the pass's."""
+    from cryoclass.engine.mstep import Statistics
+
+    n = len(source)
+    k = engine.cfg.n_classes
+    stats = Statistics.zeros(k, engine.grid.size, engine.n_shells, engine.device)
+    parts: list[ParticleResult] = []
+    temps = []
+    for a in range(0, n, engine.cfg.batch_particles):
+        idx = np.arange(a, min(n, a + engine.cfg.batch_particles))
+        batch = load_batch(engine, source, idx)
+        res, bstats, t = engine.expectation(batch, factor=0.0, hard=hard)
+        stats.add_(bstats)
+        parts.append(res)
+        temps.append(t)
+    if update:
+        engine.state.distinct_seen = 0
+        engine.absorb(stats, n, n, replace=True)
+    return concat_results(parts), float(np.mean(temps))
+
+
+def concat_results(parts: list[ParticleResult]) -> ParticleResult:
+    return ParticleResult(*[np.concatenate([getattr(p, f) for p in parts])
+                            for f in ParticleResult.__dataclass_fields__])
+
+
+def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None
+              ) -> ClassificationResult:
+    """Classify all particles of source with the batch schedule. See module docstring."""
+    device = pick_device(config.device)
+    engine = Engine(config, source.box, source.pixel_size_A, device)
+    rng = np.random.default_rng(config.seed + 1)
+    n = len(source)
+    mb = min(config.minibatch_size, n)
+    total = config.n_online_em_iters + max(config.n_full_iters, 1)
+    log: list[IterationLog] = []
+    torch.manual_seed(config.seed)
+
+    first = rng.permutation(n)[:mb]
+    engine.initialise(load_batch(engine, source, first))
+    seen = np.zeros(n, dtype=bool)
+    for it in range(config.n_online_em_iters):
+        t0 = time.perf_counter()
+        idx = np.sort(rng.choice(n, size=mb, replace=False))
+        batch = load_batch(engine, source, idx)
+        factor = engine.temperature_factor(engine.state.processed)
+        res, bstats, temp = engine.expectation(batch, factor)
+        new_distinct = int((~seen[idx]).sum())
+        seen[idx] = True
+        engine.absorb(bstats, len(idx), new_distinct)
+        reseeded = []
+        if config.reseed_empty and factor > 0:
+            reseeded = engine.reseed_empty(batch, res)
+        entry = IterationLog(it + 1, "online", len(idx), temp,
+                             engine.res_A(engine.state.r_work),
+                             float(np.mean(res.log_likelihood)),
+                             time.perf_counter() - t0, len(reseeded))
+        log.append(entry)
+        if progress:
+            progress("online", it + 1, total, entry)
+
+    n_full = max(config.n_full_iters, 1)
+    final: ParticleResult | None = None
+    for j in range(n_full):
+        t0 = time.perf_counter()
+        last = j == n_full - 1
+        update = config.n_full_iters > 0
+        final, temp = full_pass(engine, source,
+                                hard=last and config.hard_classify_last_iter, update=update)
+        entry = IterationLog(config.n_online_em_iters + j + 1, "full" if update else "assign", n,
+                             temp, engine.res_A(engine.state.r_work),
+                             float(np.mean(final.log_likelihood)), time.perf_counter() - t0)
+        log.append(entry)
+        if progress:
+            progress("full", config.n_online_em_iters + j + 1, total, entry)
+    engine.state.history = [e.__dict__ for e in log]
+    return ClassificationResult(engine.state, final, log)

@@ -1,0 +1,202 @@
+"""Turn a raw particle table (STAR or .cs) into the canonical, validated table.
+
+Canonical = RELION 3.1 labels, optics merged into every row, units Å / degrees / kV /
+mm, plus the internal columns ``_stack_path``, ``_stack_index`` and ``_source_row``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .columns import (
+    REQUIRED_COLUMNS,
+    SOURCE_ROW,
+    STACK_INDEX,
+    STACK_PATH,
+    normalize_dtypes,
+)
+from .errors import InputError, show_value
+from .locate import ImageLocations, header_pixel_sizes, locate_images
+
+_NUMERIC_REQUIRED = tuple(c for c in REQUIRED_COLUMNS if c != "rlnImageName")
+_ORIGINS_PX = (
+    ("rlnOriginX", "rlnOriginXAngst"),
+    ("rlnOriginY", "rlnOriginYAngst"),
+    ("rlnOriginZ", "rlnOriginZAngst"),
+)
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_numeric(file: Path, table: pd.DataFrame, col: str) -> None:
+    values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = _first_bad(bad)
+        raise InputError(
+            f"{col} is not a finite number ({show_value(table[col].iloc[row])})", file=file, row=row
+        )
+    table[col] = values
+
+
+def _pixel_size_from_relion30(table: pd.DataFrame) -> None:
+    """RELION 3.0: pixel size from detector pixel (µm) / magnification, or rlnPixelSize."""
+    if "rlnImagePixelSize" in table.columns:
+        return
+    if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(table.columns):
+        det = pd.to_numeric(table["rlnDetectorPixelSize"], errors="coerce")
+        mag = pd.to_numeric(table["rlnMagnification"], errors="coerce")
+        table["rlnImagePixelSize"] = (det * 1e4 / mag).astype(np.float64)
+        del table["rlnDetectorPixelSize"], table["rlnMagnification"]
+    elif "rlnPixelSize" in table.columns:
+        table["rlnImagePixelSize"] = pd.to_numeric(table["rlnPixelSize"], errors="coerce").astype(np.float64)
+        del table["rlnPixelSize"]
+
+
+def _fill_pixel_size(file: Path, table: pd.DataFrame, locs: ImageLocations) -> None:
+    if "rlnImagePixelSize" in table.columns:
+        ps = pd.to_numeric(table["rlnImagePixelSize"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    else:
+        ps = np.full(len(table), np.nan)
+    missing = ~(np.isfinite(ps) & (ps > 0))
+    if missing.any():
+        header = header_pixel_sizes(file, locs)
+        ps = np.where(missing, header, ps)
+        still = ~(np.isfinite(ps) & (ps > 0))
+        if still.any():
+            row = _first_bad(still)
+            raise InputError(
+                "no pixel size: no rlnImagePixelSize (optics), rlnDetectorPixelSize + rlnMagnification "
+                f"or rlnPixelSize, and stack {locs.raw_path[row]} has none in its header"
+                + ("" if locs.exists[row] else " (stack not found)"),
+                file=file,
+                row=row,
+            )
+    table["rlnImagePixelSize"] = ps
+
+
+def _fill_box(file: Path, table: pd.DataFrame, locs: ImageLocations, check_images: bool) -> None:
+    if "rlnImageSize" not in table.columns:
+        table["rlnImageSize"] = locs.box  # 0 where the stack was not opened (unknown)
+        return
+    size = pd.to_numeric(table["rlnImageSize"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    bad = ~np.isfinite(size)
+    if bad.any():
+        row = _first_bad(bad)
+        raise InputError(
+            f"rlnImageSize is not a number ({show_value(table['rlnImageSize'].iloc[row])})",
+            file=file,
+            row=row,
+        )
+    size = size.astype(np.int64)
+    if check_images:
+        mismatch = (locs.box > 0) & (size != locs.box)
+        if mismatch.any():
+            row = _first_bad(mismatch)
+            group = table["rlnOpticsGroup"].iloc[row] if "rlnOpticsGroup" in table.columns else 1
+            raise InputError(
+                f"rlnImageSize {size[row]} px (optics group {group}) does not match stack "
+                f"{locs.raw_path[row]}, which holds {locs.box[row]}x{locs.box[row]} px images",
+                file=file,
+                row=row,
+            )
+    table["rlnImageSize"] = size
+
+
+def _origins_to_angstrom(table: pd.DataFrame) -> None:
+    """RELION 3.0 rlnOriginX/Y/Z (pixels) -> rlnOriginX/Y/ZAngst (Å)."""
+    for px, angst in _ORIGINS_PX:
+        if px in table.columns and angst not in table.columns:
+            loc = table.columns.get_loc(px)
+            values = (
+                pd.to_numeric(table[px], errors="coerce").to_numpy(np.float64)
+                * table["rlnImagePixelSize"].to_numpy()
+            )
+            del table[px]
+            table.insert(loc, angst, values)
+
+
+def _assign_optics_groups(table: pd.DataFrame, relion30: bool) -> None:
+    if "rlnOpticsGroup" in table.columns:
+        return
+    if relion30 and len(table):
+        keys = [
+            "rlnVoltage",
+            "rlnSphericalAberration",
+            "rlnAmplitudeContrast",
+            "rlnImagePixelSize",
+            "rlnImageSize",
+        ]
+        table["rlnOpticsGroup"] = table.groupby(keys, sort=False).ngroup().to_numpy(np.int64) + 1
+    else:
+        table["rlnOpticsGroup"] = np.ones(len(table), dtype=np.int64)
+
+
+def canonicalize(
+    file: Path,
+    raw: pd.DataFrame,
+    *,
+    bases: list[Path],
+    relion30: bool,
+    check_images: bool,
+    defaults: Mapping[str, float | int | str] | None = None,
+    cs_indices: bool = False,
+) -> pd.DataFrame:
+    """Validate ``raw`` (read from ``file``) and return the canonical particle table.
+
+    ``bases``: folders to resolve relative stack paths against, in order.
+    ``relion30``: apply RELION 3.0 conversions (pixel size from detector pixel /
+    magnification, origins px -> Å, optics groups from distinct optics values).
+    ``check_images``: open every stack header (existence, index range, box).
+    ``defaults``: values for columns the file lacks (e.g. ``{"rlnAmplitudeContrast": 0.1}``).
+    """
+    table = raw.reset_index(drop=True).copy()
+    table[SOURCE_ROW] = np.arange(len(table), dtype=np.int64)
+    for col, value in (defaults or {}).items():
+        if col not in table.columns:
+            table[col] = value
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        where = "data_particles" if relion30 else "data_optics or data_particles"
+        if file.suffix == ".cs":
+            where = "the .cs fields"
+        hint = ""
+        if missing == ["rlnAmplitudeContrast"]:
+            hint = "; if it is known, pass defaults={'rlnAmplitudeContrast': 0.1} (or the right value)"
+        raise InputError(
+            f"missing required column(s) {', '.join(missing)} (looked in {where}){hint}", file=file
+        )
+    for col in _NUMERIC_REQUIRED:
+        _check_numeric(file, table, col)
+    if relion30:
+        _pixel_size_from_relion30(table)
+    locs = locate_images(file, table["rlnImageName"], bases, check_images=check_images, cs_indices=cs_indices)
+    table[STACK_PATH] = locs.stack_path.astype(str) if len(table) else pd.Series([], dtype=str)
+    table[STACK_INDEX] = locs.stack_index
+    _fill_pixel_size(file, table, locs)
+    _fill_box(file, table, locs, check_images)
+    if relion30:
+        _origins_to_angstrom(table)
+    for col in ("rlnPhaseShift", "rlnCtfBfactor"):
+        if col not in table.columns:
+            table[col] = 0.0
+        else:
+            table[col] = pd.to_numeric(table[col], errors="coerce").fillna(0.0)
+    _assign_optics_groups(table, relion30)
+    og = pd.to_numeric(table["rlnOpticsGroup"], errors="coerce")
+    if og.isna().any():
+        row = _first_bad(og.isna().to_numpy())
+        raise InputError(
+            f"rlnOpticsGroup is not an integer ({show_value(table['rlnOpticsGroup'].iloc[row])})",
+            file=file,
+            row=row,
+        )
+    table["rlnOpticsGroup"] = og
+    normalize_dtypes(table)
+    return table

@@ -1,0 +1,1 @@
+"""Jobs: read particles, run a schedule of the engine, write outputs."""

@@ -1,0 +1,29 @@
+"""Soft circular masks."""
+
+from __future__ import annotations
+
+import torch
+
+
+def soft_circular_mask(box: int, diameter_px: float, outer_diameter_px: float | None = None,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
+    """(D, D) float mask: 1 inside diameter_px, raised-cosine edge to outer_diameter_px, 0 beyond.
+
+    Centre at pixel (D/2, D/2). Diameters in pixels; outer defaults to diameter + 10 % of it.
+    """
+    if outer_diameter_px is None:
+        outer_diameter_px = diameter_px * 1.1
+    r_in, r_out = diameter_px / 2.0, max(outer_diameter_px / 2.0, diameter_px / 2.0 + 1e-3)
+    c = torch.arange(box, dtype=torch.float32, device=device) - box // 2
+    r = torch.sqrt(c[:, None] ** 2 + c[None, :] ** 2)
+    t = ((r - r_in) / (r_out - r_in)).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(torch.pi * t))
+
+
+def background_stats(images: torch.Tensor, radius_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sd (n,) of (n, D, D) images outside a circle of radius_px around the centre."""
+    d = images.shape[-1]
+    c = torch.arange(d, dtype=torch.float32, device=images.device) - d // 2
+    outside = (c[:, None] ** 2 + c[None, :] ** 2) > radius_px**2
+    vals = images[:, outside]
+    return vals.mean(dim=1), vals.std(dim=1)
