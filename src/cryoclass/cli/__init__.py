@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
+                  pretty_exceptions_show_locals=False)
 
 
 def _register() -> None:
-    # Each subcommand module exposes ``command``; imported here so `cryoclass --help` lists them all.
-    from cryoclass.cli import simulate
+    from cryoclass.cli import classify, demo, simulate
 
     app.command("simulate")(simulate.command)
-    try:
-        from cryoclass.cli import classify, demo
-    except ImportError:  # engine not built yet
-        return
     app.command("classify")(classify.command)
     app.command("demo")(demo.command)
 
