@@ -48,12 +48,28 @@ class Config(BaseModel):
     tau2_fudge: float = Field(2.0, gt=0, description="Regularisation: multiplies the class signal "
                               "power in the Wiener filter (RELION's T; 2 for 2D).")
 
+    # --- streaming schedule (cryoclass stream; ignored by batch jobs) ---------------------------
+    stream_policy: Literal["online", "live"] = Field(
+        "online", description="Streaming schedule: 'online' = online EM over the arriving "
+        "particles (cost per update proportional to the new ones); 'live' = CryoSPARC Live's "
+        "(corrected): a normal 2D run on batch_size_per_class x n_classes x n_online_em_iters "
+        "particles, then a full iteration over all particles every batch_size_per_class x "
+        "n_classes x 2 new ones.")
+    stream_revisit: float = Field(1.0, ge=0, description="Online streaming: older particles "
+                                  "revisited per update, as a multiple of the new particles in "
+                                  "it (least recently processed first).")
+
     # --- search -------------------------------------------------------------------------------
     psi_step_deg: float = Field(6.0, gt=0, le=90, description="Finest in-plane rotation step "
                                 "(degrees).")
     max_shift_px: float = Field(6.0, ge=0, description="Translation search range (pixels of the "
                                 "input images, radius around the current centre).")
     shift_step_px: float = Field(1.0, gt=0, description="Finest translation step (pixels).")
+    exhaustive_search: bool = Field(False, description="Score every rotation x shift instead of "
+                                    "a coarse grid refined locally (slower, for checks).")
+    use_class_prior: bool = Field(False, description="Weight classes by their population in the "
+                                  "posterior (RELION-style). Off: uniform prior, which keeps a "
+                                  "large blurry class from absorbing weak particles at low SNR.")
     force_max: bool = Field(True, description="Best pose per class, soft over classes "
                             "(CryoSPARC's 'Force max over poses/shifts').")
 

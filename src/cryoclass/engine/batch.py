@@ -86,7 +86,7 @@ def ctf_params_from_table(rows: pd.DataFrame, device: torch.device | str = "cpu"
     out = {}
     for name, col in CTF_COLUMNS.items():
         if col in rows.columns:
-            vals = rows[col].to_numpy(dtype=np.float64)
+            vals = np.array(rows[col], dtype=np.float64)
         else:
             vals = np.full(len(rows), _CTF_DEFAULTS.get(name, np.nan))
         out[name] = torch.as_tensor(vals, dtype=torch.float32, device=device)

@@ -22,7 +22,8 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.engine.estep import class_posterior, score_best_poses, score_spread
+from cryoclass.engine.estep import (class_posterior, score_best_poses, score_coarse_to_fine,
+                                    score_spread)
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
                                     noise_spectrum, wiener_averages)
@@ -143,7 +144,7 @@ class Engine:
                                              self.particle_radius_A, self.cfg.psi_step_deg,
                                              self.cfg.shift_step_px)
         return PoseGrid(psi_grid(psi_step, self.device),
-                        shift_grid(self.cfg.max_shift_px, shift_step, self.device))
+                        shift_grid(self.cfg.max_shift_px, shift_step, self.device), shift_step)
 
     def alignment_band(self) -> tuple[Band, torch.Tensor]:
         """Particle-grid band up to the working radius, and (F,) 1/sigma2 weights with the
@@ -191,9 +192,14 @@ class Engine:
         refs = rotated_references(st.class_images, band, poses.psi)
         X = batch.band(band)
         ctf = batch.ctf(band.kx, band.ky)
-        best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs, poses.shifts, band)
+        if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
+            best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs, poses.shifts, band)
+        else:
+            best, rot, shf = score_coarse_to_fine(X, ctf, inv_sigma2, refs, poses.shifts,
+                                                  poses.shift_step, band)
         temperature = max(1.0, factor * score_spread(best))
-        post, _ = class_posterior(best, st.log_prior(), temperature)
+        log_prior = st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
+        post, _ = class_posterior(best, log_prior, temperature)
         if hard:
             post = torch.nn.functional.one_hot(post.argmax(1), k).float()
         pairs = self._pairs(post, rot, shf, poses)

@@ -89,3 +89,66 @@ def score_spread(best_score: torch.Tensor) -> float:
     if best_score.shape[1] < 2:
         return 0.0
     return float(best_score.std(dim=1).median())
+
+
+def _neighbour_table(shifts: torch.Tensor, step: float, centres: torch.Tensor) -> torch.Tensor:
+    """(len(centres), 9) indices of the fine shifts within one lattice step of each centre shift
+    (padded with the centre itself where the disc cuts the 3x3 neighbourhood)."""
+    lat = torch.round(shifts / step).long()                                         # (S, 2)
+    key = {(int(a), int(b)): i for i, (a, b) in enumerate(lat.tolist())}
+    table = []
+    for c in centres.tolist():
+        cx, cy = lat[c].tolist()
+        row = [key.get((cx + dx, cy + dy), c) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        table.append(row)
+    return torch.as_tensor(table, dtype=torch.long, device=shifts.device)
+
+
+def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
+                         refs: torch.Tensor, shifts: torch.Tensor, shift_step: float, band: Band,
+                         top_classes: int = 4, chunk: int = 256
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best pose per class by a coarse exhaustive search refined locally.
+
+    Stage 1: every second rotation and the shifts on a lattice of twice the step, as one GEMM
+    (about 4x fewer hypotheses). Stage 2: for each particle's top_classes classes, the 3 x 9
+    neighbouring fine rotations x shifts around the coarse optimum, as batched small GEMMs.
+    Other classes keep their coarse scores (lower bounds of their best score). Arguments and
+    returns as score_best_poses; requires an even number of rotations R.
+    """
+    k, r, f = refs.shape
+    n = X.shape[0]
+    lat = torch.round(shifts / shift_step).long()
+    coarse_s = torch.nonzero((lat % 2 == 0).all(1)).squeeze(1)
+    best, rot_c, shf_c = score_best_poses(X, ctf, inv_sigma2, refs[:, ::2], shifts[coarse_s],
+                                          band)
+    rot = rot_c * 2
+    shf = coarse_s[shf_c]
+    nbr = _neighbour_table(shifts, shift_step, coarse_s)                            # (Sc, 9)
+    m_top = min(top_classes, k)
+    weighted = X * (ctf * inv_sigma2)
+    w_norm = ctf**2 * inv_sigma2
+    phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:], band.box)
+    drot = torch.tensor([-1, 0, 1], device=X.device)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        m = b - a
+        top = best[a:b].topk(m_top, dim=1).indices                                  # (m, M)
+        r0 = torch.gather(rot[a:b], 1, top)                                         # (m, M)
+        s0c = torch.gather(shf_c[a:b], 1, top)
+        rc = (r0[..., None] + drot) % r                                             # (m, M, 3)
+        sc = nbr[s0c]                                                               # (m, M, 9)
+        A = refs[top[..., None], rc]                                                # (m, M, 3, F)
+        P = weighted[a:b, None, None, :] * phases[sc]                               # (m, M, 9, F)
+        pm = torch.view_as_real(P).reshape(m * m_top, 9, 2 * f)
+        am = torch.view_as_real(A).reshape(m * m_top, 3, 2 * f)
+        cross = torch.bmm(pm, am.transpose(1, 2)).view(m, m_top, 9, 3)
+        norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], A.real**2 + A.imag**2)
+        sc_all = (2.0 * cross - norm[:, :, None, :]).reshape(m, m_top, 27)
+        val, arg = sc_all.max(dim=2)
+        best_r = torch.gather(rc, 2, (arg % 3)[..., None]).squeeze(2)
+        best_s = torch.gather(sc, 2, (arg // 3)[..., None]).squeeze(2)
+        best[a:b].scatter_(1, top, val)
+        rot[a:b].scatter_(1, top, best_r)
+        shf[a:b].scatter_(1, top, best_s)
+    return best, rot, shf

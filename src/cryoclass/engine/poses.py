@@ -15,10 +15,12 @@ import torch
 
 @dataclass(frozen=True)
 class PoseGrid:
-    """psi: (R,) degrees; shifts: (S, 2) pixels (tx, ty), the origin first."""
+    """psi: (R,) degrees; shifts: (S, 2) pixels (tx, ty), the origin first, on a lattice of
+    shift_step pixels."""
 
     psi: torch.Tensor
     shifts: torch.Tensor
+    shift_step: float = 1.0
 
     @property
     def n_rot(self) -> int:

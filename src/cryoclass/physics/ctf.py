@@ -59,7 +59,7 @@ def electron_wavelength_A(voltage_kV: ArrayLike) -> ArrayLike:
 
 def _batch(params: list[ArrayLike], device: torch.device) -> list[torch.Tensor]:
     """Per-particle parameters -> float64 tensors of one common shape (n,) (n = 1 for scalars)."""
-    ts = [torch.as_tensor(np.asarray(p) if isinstance(p, list) else p, dtype=torch.float64)
+    ts = [torch.as_tensor(np.array(p) if isinstance(p, (list, np.ndarray)) else p, dtype=torch.float64)
           .to(device).reshape(-1) for p in params]
     n = max(t.numel() for t in ts)
     out = []

@@ -1,0 +1,23 @@
+"""Streaming 2D classification: keep class averages up to date while particles are collected.
+
+Public API::
+
+    Stream(config, out_dir)            a resumable streaming job on one output folder
+        .add_particles(ParticleSet | images, table)   Python source (commits after each update)
+        .ingest(table) / .update() / .finish() / .result()
+    FolderWatcher(watch_dir)           new/growing STAR files + complete stacks, polled
+    watch(watch_dir, config, out_dir)  the watch loop (``cryoclass stream``), in cryoclass.jobs.stream
+    feed_simulation(out_dir, sim_config, rate)   a simulated pipeline writing micrographs
+
+Schedules (``config.stream_policy``): "online" (online EM on arrivals, ``online.py``) and "live"
+(CryoSPARC Live, corrected: ``live.py``). Both drive the one ``cryoclass.engine.em.Engine``.
+"""
+
+from cryoclass.stream.context import UpdateReport
+from cryoclass.stream.events import EventLog, read_events
+from cryoclass.stream.feed import FeedResult, feed_simulation
+from cryoclass.stream.stream import Stream, StreamResult
+from cryoclass.stream.watcher import DONE_MARKER, FolderWatcher, PollResult
+
+__all__ = ["DONE_MARKER", "EventLog", "FeedResult", "FolderWatcher", "PollResult", "Stream",
+           "StreamResult", "UpdateReport", "feed_simulation", "read_events"]

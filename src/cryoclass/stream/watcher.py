@@ -1,0 +1,174 @@
+"""Watch a folder for particles written by a preprocessing pipeline.
+
+Sources: RELION STAR files (any ``*.star`` under the folder; one per micrograph, or one that
+grows). Image names ``index@path`` are resolved against the watched folder first, then the STAR's
+own folder. Each poll:
+
+1. every STAR whose (size, mtime, inode) changed is re-read, up to its last complete line (a row
+   being appended is left for the next poll); rows already in the ledger are skipped, so a growing
+   STAR is ingested row by row, each row once;
+2. rows whose stack is complete (``readiness.StackReadiness``: stable across two polls and holding
+   every image its header declares) are returned; the others wait for a later poll.
+
+Hidden files (temporary files of atomic writers), the stream's own output folder and the done
+marker are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryoclass.io import InputError, read_star
+from cryoclass.io.canonical import canonicalize
+from cryoclass.io.columns import STACK_INDEX, STACK_PATH
+from cryoclass.stream.pool import ARRIVAL, KEY, particle_keys
+from cryoclass.stream.readiness import Stamp, StackReadiness, file_stamp
+
+log = logging.getLogger("cryoclass.stream")
+
+DONE_MARKER = "DONE"
+
+
+@dataclass
+class _StarState:
+    stamp: Stamp | None = None
+    table: pd.DataFrame | None = None   # canonical rows not yet ingested (None: all ingested)
+    error: str = ""
+
+
+@dataclass
+class PollResult:
+    """ready: canonical rows ready to ingest (with ``_stream_key`` and ``_arrival_s``, the
+    latest mtime of the row's STAR and stack, Unix s); waiting: rows seen whose stack is not
+    complete yet, with the reason per key; errors: STAR files that could not be read (path ->
+    message)."""
+
+    ready: pd.DataFrame
+    waiting: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class FolderWatcher:
+    """Polls ``watch_dir`` for new particles (see module docstring)."""
+
+    def __init__(self, watch_dir: str | Path, pattern: str = "*.star",
+                 exclude: list[str | Path] | None = None, done_marker: str = DONE_MARKER) -> None:
+        self.root = Path(watch_dir).resolve()
+        self.pattern = pattern
+        self.exclude = [Path(e).resolve() for e in (exclude or [])]
+        self.done_marker = done_marker
+        self._stars: dict[str, _StarState] = {}
+        self._stacks = StackReadiness()
+
+    @property
+    def done(self) -> bool:
+        """True once the done marker file exists in the watched folder."""
+        return bool(self.done_marker) and (self.root / self.done_marker).exists()
+
+    def star_files(self) -> list[Path]:
+        """STAR files under the folder (recursive), oldest first; hidden and excluded skipped."""
+        out = []
+        for p in self.root.rglob(self.pattern):
+            rel = p.relative_to(self.root)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if any(p.resolve().is_relative_to(e) for e in self.exclude):
+                continue
+            if p.name == self.done_marker or not p.is_file():
+                continue
+            out.append(p)
+        stamps = {p: file_stamp(p) for p in out}
+        return sorted((p for p in out if stamps[p]), key=lambda p: (stamps[p][1], str(p)))
+
+    def poll(self, known: Callable[[np.ndarray], np.ndarray]) -> PollResult:
+        """One poll. ``known(keys) -> bool array``: keys already in the ledger."""
+        errors: dict[str, str] = {}
+        pending: list[pd.DataFrame] = []
+        for path in self.star_files():
+            key = str(path)
+            st = self._stars.setdefault(key, _StarState())
+            stamp = file_stamp(path)
+            if stamp != st.stamp or (st.table is not None and _missing_stacks(st.table)):
+                try:
+                    st.table = read_complete_rows(path, self.root)
+                    st.error = ""
+                except InputError as err:
+                    st.table, msg = None, str(err)
+                    if msg != st.error:
+                        log.warning("cannot read %s yet: %s", path, msg)
+                    st.error = msg
+                    errors[key] = msg
+                    stamp = None  # retry at the next poll
+                st.stamp = stamp
+            if st.table is None:
+                continue
+            fresh = ~known(particle_keys(st.table))
+            st.table = st.table.loc[fresh].reset_index(drop=True) if fresh.any() else None
+            if st.table is not None:
+                t = st.table.copy()
+                t[ARRIVAL] = stamp_seconds(stamp) if stamp else 0.0
+                pending.append(t)
+        if not pending:
+            return PollResult(ready=pd.DataFrame(), errors=errors)
+        rows = pd.concat(pending, ignore_index=True)
+        rows[KEY] = particle_keys(rows)
+        status = self._stacks.poll(list(pd.unique(rows[STACK_PATH])))
+        ok = np.zeros(len(rows), dtype=bool)
+        waiting: dict[str, str] = {}
+        for i, (path, index, key) in enumerate(zip(rows[STACK_PATH], rows[STACK_INDEX], rows[KEY])):
+            s = status[path]
+            if s.ready and index < s.info.n:
+                ok[i] = True
+            else:
+                waiting[key] = s.reason or (f"image index {index} (0-based) beyond the "
+                                            f"{s.info.n} images of the stack")
+        ready = rows.loc[ok].reset_index(drop=True)
+        if len(ready):
+            stack_mtime = {p: stamp_seconds(file_stamp(p)) for p in pd.unique(ready[STACK_PATH])}
+            ready[ARRIVAL] = np.maximum(ready[ARRIVAL].to_numpy(),
+                                        ready[STACK_PATH].map(stack_mtime).to_numpy())
+            ready["rlnImageSize"] = ready[STACK_PATH].map(
+                {p: s.info.box for p, s in status.items() if s.ready}).astype(np.int64)
+        self._stacks.forget([p for p, s in status.items() if s.ready])
+        return PollResult(ready=ready, waiting=waiting, errors=errors)
+
+
+def stamp_seconds(stamp: Stamp | None) -> float:
+    """The mtime of a stamp in Unix seconds (0 if None)."""
+    return stamp[1] / 1e9 if stamp else 0.0
+
+
+def _missing_stacks(table: pd.DataFrame) -> bool:
+    """True if some row's stack path does not exist (it may have been resolved against the wrong
+    folder because the stack was not written yet)."""
+    return any(not os.path.exists(p) for p in pd.unique(table[STACK_PATH]))
+
+
+def read_complete_rows(path: Path, project_dir: Path) -> pd.DataFrame:
+    """Canonical rows of a STAR file that may be being appended to: only text up to the last
+    newline is parsed. Image paths are resolved against project_dir, then the STAR's folder.
+    Stacks are not opened. Raises InputError if the complete part cannot be parsed."""
+    data = path.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]
+    if not data.strip():
+        raise InputError("empty (being written?)", file=path)
+    fd, tmp = tempfile.mkstemp(suffix=".star", prefix=".cryoclass-watch-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        content = read_star(tmp)
+    except InputError as err:
+        raise InputError(err.problem, file=path) from None
+    finally:
+        os.unlink(tmp)
+    return canonicalize(path, content.particles,
+                        bases=[project_dir, path.resolve().parent, Path.cwd()],
+                        relion30=content.relion30, check_images=False)

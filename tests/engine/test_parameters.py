@@ -1,0 +1,80 @@
+"""Parameters visibly do what they say: max_res_A, white_noise, skip_ctf (batch schedule)."""
+
+import numpy as np
+import pytest
+import torch
+
+from cryoclass.config import Config
+from cryoclass.engine.schedule import run_batch
+
+from .conftest import APIX, BOX, make_set, render
+
+FAST = dict(n_classes=3, batch_size_per_class=60, n_online_em_iters=6, n_full_iters=1,
+            sigma_anneal_start=1, sigma_anneal_iters=3, max_shift_px=3.0, psi_step_deg=6.0,
+            mask_diameter_A=BOX * APIX * 0.9, seed=0)
+
+
+@pytest.fixture(scope="module")
+def noisy_set():
+    return make_set(240, noise_sd=0.6, ctf=True, seed=3)
+
+
+def _radial_power(images: torch.Tensor) -> np.ndarray:
+    ft = torch.fft.rfft2(images)
+    p = (ft.real**2 + ft.imag**2).sum(0)
+    ky = torch.fft.fftfreq(BOX, 1.0 / BOX)
+    kx = torch.fft.rfftfreq(BOX, 1.0 / BOX)
+    r = torch.sqrt(kx[None] ** 2 + ky[:, None] ** 2).round().long().flatten()
+    return torch.zeros(BOX).index_add_(0, r, p.flatten()).numpy()
+
+
+def test_max_res_limits_alignment_and_class_power(noisy_set):
+    src, _ = noisy_set
+    res20 = run_batch(src, Config(max_res_A=20.0, **FAST))
+    r20 = BOX * APIX / 20.0
+    assert res20.state.r_work <= r20 + 1e-6               # the alignment band never went further
+    p20 = _radial_power(res20.state.class_images)
+    beyond = int(np.ceil(r20)) + 1
+    # class averages carry (almost) no power beyond 1/20 Å (only the mask's own leakage)
+    assert p20[beyond:].sum() < 0.02 * p20.sum()
+    res7 = run_batch(src, Config(max_res_A=7.0, **FAST))
+    p7 = _radial_power(res7.state.class_images)
+    assert p7[beyond:].sum() / p7.sum() > 2 * p20[beyond:].sum() / p20.sum()  # sharper
+
+
+def test_white_noise_flattens_the_noise_model(noisy_set):
+    src, _ = noisy_set
+    from cryoclass.engine.em import Engine
+    from cryoclass.engine.schedule import load_batch
+    for white in (False, True):
+        eng = Engine(Config(white_noise=white, max_res_A=7.0, **FAST), BOX, APIX)
+        eng.initialise(load_batch(eng, src, np.arange(len(src))))
+        eng.state.r_work = eng.r_max
+        _, inv = eng.alignment_band()
+        spread = float(inv.max() / inv.min())
+        assert (spread == pytest.approx(1.0)) if white else spread > 1.5
+
+
+def test_skip_ctf_ignores_the_ctf(noisy_set):
+    src, truth = noisy_set
+    z = np.zeros(3)
+    true = render(np.arange(3), z, z, z)
+
+    def best_ncc(images: torch.Tensor) -> float:
+        # best match of each true shape among the classes, any rotation not needed: classes are
+        # compared by their radial power correlation, insensitive to in-plane angle and shift
+        out = []
+        pt = [_radial_power(t[None])[:12] for t in true]
+        pc = [_radial_power(c[None])[:12] for c in images]
+        for a in pt:
+            out.append(max(np.corrcoef(a, b)[0, 1] for b in pc))
+        return float(np.mean(out))
+
+    with_ctf = run_batch(src, Config(max_res_A=7.0, **FAST))
+    without = run_batch(src, Config(max_res_A=7.0, skip_ctf=True, **FAST))
+    # CTF-corrected classes have the true shapes' spectra; uncorrected ones carry CTF rings
+    assert best_ncc(with_ctf.state.class_images) > best_ncc(without.state.class_images)
+    from cryoclass.engine.batch import ParticleBatch
+    b = ParticleBatch(index=torch.arange(2), images=torch.zeros(2, BOX, BOX),
+                      ctf_params={}, pixel_size_A=APIX, skip_ctf=True)
+    assert torch.all(b.ctf(torch.ones(5), torch.ones(5)) == 1)
