@@ -15,7 +15,7 @@ def command(
     classes: int = typer.Option(10, "--classes", "-K", help="Number of classes"),
     seed: int = typer.Option(0, help="Random seed"),
 ) -> None:
-    """Simulate a data set (built-in phantom, membrane mode) and classify it; writes a gallery."""
+    """Simulate a small data set (built-in phantom) and classify it; writes a gallery."""
     from cryoclass.demo import run_demo
 
     with iteration_progress("demo") as cb:
