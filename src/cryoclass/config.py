@@ -38,8 +38,8 @@ class Config(BaseModel):
                               "online EM.")
     initial_uncertainty_factor: float = Field(2.0, gt=0, description="Initial classification "
                                               "uncertainty: the first temperature is this factor "
-                                              "times the spread (sd) of class scores, so higher "
-                                              "means softer early assignments.")
+                                              "x 1/4 of the spread (sd) of a particle's class "
+                                              "scores, so higher means softer early assignments.")
     sigma_anneal_start: int = Field(2, ge=0, description="Online-EM iteration (in minibatches of "
                                     "particles seen) at which the noise model starts to anneal "
                                     "from the initial uncertainty to the estimated noise.")
@@ -57,7 +57,8 @@ class Config(BaseModel):
         "n_classes x 2 new ones.")
     stream_revisit: float = Field(1.0, ge=0, description="Online streaming: older particles "
                                   "revisited per update, as a multiple of the new particles in "
-                                  "it (least recently processed first).")
+                                  "it (least recently processed first), until the stream has "
+                                  "processed n_online_em_iters minibatches; then none.")
 
     # --- search -------------------------------------------------------------------------------
     psi_step_deg: float = Field(6.0, gt=0, le=90, description="Finest in-plane rotation step "
@@ -94,8 +95,8 @@ class Config(BaseModel):
     sort_classes: bool = Field(True, description="Order output classes by particle count.")
     remove_duplicates: bool = Field(True, description="Set aside duplicate picks closer than "
                                     "min_separation_A on one micrograph.")
-    min_separation_A: float | None = Field(None, gt=0, description="Duplicate-pick distance (Å); "
-                                           "default half the mask diameter.")
+    min_separation_A: float = Field(20.0, gt=0, description="Duplicate-pick distance (Å): picks "
+                                    "on one micrograph closer than this are duplicates.")
 
     # --- execution ----------------------------------------------------------------------------
     seed: int = Field(0, description="Random seed: same seed, same result.")

@@ -60,6 +60,10 @@ class ArraySource:
     def images(self, idx: np.ndarray) -> np.ndarray:
         return self._images[np.asarray(idx)]
 
+    def add(self, pattern: torch.Tensor) -> None:
+        """Add (n, D, D) to the raw images (as if it were in the micrograph)."""
+        self._images = self._images + pattern.numpy()
+
 
 def make_set(n: int, noise_sd: float = 0.0, ctf: bool = True, seed: int = 0):
     """n particles of the 3 shapes; returns (source, truth dict)."""

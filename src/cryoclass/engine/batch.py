@@ -43,6 +43,7 @@ class ParticleBatch:
     ctf_params: dict[str, torch.Tensor]
     pixel_size_A: float
     skip_ctf: bool = False
+    align_images: torch.Tensor | None = None
     _padded: torch.Tensor | None = None
 
     @property
@@ -54,8 +55,9 @@ class ParticleBatch:
         return int(self.images.shape[-1])
 
     def band(self, band: Band) -> torch.Tensor:
-        """(n, F) complex band coefficients."""
-        return rfft_band(self.images, band)
+        """(n, F) complex band coefficients of the images used for alignment (high-passed at
+        the minimum alignment resolution when one is set)."""
+        return rfft_band(self.images if self.align_images is None else self.align_images, band)
 
     def padded(self) -> torch.Tensor:
         """(n, 2D, 2D) complex padded transforms for interpolation (computed once)."""
@@ -95,22 +97,41 @@ def ctf_params_from_table(rows: pd.DataFrame, device: torch.device | str = "cpu"
 
 def prepare_batch(index: np.ndarray, images: np.ndarray, rows: pd.DataFrame, pixel_size_A: float,
                   mask: torch.Tensor, mask_radius_px: float, invert_contrast: bool,
-                  skip_ctf: bool, device: torch.device) -> ParticleBatch:
+                  skip_ctf: bool, device: torch.device, highpass_radius: float = 0.0
+                  ) -> ParticleBatch:
     """Normalise, mask and package raw particle images (n, D, D) with their table rows.
 
     Normalisation as RELION --norm: background outside mask_radius_px to mean 0, sd 1; then the
     soft mask (zero outside). invert_contrast multiplies by -1 (dark-protein stacks).
+    highpass_radius (Fourier pixels, the minimum alignment resolution): the alignment copy of each
+    image has every frequency below it removed *before* masking, and the scale comes from that
+    copy's background, so that no pattern made of those frequencies can change a particle's
+    alignment; the averaging copy keeps them.
     """
     x = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32, device=device)
-    mean, sd = background_stats(x, mask_radius_px)
-    x = (x - mean[:, None, None]) / sd.clamp_min(1e-6)[:, None, None]
     if invert_contrast:
         x = -x
-    x = x * mask
+    mean, sd = background_stats(x, mask_radius_px)
+    align = None
+    if highpass_radius > 0:
+        xh = highpass(x, highpass_radius)
+        _, sd = background_stats(xh, mask_radius_px)
+        align = xh / sd.clamp_min(1e-6)[:, None, None] * mask
+    x = (x - mean[:, None, None]) / sd.clamp_min(1e-6)[:, None, None] * mask
     return ParticleBatch(
         index=torch.as_tensor(np.asarray(index), dtype=torch.long, device=device),
         images=x,
         ctf_params=ctf_params_from_table(rows, device),
         pixel_size_A=float(pixel_size_A),
         skip_ctf=skip_ctf,
+        align_images=align,
     )
+
+
+def highpass(images: torch.Tensor, radius: float) -> torch.Tensor:
+    """(n, D, D) images with every Fourier component of |k| < radius (Fourier pixels) removed."""
+    d = images.shape[-1]
+    ky = torch.fft.fftfreq(d, d=1.0 / d, device=images.device)
+    kx = torch.fft.rfftfreq(d, d=1.0 / d, device=images.device)
+    keep = (torch.sqrt(kx[None, :] ** 2 + ky[:, None] ** 2) >= radius).float()
+    return torch.fft.irfft2(torch.fft.rfft2(images) * keep, s=(d, d))

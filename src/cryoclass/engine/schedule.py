@@ -65,7 +65,7 @@ def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> Parti
     rows = source.table.iloc[idx]
     return prepare_batch(idx, images, rows, source.pixel_size_A, engine.mask,
                          engine.mask_radius_px, engine.cfg.invert_contrast, engine.cfg.skip_ctf,
-                         engine.device)
+                         engine.device, highpass_radius=engine.r_min)
 
 
 def full_pass(engine: Engine, source: ParticleSource, hard: bool = False,

@@ -1,0 +1,49 @@
+"""Classify a TRPV1 set made by ../shared/bench/simulate.py and score it with the outside judge.
+
+    python benchmarks/trpv1_judge.py --data DATA/trpv1_micelle [--classes 20] [--max-res 8]
+
+Make the data first (see ../shared/bench/README.md), e.g.
+    python ../shared/bench/simulate.py --map ../shared/bench/inputs/trpv1_volume.mrc \
+        --out DATA/trpv1_micelle --n 3000 --box 96 --apix 2.0 --views 12 --snr 0.05 \
+        --micelle --tm-center 30 --seed 0
+Prints wall time (start-up and file I/O included) and the judge's summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--max-res", type=float, default=8.0)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--extra", nargs="*", default=[], help="more cryoclass options")
+    args = ap.parse_args()
+    out = args.out or args.data / "cryoclass_out"
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "cryoclass.cli.__main__", "classify",
+           str(args.data / "particles.star"), "--out", str(out), "-K", str(args.classes),
+           "--max-res-A", str(args.max_res), *args.extra]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    ev = subprocess.run([sys.executable, str(BENCH / "evaluate.py"), "--truth", str(args.data),
+                         "--particles", str(out / "particles.star"), "--classes",
+                         str(out / "classes.mrcs")], check=True, capture_output=True, text=True)
+    summary = json.loads(ev.stdout.strip().splitlines()[0])
+    keys = ["views_recovered_bp", "ari", "ami", "psi_R", "shift_frac_2px_all"]
+    print(json.dumps({"data": str(args.data), "K": args.classes, "max_res_A": args.max_res,
+                      "wall_s": round(wall, 1), **{k: summary[k] for k in keys}}))
+
+
+if __name__ == "__main__":
+    main()

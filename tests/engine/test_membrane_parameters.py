@@ -1,0 +1,50 @@
+"""CryoSPARC 4.4+ parameters: the minimum alignment resolution band, hard last iteration."""
+
+import numpy as np
+import torch
+
+from cryoclass.config import Config
+from cryoclass.engine.em import Engine
+from cryoclass.engine.schedule import load_batch, run_batch
+from cryoclass.physics.fourier import lowpass_images
+
+from .conftest import APIX, BOX, make_set
+
+
+def _assign(eng: Engine, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    res, _, _ = eng.expectation(batch, 0.0)
+    return res.cls, res.psi_deg, np.stack([res.tx, res.ty], 1)
+
+
+def test_min_res_band_ignores_low_frequency_patterns():
+    src, _ = make_set(80, noise_sd=0.3, ctf=True, seed=5)
+    rng = np.random.default_rng(0)
+    # a strong pattern made only of frequencies below 1/60 Å (well inside 1/40 Å)
+    pattern = lowpass_images(torch.as_tensor(rng.standard_normal((80, BOX, BOX)),
+                                             dtype=torch.float32) * 20, APIX, 60.0, 0.5)
+    changed = {}
+    for min_res in (40.0, None):
+        cfg = Config(n_classes=3, max_res_A=7.5, min_res_A=min_res, max_shift_px=3.0,
+                     mask_diameter_A=BOX * APIX * 0.9, init_res_A=7.5)
+        eng = Engine(cfg, BOX, APIX)
+        clean = load_batch(eng, src, np.arange(80))
+        eng.initialise(clean)
+        eng.absorb(eng.expectation(clean, 0.0)[1], 80, 80)
+        before = _assign(eng, clean)
+        src.add(pattern)
+        after = _assign(eng, load_batch(eng, src, np.arange(80)))
+        src.add(-pattern)
+        changed[min_res] = [float(np.mean(np.any(np.atleast_2d(a != b).reshape(80, -1), 1)))
+                            for a, b in zip(before, after)]
+    assert changed[40.0] == [0.0, 0.0, 0.0]          # class, angle and shift all unchanged
+    assert max(changed[None]) > 0.05                  # without min_res the pattern moves them
+
+
+def test_hard_classify_last_iteration_is_one_hot():
+    src, _ = make_set(150, noise_sd=0.8, ctf=True, seed=6)
+    cfg = Config(n_classes=3, max_res_A=9.0, batch_size_per_class=40, n_online_em_iters=3,
+                 n_full_iters=1, hard_classify_last_iter=True, mask_diameter_A=BOX * APIX * 0.9)
+    res = run_batch(src, cfg)
+    post = res.particles.posterior
+    assert np.all((post == 0) | (post == 1)) and np.all(post.sum(1) == 1)
+    assert np.all(res.particles.max_prob == 1)
