@@ -14,9 +14,9 @@ from cryoclass.physics.ctf import ctf_2d, rfft_frequencies
 BOX, APIX = 48, 3.0
 
 
-def shape(k: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Three distinct, asymmetric shapes (pixels)."""
-    g = lambda cx, cy, s: torch.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s * s))  # noqa: E731
+def shape(k: int, x: torch.Tensor, y: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
+    """Three distinct, asymmetric shapes (pixels); sharpness > 1 makes the blobs smaller."""
+    g = lambda cx, cy, s: torch.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (s / sharpness) ** 2))  # noqa: E731
     if k == 0:
         return g(-6, 0, 3.0) + g(6, 0, 3.0) + 0.8 * g(0, 7, 2.5)
     if k == 1:
@@ -24,7 +24,8 @@ def shape(k: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return g(-5, -5, 2.5) + g(0, 0, 2.5) + g(5, 5, 2.5) + 0.7 * g(-7, 6, 2.0)
 
 
-def render(cls: np.ndarray, psi: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> torch.Tensor:
+def render(cls: np.ndarray, psi: np.ndarray, tx: np.ndarray, ty: np.ndarray,
+           sharpness: float = 1.0) -> torch.Tensor:
     c = torch.arange(BOX, dtype=torch.float32) - BOX // 2
     y, x = torch.meshgrid(c, c, indexing="ij")
     out = []
@@ -33,7 +34,7 @@ def render(cls: np.ndarray, psi: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> 
         xs, ys = x - a, y - b
         xr = np.cos(r) * xs - np.sin(r) * ys
         yr = np.sin(r) * xs + np.cos(r) * ys
-        out.append(shape(int(k), xr, yr))
+        out.append(shape(int(k), xr, yr, sharpness))
     return torch.stack(out)
 
 
@@ -65,7 +66,8 @@ class ArraySource:
         self._images = self._images + pattern.numpy()
 
 
-def make_set(n: int, noise_sd: float = 0.0, ctf: bool = True, seed: int = 0):
+def make_set(n: int, noise_sd: float = 0.0, ctf: bool = True, seed: int = 0,
+             sharpness: float = 1.0):
     """n particles of the 3 shapes; returns (source, truth dict)."""
     rng = np.random.default_rng(seed)
     cls = rng.integers(0, 3, n)
@@ -78,7 +80,7 @@ def make_set(n: int, noise_sd: float = 0.0, ctf: bool = True, seed: int = 0):
         "rlnVoltage": 300.0, "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1,
         "rlnImagePixelSize": APIX,
     })
-    img = render(cls, psi, tx, ty)
+    img = render(cls, psi, tx, ty, sharpness)
     if ctf:
         img = apply_ctf(img, table)
     img = img + noise_sd * torch.as_tensor(rng.standard_normal(img.shape), dtype=torch.float32)

@@ -28,8 +28,8 @@ def _radial_power(images: torch.Tensor) -> np.ndarray:
     return torch.zeros(BOX).index_add_(0, r, p.flatten()).numpy()
 
 
-def test_max_res_limits_alignment_and_class_power(noisy_set):
-    src, _ = noisy_set
+def test_max_res_limits_alignment_and_class_power():
+    src, _ = make_set(240, noise_sd=0.3, ctf=True, seed=3, sharpness=2.5)  # detail beyond 20 Å
     res20 = run_batch(src, Config(max_res_A=20.0, **FAST))
     r20 = BOX * APIX / 20.0
     assert res20.state.r_work <= r20 + 1e-6               # the alignment band never went further
@@ -39,7 +39,7 @@ def test_max_res_limits_alignment_and_class_power(noisy_set):
     assert p20[beyond:].sum() < 0.02 * p20.sum()
     res7 = run_batch(src, Config(max_res_A=7.0, **FAST))
     p7 = _radial_power(res7.state.class_images)
-    assert p7[beyond:].sum() / p7.sum() > 2 * p20[beyond:].sum() / p20.sum()  # sharper
+    assert p7[beyond:].sum() / p7.sum() > 5 * p20[beyond:].sum() / p20.sum()  # sharper
 
 
 def test_white_noise_flattens_the_noise_model(noisy_set):
