@@ -26,7 +26,7 @@ class Config(BaseModel):
                                     "micelles and nanodiscs.")
     init_res_A: float = Field(25.0, gt=0, description="Working resolution (Å) of the first "
                               "iterations; it then follows the classes' signal-to-noise, up to "
-                              "max_res_A.")
+                              "max_res_A. With min_res_A set, at most min_res_A / 2.5.")
     init_lowpass_A: float = Field(30.0, gt=0, description="Low-pass (Å) of the random-subset "
                                   "initial classes.")
 

@@ -39,6 +39,7 @@ MIN_PAIR_WEIGHT = 1e-3
 # temperature is half the spread of class scores (best ARI on the bench's TRPV1 sets among
 # factor x scale in 0.3 ... 2).
 UNCERTAINTY_SCALE = 0.25
+MIN_BAND_RATIO = 2.5   # first working radius >= this x the min_res radius
 
 
 @dataclass
@@ -103,7 +104,10 @@ class Engine:
         """
         k = self.cfg.n_classes
         n = batch.n
-        r_init = min(self.box * self.apix / self.cfg.init_res_A, self.r_max)
+        # With a minimum alignment resolution the first band must still be wide enough to align
+        # on: start at no coarser than min_res_A / 2.5 (16 Å for 40 Å).
+        r_init = min(max(self.box * self.apix / self.cfg.init_res_A, MIN_BAND_RATIO * self.r_min),
+                     self.r_max)
         full = make_band(self.box, self.box / 2.0, r_lo=0.5, device=self.device)
         X = rfft_band(batch.images, full)
         power = shell_sum((X.real**2 + X.imag**2).mean(0, keepdim=True), full.shell,
@@ -124,7 +128,8 @@ class Engine:
                             weight=torch.ones(m, device=self.device),
                             rot=zeros.long(), shift=zeros.long())
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-        r_lp = min(self.box * self.apix / self.cfg.init_lowpass_A, self.r_max)
+        r_lp = min(max(self.box * self.apix / self.cfg.init_lowpass_A,
+                       MIN_BAND_RATIO * self.r_min), self.r_max)
         gmask = self.grid_mask(r_lp)
         accumulate(batch, pairs, self.half_of(batch.index), self.grid, gmask, k, stats)
         self.state = ModelState(
