@@ -9,10 +9,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
 
 
 def _register() -> None:
-    from cryoclass.cli import classify, demo, simulate
+    from cryoclass.cli import classify, demo, simulate, stream
 
     app.command("simulate")(simulate.command)
     app.command("classify")(classify.command)
+    app.command("stream")(stream.command)
     app.command("demo")(demo.command)
 
 

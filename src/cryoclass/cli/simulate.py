@@ -30,8 +30,14 @@ def parse_per_mic(text: str) -> int | tuple[int, int]:
 
 
 def command(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created).",
-                                      file_okay=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (created).",
+                                                file_okay=False)] = None,
+    stream_to: Annotated[Optional[Path], typer.Option(
+        "--stream-to", file_okay=False, help="Instead of --out: act as a preprocessing pipeline "
+        "writing into this folder at --rate particles/s, micrograph by micrograph (stack, then "
+        "STAR), then truth.csv and a DONE marker; for `cryoclass stream`.")] = None,
+    rate: Annotated[float, typer.Option("--rate", min=0.001, help="With --stream-to: particles "
+                                        "per second.")] = 100.0,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of particles.")] = 2000,
     box: Annotated[int, typer.Option("--box", min=16, help="Box size in pixels (even).")] = 64,
     apix: Annotated[float, typer.Option("--apix", min=0.1, help="Pixel size in Å.")] = 3.0,
@@ -68,6 +74,15 @@ def command(
     if not snr > 0:
         raise typer.BadParameter("--snr must be > 0 (or inf)", param_hint="--snr")
     per = parse_per_mic(per_mic)
+    if (out is None) == (stream_to is None):
+        raise typer.BadParameter("give exactly one of --out and --stream-to",
+                                 param_hint="--out / --stream-to")
+    if stream_to is not None:
+        _stream(stream_to, rate, console, n_particles=n, box=box, pixel_size_A=apix,
+                n_views=views, snr=snr, membrane=membrane, belt_density=belt_density,
+                map_path=str(map_path) if map_path else None, particles_per_micrograph=per,
+                seed=seed, invert_contrast=invert_contrast)
+        return
     with Progress(TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("particles"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
@@ -94,3 +109,22 @@ def command(
     console.print(f"  preview   : {res.preview_png}, {res.views_png}")
     console.print(f"  parameters: {res.params_json}")
     console.print(f"Image paths are relative to {res.out_dir}: run programs from there.")
+
+
+def _stream(folder: Path, rate: float, console: Console, **params) -> None:
+    """Write the data set into folder at rate particles/s (see cryoclass.stream.feed)."""
+    from cryoclass.simulate import SimulationConfig
+    from cryoclass.stream.feed import feed_simulation
+
+    try:
+        cfg = SimulationConfig(**params).validate()
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+
+    def progress(done: int, total: int) -> None:
+        console.print(f"wrote {done}/{total} particles")
+
+    res = feed_simulation(folder, cfg, rate, progress=progress)
+    console.print(f"[green]Streamed {res.n_particles} particles[/green] in {res.n_micrographs} "
+                  f"micrographs into {res.out_dir} ({res.seconds:.1f} s); DONE written")

@@ -50,9 +50,10 @@ def watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: fl
     """Classify the particles written into watch_dir while they arrive; outputs in out_dir.
 
     poll_s: seconds between polls; idle_timeout_s: end when no new particle arrived for this
-    long (None: never; the folder need not exist yet); done_marker: file name in watch_dir that ends the stream ('' : none);
-    pattern: STAR file names to watch (recursive); outputs_every_s: see ``Stream``;
-    max_seconds: hard limit on the loop (testing); progress(stream, report) after each update.
+    long (None: never); done_marker: file name in watch_dir whose existence ends the stream
+    ('' : none); pattern: STAR file names to watch (recursive); outputs_every_s: see
+    ``Stream``; max_seconds: hard limit on the loop (testing); progress(stream, report) after
+    each update. The watched folder need not exist yet.
     """
     t0 = time.monotonic()
     watch_dir, out_dir = Path(watch_dir), Path(out_dir)

@@ -6,7 +6,7 @@ Public API::
         .add_particles(ParticleSet | images, table)   Python source (commits after each update)
         .ingest(table) / .update() / .finish() / .result()
     FolderWatcher(watch_dir)           new/growing STAR files + complete stacks, polled
-    watch(watch_dir, config, out_dir)  the watch loop (``cryoclass stream``), in cryoclass.jobs.stream
+    cryoclass.jobs.stream.watch(watch_dir, config, out_dir)   the watch loop (``cryoclass stream``)
     feed_simulation(out_dir, sim_config, rate)   a simulated pipeline writing micrographs
 
 Schedules (``config.stream_policy``): "online" (online EM on arrivals, ``online.py``) and "live"

@@ -52,7 +52,7 @@ class EventLog:
         self.last_seq = int(event["seq"])
 
     def replay(self, events: list[dict[str, Any]]) -> int:
-        """Append those of ``events`` (ordered by seq) newer than the log's last; returns how many."""
+        """Append the events (ordered by seq) newer than the log's last; returns how many."""
         n = 0
         for e in events:
             if int(e["seq"]) > self.last_seq:

@@ -40,16 +40,13 @@ class LivePolicy:
 
     def due(self, ctx: StreamContext, finishing: bool = False) -> bool:
         """Initial run: once n_init particles arrived (or at the end, with whatever came);
-        afterwards every ``every`` new particles (at the end: if any is unprocessed)."""
+        afterwards every ``every`` new particles (at the end the final passes take the rest)."""
         n = len(ctx.pool)
         if n == 0:
             return False
         if ctx.engine is None or ctx.engine.state is None:
             return n >= self.n_init or finishing
-        if finishing:
-            ctx.records.grow(n)
-            return ctx.records.pending.size > 0
-        return n - self.n_at_last_pass >= self.every
+        return not finishing and n - self.n_at_last_pass >= self.every
 
     def step(self, ctx: StreamContext) -> UpdateReport:
         ctx.updates += 1
@@ -73,6 +70,10 @@ class LivePolicy:
                             temperature=last.temperature, factor=0.0,
                             mean_loglik=last.mean_loglik,
                             seconds={"estep": time.perf_counter() - t0})
+
+    def completion_due(self, ctx: StreamContext) -> bool:
+        """The initial run already is a complete batch job: nothing to complete."""
+        return False
 
     def state_dict(self) -> dict:
         return {"n_at_last_pass": self.n_at_last_pass}

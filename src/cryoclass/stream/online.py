@@ -15,6 +15,10 @@ cannot bias the classes that follow; once a minibatch has arrived, the state is 
 after its first iteration. After that, once the stream has processed as many particles as the
 batch job's online-EM phase (n_online_em_iters x minibatch), revisits stop: each new particle is
 E-stepped once on arrival, and all particles again in the final full passes (``passes.py``).
+
+End of a short stream: if it ends before it has processed the batch job's online-EM phase, the
+phase is completed as the batch schedule runs it (random minibatches of all particles), so the
+final passes start from the state a batch job on the same particles would reach.
 """
 
 from __future__ import annotations
@@ -107,6 +111,37 @@ class OnlinePolicy:
         ctx.record(res)
         t3 = time.perf_counter()
         return UpdateReport(phase="warmup", rows=rows, new_rows=new, temperature=temp,
+                            factor=factor, reseeded=len(reseeded),
+                            mean_loglik=float(np.mean(res.log_likelihood)),
+                            seconds={"read": t1 - t0, "estep": t2 - t1, "mstep": t3 - t2})
+
+    def online_phase_target(self, ctx: StreamContext) -> int:
+        """Particles the batch schedule processes in its online-EM phase for this pool."""
+        return self.cfg.n_online_em_iters * min(self.cfg.minibatch_size, len(ctx.pool))
+
+    def completion_due(self, ctx: StreamContext) -> bool:
+        """At the end: has the stream processed less than the batch job's online-EM phase?"""
+        st = ctx.engine.state if ctx.engine is not None else None
+        return st is not None and len(ctx.pool) > 0 and \
+            st.processed < self.online_phase_target(ctx)
+
+    def complete_step(self, ctx: StreamContext) -> UpdateReport:
+        """One batch-schedule online-EM iteration: a random minibatch of all particles."""
+        cfg, engine = self.cfg, ctx.engine
+        ctx.updates += 1
+        t0 = time.perf_counter()
+        n = len(ctx.pool)
+        rows = np.sort(ctx.rng.choice(n, size=min(cfg.minibatch_size, n), replace=False))
+        batch = load_batch(engine, ctx.pool, rows)
+        t1 = time.perf_counter()
+        factor = engine.temperature_factor(engine.state.processed)
+        res, stats, temp = engine.expectation(batch, factor)
+        t2 = time.perf_counter()
+        engine.absorb(stats, int(rows.size), 0)
+        reseeded = engine.reseed_empty(batch, res) if cfg.reseed_empty and factor > 0 else []
+        ctx.record(res)
+        t3 = time.perf_counter()
+        return UpdateReport(phase="complete", rows=rows, new_rows=rows[:0], temperature=temp,
                             factor=factor, reseeded=len(reseeded),
                             mean_loglik=float(np.mean(res.log_likelihood)),
                             seconds={"read": t1 - t0, "estep": t2 - t1, "mstep": t3 - t2})

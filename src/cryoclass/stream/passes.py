@@ -20,7 +20,8 @@ def one_full_pass(ctx: StreamContext, phase: str, hard: bool = False, update: bo
     new = ctx.records.pending
     res, temp = full_pass(ctx.engine, ctx.pool, hard=hard, update=update)
     ctx.record(res)
-    return UpdateReport(phase=phase, rows=np.asarray(res.index), new_rows=new, temperature=temp, factor=0.0,
+    return UpdateReport(phase=phase, rows=np.asarray(res.index), new_rows=new, temperature=temp,
+                        factor=0.0,
                         mean_loglik=float(np.mean(res.log_likelihood)),
                         seconds={"estep": time.perf_counter() - t0})
 

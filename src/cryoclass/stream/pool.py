@@ -19,6 +19,8 @@ from cryoclass.io.columns import STACK_INDEX, STACK_PATH
 ARRIVAL = "_arrival_s"
 #: Internal column: the particle's ledger key.
 KEY = "_stream_key"
+#: Internal column: the file the particle was read from (for rejects).
+SOURCE_FILE = "_source_file"
 
 
 def particle_keys(table: pd.DataFrame) -> np.ndarray:

@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from cryoclass.stream.events import EventLog
 from cryoclass.stream.live import LivePolicy
 from cryoclass.stream.online import OnlinePolicy
 from cryoclass.stream.passes import final_pass, n_final_passes
-from cryoclass.stream.pool import ARRIVAL, KEY, ParticlePool, particle_keys
+from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, ParticlePool, particle_keys
 from cryoclass.stream.records import ParticleRecords
 
 log = logging.getLogger("cryoclass.stream")
@@ -72,15 +73,26 @@ class Stream:
     """A streaming classification job writing into ``out_dir`` (see module docstring).
 
     outputs_every_s: rewrite the outputs at most this often (s; 0 = after every update; they are
-    always written at the end).
+    always written at the end). on_update(stream, report): called after each committed update.
     """
 
-    def __init__(self, config: Config, out_dir: str | Path, outputs_every_s: float = 0.0) -> None:
+    def __init__(self, config: Config, out_dir: str | Path, outputs_every_s: float = 0.0,
+                 on_update: Callable[["Stream", UpdateReport], None] | None = None) -> None:
         self.config = config
+        self.on_update = on_update
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.outputs_every_s = float(outputs_every_s)
         self._lock_fd = _lock(self.out / LOCK_NAME)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        """Fresh state, then the checkpoint's if the folder holds one."""
+        config = self.config
         _remove_stale_temporaries(self.out)
         self.device = pick_device(config.device)
         self.policy = make_policy(config)
@@ -246,6 +258,11 @@ class Stream:
                 for i in cand:
                     ok[i], reasons[i] = False, f"cannot read image: {err}"
             else:
+                if imgs.shape[-1] != box:
+                    for i in cand:
+                        ok[i], reasons[i] = False, (f"box {imgs.shape[-1]} px differs from "
+                                                    f"the stream's {box} px")
+                    cand, imgs = cand[:0], imgs[:0]
                 flat = imgs.reshape(cand.size, -1)
                 finite = np.isfinite(flat).all(1)
                 const = np.zeros(cand.size, dtype=bool)
@@ -259,7 +276,8 @@ class Stream:
             self.ctx.pool.mark_rejected(t[KEY].to_numpy(dtype=object)[bad])
             for i in bad:
                 row = int(t[SOURCE_ROW].iloc[i]) if SOURCE_ROW in t.columns else int(i)
-                self.rejects.append(Reject(source=source, row=row,
+                src = str(t[SOURCE_FILE].iloc[i]) if SOURCE_FILE in t.columns else source
+                self.rejects.append(Reject(source=src, row=row,
                                            image_name=str(t["rlnImageName"].iloc[i]),
                                            reason=reasons[i]))
         return ok
@@ -286,10 +304,13 @@ class Stream:
         return done
 
     def finish(self) -> StreamResult:
-        """End of stream: process what is pending, then the batch schedule's final passes over
-        all particles (n_full_iters, see ``passes.py``); commit after each."""
+        """End of stream: process what is pending, complete the online-EM phase if the stream
+        was shorter than the batch job's (online policy), then the batch schedule's final passes
+        over all particles (n_full_iters, see ``passes.py``); commit after each."""
         if not self.finished:
             self.update(finishing=True)
+            while self.final_done == 0 and self.policy.completion_due(self.ctx):
+                self.commit(self.policy.complete_step(self.ctx))
             if self.ctx.engine is not None and self.ctx.engine.state is not None:
                 for j in range(self.final_done, n_final_passes(self.ctx)):
                     rep = final_pass(self.ctx, j)
@@ -324,6 +345,8 @@ class Stream:
                                 outputs=round(t2 - t1, 4))
         self.events.append(event)
         self._ingested_since_commit = 0
+        if report is not None and self.on_update is not None:
+            self.on_update(self, report)
         return event
 
     def _outputs_due(self, force: bool) -> bool:
@@ -446,7 +469,7 @@ class Stream:
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Write outputs left stale by outputs_every_s and release the folder lock."""
-        if self._outputs_stale:
+        if getattr(self, "_outputs_stale", False):
             self.write_outputs()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

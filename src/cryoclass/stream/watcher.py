@@ -29,7 +29,7 @@ import pandas as pd
 from cryoclass.io import InputError, read_star
 from cryoclass.io.canonical import canonicalize
 from cryoclass.io.columns import STACK_INDEX, STACK_PATH
-from cryoclass.stream.pool import ARRIVAL, KEY, particle_keys
+from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, particle_keys
 from cryoclass.stream.readiness import Stamp, StackReadiness, file_stamp
 
 log = logging.getLogger("cryoclass.stream")
@@ -76,6 +76,8 @@ class FolderWatcher:
     def star_files(self) -> list[Path]:
         """STAR files under the folder (recursive), oldest first; hidden and excluded skipped."""
         out = []
+        if not self.root.is_dir():
+            return out
         for p in self.root.rglob(self.pattern):
             rel = p.relative_to(self.root)
             if any(part.startswith(".") for part in rel.parts):
@@ -137,7 +139,8 @@ class FolderWatcher:
                                         ready[STACK_PATH].map(stack_mtime).to_numpy())
             ready["rlnImageSize"] = ready[STACK_PATH].map(
                 {p: s.info.box for p, s in status.items() if s.ready}).astype(np.int64)
-        self._stacks.forget([p for p, s in status.items() if s.ready])
+        still = set(rows.loc[~ok, STACK_PATH])
+        self._stacks.forget([p for p, s in status.items() if s.ready and p not in still])
         return PollResult(ready=ready, waiting=waiting, errors=errors)
 
 
@@ -169,6 +172,8 @@ def read_complete_rows(path: Path, project_dir: Path) -> pd.DataFrame:
         raise InputError(err.problem, file=path) from None
     finally:
         os.unlink(tmp)
-    return canonicalize(path, content.particles,
-                        bases=[project_dir, path.resolve().parent, Path.cwd()],
-                        relion30=content.relion30, check_images=False)
+    table = canonicalize(path, content.particles,
+                         bases=[project_dir, path.resolve().parent, Path.cwd()],
+                         relion30=content.relion30, check_images=False)
+    table[SOURCE_FILE] = str(path)
+    return table

@@ -1,0 +1,63 @@
+"""`cryoclass stream WATCH_DIR --out DIR [options]`: streaming 2D classification of a folder.
+
+(No ``from __future__ import annotations`` here: typer must see real types through
+``with_config_options``.)
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cryoclass.cli.options import with_config_options
+from cryoclass.cli.progress import console
+from cryoclass.config import Config
+from cryoclass.io import InputError
+
+
+def _print_update(stream, rep) -> None:
+    eng = stream.engine
+    res = eng.res_A(eng.state.r_work) if eng is not None and eng.state is not None else 0.0
+    console.print(f"update {stream.n_updates:4d} {rep.phase:7s} new={rep.n_new:6d} "
+                  f"revisited={rep.n_revisited:6d} T={rep.temperature:6.2f} res={res:5.1f} Å "
+                  f"ingested={stream.n_ingested:7d} classified={stream.n_processed:7d} "
+                  f"{sum(rep.seconds.values()):6.2f} s")
+
+
+@with_config_options
+def command(
+    watch_dir: Path = typer.Argument(..., help="Folder the preprocessing pipeline writes "
+                                     "particle STAR files and stacks into"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (resumed if it holds a "
+                             "stream checkpoint)"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Streaming schedule, online or "
+                                         "live (same as --stream-policy)"),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="End when no new "
+                                                 "particle arrived for this many seconds"),
+    poll: float = typer.Option(5.0, "--poll", help="Seconds between polls of the folder"),
+    done_marker: str = typer.Option("DONE", "--done-marker", help="File in WATCH_DIR that "
+                                    "ends the stream ('' for none)"),
+    pattern: str = typer.Option("*.star", "--pattern", help="STAR file names to watch "
+                                "(searched recursively)"),
+    write_every: float = typer.Option(0.0, "--write-every", help="Rewrite outputs at most "
+                                      "every this many seconds (0: after every update)"),
+    config: Config = None,  # assembled from the options below by with_config_options
+) -> None:
+    """Streaming 2D classification: keep class averages up to date while particles arrive."""
+    from cryoclass.jobs.stream import watch
+
+    if policy is not None:
+        try:
+            config = Config(**{**config.model_dump(), "stream_policy": policy})
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--policy") from None
+    try:
+        summary = watch(watch_dir, config, out, poll_s=poll, idle_timeout_s=idle_timeout,
+                        done_marker=done_marker, pattern=pattern, outputs_every_s=write_every,
+                        progress=_print_update)
+    except (InputError, FileNotFoundError, RuntimeError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"stream ended ({summary.reason}): {summary.n_ingested} particles ingested, "
+                  f"{summary.n_processed} classified, {summary.n_rejected} set aside, "
+                  f"{summary.n_updates} updates in {summary.seconds:.1f} s; outputs in {out}")
