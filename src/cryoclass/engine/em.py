@@ -279,20 +279,24 @@ class Engine:
     def _rebuild_classes(self, r: float) -> None:
         st = self.state
         gmask = self.grid_mask(r)
-        if self.cfg.recenter:
-            self._recenter(gmask)
         avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
+        if self.cfg.recenter:
+            # A phase shift of num leaves den and tau2 unchanged, so the Wiener averages of the
+            # shifted statistics are the shifted averages: shift both, compute once.
+            phase = self._recenter_phase(avg.full)
+            st.stats.num *= phase[None]
+            avg.full *= phase
+            avg.halves *= phase[None]
         imgs = band_to_image(avg.full, self.grid).real.float()
         st.class_images = imgs * self.mask
         halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
         halves = halves.view(2, st.n_classes, self.box, self.box) * self.mask
         st.resolution_A = self._frc_resolution(halves[0], halves[1], r)
 
-    def _recenter(self, gmask: torch.Tensor) -> None:
-        """Shift each class's statistics so its density's centre of mass is at the box centre."""
-        st = self.state
-        avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
-        imgs = band_to_image(avg.full, self.grid) * self.mask
+    def _recenter_phase(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """(K, Q) phase factors that move each class's density centre of mass (above
+        recenter_threshold x its maximum) to the box centre; coeffs: (K, Q) class averages."""
+        imgs = band_to_image(coeffs, self.grid) * self.mask
         mx = imgs.flatten(1).max(1).values.clamp_min(1e-12)
         rho = (imgs - self.cfg.recenter_threshold * mx[:, None, None]).clamp_min(0)
         tot = rho.sum((1, 2))
@@ -301,9 +305,8 @@ class Engine:
         cy = (rho.sum(2) * c).sum(1) / tot.clamp_min(1e-12)
         ok = tot > 0
         cx, cy = torch.where(ok, cx, 0), torch.where(ok, cy, 0)
-        phase = shift_phase(self.grid.kx[None], self.grid.ky[None], -cx[:, None], -cy[:, None],
-                            self.box)
-        st.stats.num *= phase[None]
+        return shift_phase(self.grid.kx[None], self.grid.ky[None], -cx[:, None], -cy[:, None],
+                           self.box)
 
     def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:
         """(K,) resolution (Å) where the FRC of the half-set averages falls below 0.143."""
