@@ -63,6 +63,25 @@ class ParticleResult:
     posterior: np.ndarray
 
 
+@dataclass
+class Scored:
+    """A batch scored against the current classes (``Engine.score``), for ``Engine.conclude``.
+
+    band: the alignment band (F points); poses: the pose grid; refs: (K, R, F) complex rotated
+    class averages; X: (n, F) complex particle coefficients; ctf: (n, F); best: (n, K) best score
+    per class; rot, shf: (n, K) long indices of that pose in the grid.
+    """
+
+    band: Band
+    poses: PoseGrid
+    refs: torch.Tensor
+    X: torch.Tensor
+    ctf: torch.Tensor
+    best: torch.Tensor
+    rot: torch.Tensor
+    shf: torch.Tensor
+
+
 class Engine:
     """Maximum-likelihood 2D classification engine for one box / pixel size."""
 
@@ -193,9 +212,17 @@ class Engine:
 
         factor: annealing factor (see temperature_factor); hard: one-hot posteriors.
         Returns per-particle results, the batch statistics, and the temperature used.
+        Same as ``conclude(batch, s, batch_temperature(factor, s.best))`` with ``s = score(batch)``:
+        a sharded E-step scores the shards, takes the temperature of all their scores, then
+        concludes each shard (``cryoclass.distributed``).
         """
+        scored = self.score(batch)
+        return self.conclude(batch, scored, self.batch_temperature(factor, scored.best), hard,
+                             noise)
+
+    def score(self, batch: ParticleBatch) -> "Scored":
+        """First half of the E-step: best pose and score of every particle in every class."""
         st = self.state
-        k = st.n_classes
         band, inv_sigma2 = self.alignment_band()
         poses = self.pose_grid()
         refs = rotated_references(st.class_images, band, poses.psi)
@@ -206,7 +233,22 @@ class Engine:
         else:
             best, rot, shf = score_coarse_to_fine(X, ctf, inv_sigma2, refs, poses.shifts,
                                                   poses.shift_step, band)
-        temperature = max(1.0, factor * UNCERTAINTY_SCALE * score_spread(best))
+        return Scored(band, poses, refs, X, ctf, best, rot, shf)
+
+    def batch_temperature(self, factor: float, best: torch.Tensor) -> float:
+        """Temperature of an E-step at annealing factor ``factor`` on particles whose best
+        scores per class are ``best`` (n, K)."""
+        return max(1.0, factor * UNCERTAINTY_SCALE * score_spread(best))
+
+    def conclude(self, batch: ParticleBatch, scored: "Scored", temperature: float,
+                 hard: bool = False, noise: bool = True
+                 ) -> tuple[ParticleResult, Statistics, float]:
+        """Second half of the E-step: posteriors at ``temperature`` and the batch statistics.
+        Returns as ``expectation``."""
+        st = self.state
+        k = st.n_classes
+        band, poses, refs, X, ctf = scored.band, scored.poses, scored.refs, scored.X, scored.ctf
+        best, rot, shf = scored.best, scored.rot, scored.shf
         log_prior = st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
         post, _ = class_posterior(best, log_prior, temperature)
         if hard:
