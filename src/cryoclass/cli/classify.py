@@ -1,33 +1,58 @@
-"""`cryoclass classify PARTICLES --classes K --out DIR [options]`."""
+"""`cryoclass classify PARTICLES --classes K --out DIR [options]`.
 
-from __future__ import annotations
+Exit codes: 0 done; 2 bad input (the message names the file, the row and the problem); 3 an
+output could not be written (disk full, permissions: the previous outputs are intact).
+"""
 
 from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from cryoclass.cli.options import with_config_options
 from cryoclass.cli.progress import console, iteration_progress
 from cryoclass.config import Config
-from cryoclass.io import InputError
+from cryoclass.io import InputError, OutputError
+
+EXIT_INPUT = 2
+EXIT_OUTPUT = 3
 
 
 @with_config_options
 def command(
     particles: Path = typer.Argument(..., help="Particles: RELION .star or CryoSPARC .cs"),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder"),
-    project_dir: Path | None = typer.Option(None, help="Folder that image paths are relative "
-                                            "to (default: the particle file's folder)"),
+    project_dir: Optional[Path] = typer.Option(None, help="Folder that image paths are relative "
+                                               "to (default: the particle file's folder)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out "
+                                "from its last checkpoint (same settings and particles)"),
+    init_classes: Optional[Path] = typer.Option(None, "--init-classes", help="Start from these "
+                                                "class averages instead of random subsets: an "
+                                                ".mrcs stack, or a RELION Class2D run_itNNN_*.star "
+                                                "/ job folder (K must match)"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Batch 2D classification (CryoSPARC-style online EM, then full iterations)."""
     from cryoclass.jobs.classify import classify
 
     try:
+        initial = _initial_classes(init_classes, project_dir) if init_classes else None
         with iteration_progress("2D classification") as cb:
-            _, paths = classify(particles, config, out, project_dir=project_dir, progress=cb)
+            _, paths = classify(particles, config, out, project_dir=project_dir, progress=cb,
+                                resume=resume, initial_classes=initial)
     except InputError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    except OSError as err:  # OutputError (disk full ...) or a system error while reading
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_OUTPUT if isinstance(err, OutputError) else EXIT_INPUT) from None
     for name, p in paths.items():
-        console.print(f"{name:15s} {p}")
+        console.print(f"{name:15s} {p}", soft_wrap=True)
+
+
+def _initial_classes(path: Path, project_dir: Optional[Path]):
+    """(K, D, D) class averages from an .mrcs stack or a RELION Class2D output."""
+    from cryoclass.io.relion_class2d import read_class_averages
+
+    return read_class_averages(path, project_dir=project_dir)

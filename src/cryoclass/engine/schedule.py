@@ -58,6 +58,29 @@ class ClassificationResult:
 Progress = Callable[[str, int, int, IterationLog | None], None]
 
 
+@dataclass
+class BatchPoint:
+    """Where a batch run stands after ``step`` steps (online-EM iterations, then full passes):
+    with the model, enough to continue it exactly as if it had not stopped.
+
+    seen: (n,) bool particles drawn so far; log: the iteration log; rng, engine_rng: numpy
+    bit-generator states of the schedule and the engine; torch_rng: torch's CPU RNG state;
+    final: the latest full pass's per-particle results (None before the first).
+    """
+
+    step: int
+    seen: np.ndarray
+    log: list[IterationLog]
+    rng: dict
+    engine_rng: dict
+    torch_rng: torch.Tensor
+    final: ParticleResult | None = None
+
+
+#: checkpoint(state, point): called after every step; must persist both atomically.
+Checkpoint = Callable[[ModelState, BatchPoint], None]
+
+
 def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> ParticleBatch:
     """Read and prepare particles idx (rows of source.table)."""
     idx = np.asarray(idx)
@@ -96,9 +119,18 @@ def concat_results(parts: list[ParticleResult]) -> ParticleResult:
                             for f in ParticleResult.__dataclass_fields__])
 
 
-def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None
-              ) -> ClassificationResult:
-    """Classify all particles of source with the batch schedule. See module docstring."""
+def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None,
+              checkpoint: Checkpoint | None = None,
+              resume: tuple[ModelState, BatchPoint] | None = None,
+              initial_classes: np.ndarray | None = None) -> ClassificationResult:
+    """Classify all particles of source with the batch schedule. See module docstring.
+
+    checkpoint: called after every online-EM iteration and full pass with the model and a
+    BatchPoint; resume: a (model, point) pair saved that way, to continue from (the result is
+    the one the uninterrupted run gives). initial_classes: (K, D, D) class averages to start
+    from instead of random subsets (e.g. another program's; scaled to the random-subset
+    classes' norm, masked).
+    """
     device = pick_device(config.device)
     engine = Engine(config, source.box, source.pixel_size_A, device)
     rng = np.random.default_rng(config.seed + 1)
@@ -107,11 +139,29 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
     total = config.n_online_em_iters + max(config.n_full_iters, 1)
     log: list[IterationLog] = []
     torch.manual_seed(config.seed)
+    final: ParticleResult | None = None
+    done = 0
 
-    first = rng.permutation(n)[:mb]
-    engine.initialise(load_batch(engine, source, first))
-    seen = np.zeros(n, dtype=bool)
-    for it in range(config.n_online_em_iters):
+    if resume is None:
+        first = rng.permutation(n)[:mb]
+        engine.initialise(load_batch(engine, source, first))
+        if initial_classes is not None:
+            _start_from(engine, initial_classes)
+        seen = np.zeros(n, dtype=bool)
+    else:
+        engine.state, point = resume
+        rng.bit_generator.state = point.rng
+        engine.rng.bit_generator.state = point.engine_rng
+        torch.set_rng_state(point.torch_rng)
+        seen, log, done, final = point.seen.copy(), list(point.log), point.step, point.final
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            checkpoint(engine.state, BatchPoint(step, seen.copy(), list(log), rng.bit_generator.state,
+                                                engine.rng.bit_generator.state,
+                                                torch.get_rng_state(), final))
+
+    for it in range(done, config.n_online_em_iters):
         t0 = time.perf_counter()
         idx = np.sort(rng.choice(n, size=mb, replace=False))
         batch = load_batch(engine, source, idx)
@@ -128,12 +178,12 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
                              float(np.mean(res.log_likelihood)),
                              time.perf_counter() - t0, len(reseeded))
         log.append(entry)
+        save(it + 1)
         if progress:
             progress("online", it + 1, total, entry)
 
     n_full = max(config.n_full_iters, 1)
-    final: ParticleResult | None = None
-    for j in range(n_full):
+    for j in range(max(0, done - config.n_online_em_iters), n_full):
         t0 = time.perf_counter()
         last = j == n_full - 1
         update = config.n_full_iters > 0
@@ -143,7 +193,22 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
                              temp, engine.res_A(engine.state.r_work),
                              float(np.mean(final.log_likelihood)), time.perf_counter() - t0)
         log.append(entry)
+        save(config.n_online_em_iters + j + 1)
         if progress:
             progress("full", config.n_online_em_iters + j + 1, total, entry)
     engine.state.history = [e.__dict__ for e in log]
     return ClassificationResult(engine.state, final, log)
+
+
+def _start_from(engine: Engine, classes: np.ndarray) -> None:
+    """Replace the initial classes by ``classes`` (K, D, D), each scaled to the mean norm of the
+    random-subset classes it replaces (other programs normalise differently) and masked."""
+    st = engine.state
+    refs = torch.as_tensor(np.asarray(classes, dtype=np.float32), device=engine.device)
+    if refs.shape != st.class_images.shape:
+        raise ValueError(f"initial classes have shape {tuple(refs.shape)}, the job needs "
+                         f"{tuple(st.class_images.shape)} (K, D, D)")
+    refs = refs * engine.mask
+    target = st.class_images.flatten(1).norm(dim=1).mean()
+    norms = refs.flatten(1).norm(dim=1).clamp_min(1e-12)
+    st.class_images = refs * (target / norms)[:, None, None]

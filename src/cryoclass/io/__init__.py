@@ -5,7 +5,7 @@ Units everywhere: Å (defocus, pixel size, origins), degrees (angles), kV, mm, p
 
 from .atomic import atomic_path, atomic_write
 from .cs import read_cs_table, write_cs
-from .errors import InputError
+from .errors import InputError, OutputError
 from .particles import ParticleSet, Reject, read_particles
 from .rejects import read_rejects, write_rejects
 from .stacks import (
@@ -20,6 +20,7 @@ from .star import read_star, write_star
 
 __all__ = [
     "InputError",
+    "OutputError",
     "ParticleSet",
     "Reject",
     "atomic_path",

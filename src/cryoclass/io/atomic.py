@@ -13,7 +13,7 @@ from os import PathLike
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 
 def _umask() -> int:
@@ -42,7 +42,8 @@ def atomic_path(path: str | PathLike[str]) -> Iterator[Path]:
     Use this for libraries that insist on opening the file themselves (mrcfile).
     The temp file keeps the suffix of ``path`` and lives in the same folder, so the
     final ``os.replace`` is atomic. On an exception the temp file is removed and
-    ``path`` is left untouched.
+    ``path`` is left untouched; an :class:`OSError` (disk full, quota, permissions)
+    comes out as :class:`OutputError` naming ``path``.
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
@@ -58,11 +59,13 @@ def atomic_path(path: str | PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
         _fsync_dir(folder)
-    except BaseException:
+    except BaseException as err:
         try:
             tmp.unlink()
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError.from_os_error(err, target) from err
         raise
 
 
@@ -91,7 +94,7 @@ def atomic_write(
             else:
                 fh = open(tmp, "w", encoding=encoding, newline=newline)
         except OSError as err:
-            raise InputError(f"cannot write: {err.strerror or err}", file=path) from None
+            raise OutputError.from_os_error(err, path) from None
         with fh:
             yield fh
             fh.flush()

@@ -21,6 +21,8 @@ from .columns import (
 )
 from .errors import InputError, show_value
 from .locate import ImageLocations, header_pixel_sizes, locate_images
+from .problems import RowProblems
+from .validate import check_ctf, check_duplicates
 
 _NUMERIC_REQUIRED = tuple(c for c in REQUIRED_COLUMNS if c != "rlnImageName")
 _ORIGINS_PX = (
@@ -34,14 +36,12 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _check_numeric(file: Path, table: pd.DataFrame, col: str) -> None:
+def _check_numeric(table: pd.DataFrame, col: str, problems: RowProblems) -> None:
     values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = _first_bad(bad)
-        raise InputError(
-            f"{col} is not a finite number ({show_value(table[col].iloc[row])})", file=file, row=row
-        )
+    raw = table[col]
+    problems.flag(
+        ~np.isfinite(values), lambda row: f"{col} is not a finite number ({show_value(raw.iloc[row])})"
+    )
     table[col] = values
 
 
@@ -59,53 +59,43 @@ def _pixel_size_from_relion30(table: pd.DataFrame) -> None:
         del table["rlnPixelSize"]
 
 
-def _fill_pixel_size(file: Path, table: pd.DataFrame, locs: ImageLocations) -> None:
+def _fill_pixel_size(table: pd.DataFrame, locs: ImageLocations, problems: RowProblems) -> None:
     if "rlnImagePixelSize" in table.columns:
         ps = pd.to_numeric(table["rlnImagePixelSize"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
     else:
         ps = np.full(len(table), np.nan)
     missing = ~(np.isfinite(ps) & (ps > 0))
     if missing.any():
-        header = header_pixel_sizes(file, locs)
+        header = header_pixel_sizes(problems.file, locs, wanted=missing & problems.ok())
         ps = np.where(missing, header, ps)
         still = ~(np.isfinite(ps) & (ps > 0))
-        if still.any():
-            row = _first_bad(still)
-            raise InputError(
-                "no pixel size: no rlnImagePixelSize (optics), rlnDetectorPixelSize + rlnMagnification "
-                f"or rlnPixelSize, and stack {locs.raw_path[row]} has none in its header"
-                + ("" if locs.exists[row] else " (stack not found)"),
-                file=file,
-                row=row,
-            )
+        problems.flag(
+            still,
+            lambda row: "no pixel size: no rlnImagePixelSize (optics), rlnDetectorPixelSize + "
+            f"rlnMagnification or rlnPixelSize, and stack {locs.raw_path[row]} has none in its header"
+            + ("" if locs.exists[row] else " (stack not found)"),
+        )
     table["rlnImagePixelSize"] = ps
 
 
-def _fill_box(file: Path, table: pd.DataFrame, locs: ImageLocations, check_images: bool) -> None:
+def _fill_box(table: pd.DataFrame, locs: ImageLocations, check_images: bool, problems: RowProblems) -> None:
     if "rlnImageSize" not in table.columns:
         table["rlnImageSize"] = locs.box  # 0 where the stack was not opened (unknown)
         return
-    size = pd.to_numeric(table["rlnImageSize"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    bad = ~np.isfinite(size)
-    if bad.any():
-        row = _first_bad(bad)
-        raise InputError(
-            f"rlnImageSize is not a number ({show_value(table['rlnImageSize'].iloc[row])})",
-            file=file,
-            row=row,
-        )
-    size = size.astype(np.int64)
+    raw = table["rlnImageSize"]
+    size = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    problems.flag(
+        ~np.isfinite(size), lambda row: f"rlnImageSize is not a number ({show_value(raw.iloc[row])})"
+    )
+    size = np.where(np.isfinite(size), size, 0).astype(np.int64)
     if check_images:
-        mismatch = (locs.box > 0) & (size != locs.box)
-        if mismatch.any():
-            row = _first_bad(mismatch)
-            group = table["rlnOpticsGroup"].iloc[row] if "rlnOpticsGroup" in table.columns else 1
-            raise InputError(
-                f"rlnImageSize {size[row]} px (optics group {group}) does not match stack "
-                f"{locs.raw_path[row]}, which holds {locs.box[row]}x{locs.box[row]} px images",
-                file=file,
-                row=row,
-            )
+        group = table["rlnOpticsGroup"] if "rlnOpticsGroup" in table.columns else None
+        problems.flag(
+            (locs.box > 0) & (size != locs.box),
+            lambda row: f"rlnImageSize {size[row]} px (optics group "
+            f"{group.iloc[row] if group is not None else 1}) does not match stack "
+            f"{locs.raw_path[row]}, which holds {locs.box[row]}x{locs.box[row]} px images",
+        )
     table["rlnImageSize"] = size
 
 
@@ -147,17 +137,26 @@ def canonicalize(
     check_images: bool,
     defaults: Mapping[str, float | int | str] | None = None,
     cs_indices: bool = False,
+    problems: RowProblems | None = None,
+    check_values: bool = False,
 ) -> pd.DataFrame:
     """Validate ``raw`` (read from ``file``) and return the canonical particle table.
 
     ``bases``: folders to resolve relative stack paths against, in order.
     ``relion30``: apply RELION 3.0 conversions (pixel size from detector pixel /
     magnification, origins px -> Å, optics groups from distinct optics values).
-    ``check_images``: open every stack header (existence, index range, box).
+    ``check_images``: open every stack header (existence, completeness, index range, box).
     ``defaults``: values for columns the file lacks (e.g. ``{"rlnAmplitudeContrast": 0.1}``).
+    ``check_values``: also flag absurd CTF values (validate.py) and, when collecting,
+    particles whose image is listed twice (the first is kept).
+    ``problems``: a collecting :class:`RowProblems` (``n = len(raw)``) receives every
+    per-particle problem and those rows are left out of the result (their ``_source_row``
+    is kept by the others); without it the first one raises :class:`InputError`.
+    Whole-file problems (missing columns, mixed box sizes) always raise.
     """
     table = raw.reset_index(drop=True).copy()
     table[SOURCE_ROW] = np.arange(len(table), dtype=np.int64)
+    probs = problems if problems is not None else RowProblems(file, len(table))
     for col, value in (defaults or {}).items():
         if col not in table.columns:
             table[col] = value
@@ -173,16 +172,27 @@ def canonicalize(
             f"missing required column(s) {', '.join(missing)} (looked in {where}){hint}", file=file
         )
     for col in _NUMERIC_REQUIRED:
-        _check_numeric(file, table, col)
+        _check_numeric(table, col, probs)
     if relion30:
         _pixel_size_from_relion30(table)
-    locs = locate_images(file, table["rlnImageName"], bases, check_images=check_images, cs_indices=cs_indices)
+    locs = locate_images(
+        file,
+        table["rlnImageName"],
+        bases,
+        check_images=check_images,
+        cs_indices=cs_indices,
+        problems=problems,
+    )
     table[STACK_PATH] = locs.stack_path.astype(str) if len(table) else pd.Series([], dtype=str)
     table[STACK_INDEX] = locs.stack_index
-    _fill_pixel_size(file, table, locs)
-    _fill_box(file, table, locs, check_images)
+    _fill_pixel_size(table, locs, probs)
+    _fill_box(table, locs, check_images, probs)
+    if problems is not None and check_images:
+        _check_one_box(file, table, locs, probs.ok())
     if relion30:
         _origins_to_angstrom(table)
+    if check_values:
+        check_ctf(table, probs)
     for col in ("rlnPhaseShift", "rlnCtfBfactor"):
         if col not in table.columns:
             table[col] = 0.0
@@ -198,5 +208,27 @@ def canonicalize(
             row=row,
         )
     table["rlnOpticsGroup"] = og
+    if check_values and problems is not None:
+        check_duplicates(table, probs)
+    if problems is not None and problems.reasons:
+        table = table.loc[probs.ok()].reset_index(drop=True)
     normalize_dtypes(table)
     return table
+
+
+def _check_one_box(file: Path, table: pd.DataFrame, locs: ImageLocations, ok: np.ndarray) -> None:
+    """Whole-file error unless the usable rows' stacks hold images of one size."""
+    box = locs.box
+    sizes = np.unique(box[ok & (box > 0)])
+    if len(sizes) <= 1:
+        return
+    a = _first_bad(ok & (box == sizes[0]))
+    b = _first_bad(ok & (box == sizes[1]))
+    a, b = min(a, b), max(a, b)
+    raise InputError(
+        f"mixed box sizes: stack {locs.raw_path[a]} holds {box[a]}x{box[a]} px images (row {a}) "
+        f"but stack {locs.raw_path[b]} holds {box[b]}x{box[b]} px images; give the optics groups "
+        "their rlnImageSize, or classify them separately",
+        file=file,
+        row=b,
+    )

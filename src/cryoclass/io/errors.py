@@ -34,6 +34,38 @@ class InputError(ValueError):
         return (_rebuild, (type(self), self.problem, self.file, self.row))
 
 
+class OutputError(OSError):
+    """An output file could not be written (disk full, quota, permissions, I/O error).
+
+    The message names the file and the system's reason, e.g. ``job1/particles.star: cannot
+    write (No space left on device, errno 28); the previous version of the file is intact``.
+    Outputs are written atomically, so the file on disk is still the complete previous version
+    (or absent). ``errno`` is the original error number.
+    """
+
+    def __init__(self, reason: str, *, file: str | PathLike[str], errno_: int | None = None) -> None:
+        self.reason = reason
+        self.file = str(file)
+        super().__init__(errno_, reason, self.file)
+
+    def __str__(self) -> str:
+        code = f", errno {self.errno}" if self.errno else ""
+        return (f"{self.file}: cannot write ({self.reason}{code}); the previous version of the file, "
+                "if any, is intact")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_output, (self.reason, self.file, self.errno))
+
+    @classmethod
+    def from_os_error(cls, err: OSError, file: str | PathLike[str]) -> "OutputError":
+        """The OSError ``err`` met while writing ``file``, as an OutputError."""
+        return cls(err.strerror or str(err), file=file, errno_=err.errno)
+
+
+def _rebuild_output(reason: str, file: str, errno_: int | None) -> OutputError:
+    return OutputError(reason, file=file, errno_=errno_)
+
+
 def _format(problem: str, file: str | None, row: int | None) -> str:
     where = file or ""
     if row is not None:

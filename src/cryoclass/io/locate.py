@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, show_value
+from .problems import RowProblems
 from .stacks import stack_pixel_size_A, stack_shape
 
 _FORMAT_HINTS = (":mrcs", ":mrc", ":spi")
@@ -26,11 +27,14 @@ class ImageLocations:
     exists: np.ndarray  # (n,) bool: stack file found
 
 
-def parse_image_names(file: str | PathLike[str], names: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def parse_image_names(
+    file: str | PathLike[str], names: pd.Series, problems: RowProblems | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Split RELION image names ``"000012@path/stack.mrcs"`` into (paths, 0-based indices).
 
     The STAR index is 1-based. A name without ``@`` is image 1 of a single-image file.
-    A trailing format hint (``stack.mrc:mrcs``) is dropped.
+    A trailing format hint (``stack.mrc:mrcs``) is dropped. An unparsable name raises
+    :class:`InputError`, or with ``problems`` is flagged there (path ``""``, index -1).
     """
     s = names.astype(str).str.strip()
     has_at = s.str.contains("@", regex=False)
@@ -42,14 +46,16 @@ def parse_image_names(file: str | PathLike[str], names: pd.Series) -> tuple[np.n
     for hint in _FORMAT_HINTS:
         paths = paths.where(~paths.str.endswith(hint), paths.str.slice(0, -len(hint)))
     idx = pd.to_numeric(idx_text, errors="coerce")
-    bad = idx.isna() | (idx < 1) | (idx != np.floor(idx)) | (paths.str.len() == 0) | names.isna()
+    bad = (idx.isna() | (idx < 1) | (idx != np.floor(idx)) | (paths.str.len() == 0) | names.isna()).to_numpy()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(
-            f"cannot parse rlnImageName {show_value(names.iloc[row])}: expected 'index@stack' with a 1-based index",
-            file=file,
-            row=row,
+        problems = problems or RowProblems(file, len(s))
+        problems.flag(
+            bad,
+            lambda row: f"cannot parse rlnImageName {show_value(names.iloc[row])}: "
+            "expected 'index@stack' with a 1-based index",
         )
+        paths = paths.where(~bad, "")
+        idx = idx.where(~bad, 0)
     return paths.to_numpy(dtype=object), idx.to_numpy(dtype=np.int64) - 1
 
 
@@ -73,64 +79,64 @@ def locate_images(
     *,
     check_images: bool,
     cs_indices: bool = False,
+    problems: RowProblems | None = None,
 ) -> ImageLocations:
     """Resolve every particle's stack and, with ``check_images``, validate it.
 
     Each relative stack path is looked up under ``bases`` in order (the first that
     exists wins). With ``check_images`` every stack must exist, be a valid square MRC
-    stack, hold the referenced image, and all stacks must share one box size;
-    otherwise an :class:`InputError` names ``file``, the first bad row and the stack.
-    ``cs_indices`` words index errors as CryoSPARC ``blob/idx`` (0-based).
+    stack (complete: a stack still being written is truncated) and hold the referenced
+    image; otherwise an :class:`InputError` names ``file``, the first bad row and the
+    stack. With ``problems`` (collecting) those rows are flagged there instead, and the
+    check that all stacks share one box size is left to the caller. Without it all
+    stacks must share one box size. ``cs_indices`` words index errors as CryoSPARC
+    ``blob/idx`` (0-based).
     """
-    raw, index0 = parse_image_names(file, names)
+    raw, index0 = parse_image_names(file, names, problems)
     codes, uniques = pd.factorize(raw)
     n_rows = len(raw)
     resolved = np.empty(len(uniques), dtype=object)
     found = np.zeros(len(uniques), dtype=bool)
     tried: list[list[Path]] = []
     for k, u in enumerate(uniques):
-        cands = candidate_paths(str(u), bases)
+        cands = candidate_paths(str(u), bases) if u else []
         hit = next((c for c in cands if c.is_file()), None)
         found[k] = hit is not None
-        resolved[k] = str((hit or cands[0]).resolve())
+        resolved[k] = str((hit or (cands[0] if cands else Path(""))).resolve()) if u else ""
         tried.append(cands)
     box_u = np.zeros(len(uniques), dtype=np.int64)
     if check_images and n_rows:
-        _, first_rows = np.unique(codes, return_index=True)
+        probs = problems or RowProblems(file, n_rows)
+        usable = probs.ok()
         n_u = np.zeros(len(uniques), dtype=np.int64)
         for k, u in enumerate(uniques):
-            row = int(first_rows[k])
+            rows_k = codes == k
+            if not (rows_k & usable).any():
+                continue  # only rows already set aside refer to it
             if not found[k]:
                 looked = ", ".join(str(c) for c in tried[k])
-                raise InputError(f"image stack {u} not found (looked for: {looked})", file=file, row=row)
+                probs.flag(
+                    rows_k, lambda _, u=u, looked=looked: f"image stack {u} not found (looked for: {looked})"
+                )
+                continue
             try:
                 n, d, _ = stack_shape(resolved[k])
             except InputError as err:
-                raise InputError(f"image stack {u}: {err.problem}", file=file, row=row) from None
+                probs.flag(rows_k, lambda _, u=u, why=err.problem: f"image stack {u}: {why}")
+                continue
             n_u[k], box_u[k] = n, d
-        out_of_range = index0 >= n_u[codes]
-        if out_of_range.any():
-            row = int(np.flatnonzero(out_of_range)[0])
+
+        def out_of_range_reason(row: int) -> str:
             k = codes[row]
-            what = (
-                f"blob/idx {index0[row]} (0-based)"
-                if cs_indices
-                else f"image index {index0[row] + 1} (1-based)"
-            )
-            raise InputError(
-                f"{what} out of range, stack {uniques[k]} holds {n_u[k]} images", file=file, row=row
-            )
-        sizes = np.unique(box_u)
-        if len(sizes) > 1:
-            k_a = int(np.flatnonzero(box_u == box_u[codes[0]])[0])
-            k_b = int(np.flatnonzero(box_u != box_u[codes[0]])[0])
-            raise InputError(
-                f"mixed box sizes: stack {uniques[k_a]} holds {box_u[k_a]}x{box_u[k_a]} px images "
-                f"(row {int(first_rows[k_a])}) but stack {uniques[k_b]} holds "
-                f"{box_u[k_b]}x{box_u[k_b]} px images",
-                file=file,
-                row=int(first_rows[k_b]),
-            )
+            if cs_indices:
+                what = f"blob/idx {index0[row]} (0-based)"
+            else:
+                what = f"image index {index0[row] + 1} (1-based)"
+            return f"{what} out of range, stack {uniques[k]} holds {n_u[k]} images"
+
+        probs.flag((box_u[codes] > 0) & (index0 >= n_u[codes]), out_of_range_reason)
+        if problems is None:
+            _check_one_box(file, codes, uniques, box_u)
     return ImageLocations(
         raw_path=raw,
         stack_path=resolved[codes] if n_rows else np.empty(0, dtype=object),
@@ -140,15 +146,37 @@ def locate_images(
     )
 
 
-def header_pixel_sizes(file: Path, locs: ImageLocations) -> np.ndarray:
-    """Pixel size in Å per particle from its stack header; NaN where missing or unset (<= 0)."""
+def _check_one_box(file: Path, codes: np.ndarray, uniques: np.ndarray, box_u: np.ndarray) -> None:
+    """:class:`InputError` unless every opened stack (box > 0) holds images of one size."""
+    used = box_u > 0
+    if len(np.unique(box_u[used])) <= 1:
+        return
+    _, first_rows = np.unique(codes, return_index=True)
+    k_a = int(np.flatnonzero(used)[0])
+    k_b = int(np.flatnonzero(used & (box_u != box_u[k_a]))[0])
+    raise InputError(
+        f"mixed box sizes: stack {uniques[k_a]} holds {box_u[k_a]}x{box_u[k_a]} px images "
+        f"(row {int(first_rows[k_a])}) but stack {uniques[k_b]} holds "
+        f"{box_u[k_b]}x{box_u[k_b]} px images",
+        file=file,
+        row=int(first_rows[k_b]),
+    )
+
+
+def header_pixel_sizes(file: Path, locs: ImageLocations, wanted: np.ndarray | None = None) -> np.ndarray:
+    """Pixel size in Å per particle from its stack header; NaN where missing or unset (<= 0).
+
+    ``wanted`` ((n,) bool): only these rows' stacks are opened (the others get NaN).
+    """
     out = np.full(len(locs.stack_path), np.nan)
     if not len(out):
         return out
     codes, uniques = pd.factorize(locs.stack_path)
     for k, u in enumerate(uniques):
         rows = codes == k
-        if not locs.exists[rows][0]:
+        if wanted is not None:
+            rows = rows & wanted
+        if not rows.any() or not locs.exists[rows][0]:
             continue
         try:
             ps = stack_pixel_size_A(u)

@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from .canonical import canonicalize
+from .problems import RowProblems
 from .columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 from .cs import read_cs_table
 from .errors import InputError
@@ -232,6 +234,7 @@ def read_particles(
     *,
     check_images: bool = True,
     defaults: Mapping[str, float | int | str] | None = None,
+    on_bad: Literal["raise", "reject"] = "raise",
 ) -> ParticleSet:
     """Read a RELION .star (3.0, 3.1, 4, 5) or CryoSPARC .cs particle file.
 
@@ -240,40 +243,71 @@ def read_particles(
     then the current directory; the first that exists wins.
 
     ``check_images`` (default) opens every stack header: the stack must exist, be a
-    valid square MRC stack holding the referenced image, and all stacks must share
-    one box size. Pass ``False`` for metadata-only use; images are then checked only
+    valid, complete, square MRC stack holding the referenced image, and all stacks must
+    share one box size. Pass ``False`` for metadata-only use; images are then checked only
     when loaded. ``defaults`` fills columns the file lacks, e.g.
-    ``{"rlnAmplitudeContrast": 0.1}``.
+    ``{"rlnAmplitudeContrast": 0.1}``. Every particle's CTF values must be plausible
+    (``validate.CTF_LIMITS``).
 
-    Raises :class:`InputError` naming the file, the 0-based data row and the problem.
+    Whole-file problems (unreadable or empty file, missing required column, mixed box
+    sizes) raise :class:`InputError` naming the file and the problem. Per-particle problems
+    (bad image name or index, missing/corrupt/truncated stack, non-numeric or absurd CTF
+    value, duplicate) raise too with ``on_bad="raise"`` (naming the 0-based data row);
+    with ``on_bad="reject"`` those particles are left out and listed in ``rejects`` with
+    the reason, and the rest is returned; then a particle whose image is listed twice is
+    set aside too (the first copy is kept).
     """
+    if on_bad not in ("raise", "reject"):
+        raise ValueError(f"on_bad must be 'raise' or 'reject', not {on_bad!r}")
     p = Path(path)
     suffix = p.suffix.lower()
+    if suffix not in (".star", ".cs"):
+        raise InputError(f"unsupported particle file type {p.suffix!r} (expected .star or .cs)", file=p)
+    check_readable(p)
     folder = p.resolve().parent
     bases = [Path(project_dir).resolve()] if project_dir is not None else []
+    optics = None
     if suffix == ".star":
         content = read_star(p)
         bases += [folder, Path.cwd()]
-        table = canonicalize(
-            p,
-            content.particles,
-            bases=bases,
-            relion30=content.relion30,
-            check_images=check_images,
-            defaults=defaults,
-        )
-        return ParticleSet(table=table, optics=content.optics, source=p)
-    if suffix == ".cs":
+        raw, optics, relion30, cs_indices = content.particles, content.optics, content.relion30, False
+    else:
         raw = read_cs_table(p)
         bases += [folder, folder.parent, Path.cwd()]
-        table = canonicalize(
-            p,
-            raw,
-            bases=bases,
-            relion30=False,
-            check_images=check_images,
-            defaults=defaults,
-            cs_indices=True,
-        )
-        return ParticleSet(table=table, optics=None, source=p)
-    raise InputError(f"unsupported particle file type {p.suffix!r} (expected .star or .cs)", file=p)
+        relion30, cs_indices = False, True
+    if not len(raw):
+        raise InputError("no particles: the particle table has no rows (empty input)", file=p)
+    problems = RowProblems(p, len(raw), collect=on_bad == "reject")
+    table = canonicalize(
+        p,
+        raw,
+        bases=bases,
+        relion30=relion30,
+        check_images=check_images,
+        defaults=defaults,
+        cs_indices=cs_indices,
+        problems=problems if on_bad == "reject" else None,
+        check_values=True,
+    )
+    rejects = [_reject(p, raw, pos, problems.reasons[pos]) for pos in problems.bad]
+    return ParticleSet(table=table, optics=optics, source=p, rejects=rejects)
+
+
+def _reject(source: Path, raw: pd.DataFrame, pos: int, reason: str) -> Reject:
+    name = str(raw["rlnImageName"].iloc[pos]) if "rlnImageName" in raw.columns else ""
+    return Reject(source=str(source), row=int(pos), image_name=name, reason=reason)
+
+
+def check_readable(path: Path) -> None:
+    """:class:`InputError` unless ``path`` is a non-empty regular file that can be opened."""
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    if path.is_dir():
+        raise InputError("is a folder, not a particle file", file=path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+    except OSError as err:
+        raise InputError(f"cannot read file ({err.strerror or err})", file=path) from None
+    if not head:
+        raise InputError("empty file (0 bytes; still being written?)", file=path)

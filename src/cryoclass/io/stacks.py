@@ -31,7 +31,7 @@ import mrcfile
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ def _check_header(path: Path) -> StackInfo:
         complete = max(0, (actual - _HEADER_BYTES - nsymbt) // image_bytes)
         raise InputError(
             f"truncated MRC file: header declares {nz} images of {nx}x{ny} px (mode {mode}), "
-            f"{expected} bytes, but the file has {actual} bytes ({complete} complete images)",
+            f"{expected} bytes, but the file has {actual} bytes ({complete} complete images; "
+            "damaged, or still being written)",
             file=path,
         )
     if nx != ny:
@@ -329,4 +330,4 @@ def write_stack(
                     mrc.update_header_from_data()
                     mrc.update_header_stats()
         except OSError as err:
-            raise InputError(f"cannot write MRC file ({err.strerror or err})", file=target) from None
+            raise OutputError.from_os_error(err, target) from None

@@ -1,19 +1,30 @@
-"""The batch 2D classification job: read -> set aside bad particles -> classify -> write."""
+"""The batch 2D classification job: read -> set aside bad particles -> classify -> write.
+
+Bad particles (unreadable or out-of-range images, NaN/Inf or constant images, absurd CTF values,
+duplicates) are set aside and listed in ``rejects.csv`` with the reason; the job goes on with the
+rest. Whole-file problems stop it with an :class:`InputError` naming the file and the problem.
+The job checkpoints after every iteration (``batch_checkpoint.py``); ``resume=True`` continues
+a job that was killed.
+"""
 
 from __future__ import annotations
 
 import logging
-
-import numpy as np
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from cryoclass.config import Config
+from cryoclass.engine.device import pick_device
 from cryoclass.engine.poses import working_steps
 from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_batch
-from cryoclass.io import ParticleSet, read_particles
+from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
+from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+from cryoclass.jobs.outdir import hold
 from cryoclass.outputs.results import write_results
 
 log = logging.getLogger("cryoclass")
@@ -22,30 +33,86 @@ log = logging.getLogger("cryoclass")
 def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str | Path,
              project_dir: str | Path | None = None,
              progress: Callable[[str, int, int, IterationLog | None], None] | None = None,
+             resume: bool = False, initial_classes: np.ndarray | None = None,
              ) -> tuple[ClassificationResult, dict[str, Path]]:
     """Classify particles (a STAR/.cs path or a ParticleSet) and write all outputs to out_dir.
 
-    Particles with NaN/Inf or constant images are set aside (listed in rejects.csv), never
-    silently dropped. Returns the result and the written paths.
+    Particles that cannot be used are set aside (listed in rejects.csv with the reason), never
+    silently dropped. ``resume``: continue the run checkpointed in out_dir (without it, a folder
+    holding an unfinished run is refused). ``initial_classes``: (K, D, D) class averages to
+    start from (e.g. ``read_relion_class2d(...).classes``). Returns the result and the written
+    paths. Raises :class:`InputError` for whole-file problems or when no particle is usable.
     """
     t0 = time.perf_counter()
     pset = particles if isinstance(particles, ParticleSet) else read_particles(
-        particles, project_dir=project_dir)
+        particles, project_dir=project_dir, on_bad="reject")
     pset = pset.scan_images()
-    if len(pset) == 0:
-        raise ValueError("no usable particles (all were set aside; see rejects)")
-    result = run_batch(pset, config, progress)
-    if config.remove_duplicates:
-        set_aside_duplicates(pset, result, config.min_separation_A)
-    res_A = result.state.box * result.state.pixel_size_A / max(result.state.r_work, 1e-6)
-    psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, 0.85 * pset.box *
-                                         pset.pixel_size_A / 2, config.psi_step_deg,
-                                         config.shift_step_px)
-    paths = write_results(out_dir, result.state, result.particles, pset.table, config,
-                          rejects=pset.rejects, history=[e.__dict__ for e in result.log],
-                          accuracy_deg=psi_step, accuracy_A=shift_step * pset.pixel_size_A)
+    with hold(out_dir) as out:
+        if len(pset) == 0:
+            write_rejects(out / "rejects.csv", pset.rejects)
+            raise InputError(no_usable_particles(pset.rejects, out / "rejects.csv"),
+                             file=pset.source)
+        _check_geometry(pset, config, initial_classes)
+        ckpt = BatchCheckpoint(out, config, particles_fingerprint(pset))
+        start = _resume_point(ckpt, resume, config)
+        result = run_batch(pset, config, progress, checkpoint=ckpt.save, resume=start,
+                           initial_classes=initial_classes)
+        if config.remove_duplicates:
+            set_aside_duplicates(pset, result, config.min_separation_A)
+        res_A = result.state.box * result.state.pixel_size_A / max(result.state.r_work, 1e-6)
+        psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, 0.85 * pset.box *
+                                             pset.pixel_size_A / 2, config.psi_step_deg,
+                                             config.shift_step_px)
+        paths = write_results(out, result.state, result.particles, pset.table, config,
+                              rejects=pset.rejects, history=[e.__dict__ for e in result.log],
+                              accuracy_deg=psi_step, accuracy_A=shift_step * pset.pixel_size_A)
     log.info("classified %d particles in %.1f s", len(pset), time.perf_counter() - t0)
     return result, paths
+
+
+def _check_geometry(pset: ParticleSet, config: Config, initial_classes: np.ndarray | None) -> None:
+    """Whole-file checks: one box and one pixel size; initial classes of the job's shape."""
+    _ = pset.box, pset.pixel_size_A
+    if initial_classes is not None:
+        want = (config.n_classes, pset.box, pset.box)
+        got = tuple(np.shape(initial_classes))
+        if got != want:
+            raise InputError(f"the initial classes are {'x'.join(map(str, got))} (K x D x D) but "
+                             f"this job needs {want[0]} classes of {want[1]}x{want[2]} px "
+                             "(K = --classes, D = the particles' box)")
+
+
+def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):
+    """(model, point) to continue from, or None to start; refuses to overwrite an unfinished
+    run without ``resume``."""
+    if not ckpt.exists():
+        if resume:
+            log.info("%s: no checkpoint to resume, starting from the beginning", ckpt.path.parent)
+        return None
+    payload = ckpt.peek()
+    if not resume:
+        if payload.get("finished"):
+            return None  # a finished run: run again from the start
+        raise InputError(f"holds an interrupted run ({ckpt.describe(payload)}); add --resume "
+                         "(resume=True) to continue it, or delete this file to start over",
+                         file=ckpt.path)
+    state, point = ckpt.load(pick_device(config.device))
+    log.info("resuming %s at %s", ckpt.path.parent, ckpt.describe(payload))
+    return state, point
+
+
+def no_usable_particles(rejects: list, rejects_path: Path) -> str:
+    """Message for a job left with no particle: how many were set aside, the commonest reasons."""
+    kinds = Counter(_kind(r.reason) for r in rejects)
+    top = "; ".join(f"{n} x {k}" for k, n in kinds.most_common(3))
+    return (f"no usable particles: all {len(rejects)} were set aside ({top}); every one is listed "
+            f"with its reason in {rejects_path}")
+
+
+def _kind(reason: str) -> str:
+    """A reason without its particulars (first clause, digits dropped) for grouping."""
+    head = reason.split(":")[0].split(" (")[0]
+    return "".join(c for c in head if not c.isdigit()).strip()
 
 
 def micrograph_pixel_size_A(table) -> np.ndarray:

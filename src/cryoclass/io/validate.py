@@ -1,0 +1,108 @@
+"""Per-particle plausibility checks on a canonical table: CTF values and duplicated particles.
+
+Each check flags rows in a :class:`~cryoclass.io.problems.RowProblems` (raise on the first, or
+collect them so the particles are set aside). Units: Å, kV, mm, degrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .columns import STACK_INDEX, STACK_PATH
+from .problems import RowProblems
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A plausible range ``low < v <= high`` (``low_inclusive``: ``low <= v``), with its unit
+    and what the value is."""
+
+    low: float
+    high: float
+    unit: str
+    what: str
+    low_inclusive: bool = False
+    high_inclusive: bool = True
+
+    def bad(self, v: np.ndarray) -> np.ndarray:
+        lo = v < self.low if self.low_inclusive else v <= self.low
+        hi = v > self.high if self.high_inclusive else v >= self.high
+        return ~np.isfinite(v) | lo | hi
+
+    def describe(self) -> str:
+        lo = "<=" if self.low_inclusive else "<"
+        hi = "<=" if self.high_inclusive else "<"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.low:g} {lo} value {hi} {self.high:g}{unit}"
+
+
+#: Plausible CTF values. Defocus follows RELION's sign (positive = underfocus); 20 µm is far
+#: beyond any single-particle data. An amplitude contrast of 1 leaves no phase contrast.
+CTF_LIMITS: dict[str, Limit] = {
+    "rlnDefocusU": Limit(0.0, 200_000.0, "Å", "defocus (RELION sign: positive = underfocus)"),
+    "rlnDefocusV": Limit(0.0, 200_000.0, "Å", "defocus (RELION sign: positive = underfocus)"),
+    "rlnVoltage": Limit(0.0, 1000.0, "kV", "acceleration voltage"),
+    "rlnSphericalAberration": Limit(0.0, 20.0, "mm", "spherical aberration", low_inclusive=True),
+    "rlnAmplitudeContrast": Limit(
+        0.0, 1.0, "", "amplitude contrast fraction", low_inclusive=True, high_inclusive=False
+    ),
+    "rlnImagePixelSize": Limit(0.0, 1000.0, "Å", "pixel size"),
+}
+#: Columns whose values come from the optics group (RELION 3.1+), named in messages.
+_OPTICS = frozenset({"rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize"})
+#: Optional CTF columns that must at least be finite numbers when present.
+FINITE_COLUMNS = ("rlnDefocusAngle", "rlnPhaseShift", "rlnCtfBfactor")
+
+
+def _show(v: object) -> str:
+    return repr(v) if isinstance(v, str) else f"{v}"
+
+
+def check_ctf(table: pd.DataFrame, problems: RowProblems) -> None:
+    """Flag rows whose CTF values are absurd (outside :data:`CTF_LIMITS`) or not numbers."""
+    for col, lim in CTF_LIMITS.items():
+        if col not in table.columns:
+            continue
+        raw = table[col]
+        v = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        group = table["rlnOpticsGroup"] if "rlnOpticsGroup" in table.columns else None
+
+        def reason(pos: int, col: str = col, lim: Limit = lim, v: np.ndarray = v, raw: pd.Series = raw,
+                   group: pd.Series | None = group) -> str:
+            where = f" (optics group {group.iloc[pos]})" if group is not None and col in _OPTICS else ""
+            value = (f"{np.format_float_positional(v[pos], trim='-')} {lim.unit}".rstrip()
+                     if np.isfinite(v[pos]) else _show(raw.iloc[pos]))
+            return f"{col} {value}{where} is not a plausible {lim.what}: expected {lim.describe()}"
+
+        problems.flag(lim.bad(v), reason)
+    for col in FINITE_COLUMNS:
+        if col not in table.columns:
+            continue
+        raw = table[col]
+        v = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        problems.flag(~np.isfinite(v), lambda pos, col=col, raw=raw: f"{col} is not a finite number "
+                      f"({_show(raw.iloc[pos])})")
+
+
+def check_duplicates(table: pd.DataFrame, problems: RowProblems) -> None:
+    """Flag every later row that refers to the same image (stack file + index) as an earlier one.
+
+    The first occurrence is kept; each duplicate names it (0-based data row).
+    """
+    if not len(table) or STACK_PATH not in table.columns:
+        return
+    key = table[STACK_PATH].astype(str) + "\0" + table[STACK_INDEX].astype(str)
+    dup = key.duplicated(keep="first").to_numpy()
+    if not dup.any():
+        return
+    first = pd.Series(np.arange(len(key)), index=key.to_numpy()).groupby(level=0).first()
+    names = table["rlnImageName"].astype(str) if "rlnImageName" in table.columns else key
+
+    def reason(pos: int) -> str:
+        return (f"duplicate particle: image {names.iloc[pos]} is also row "
+                f"{problems.row_of(int(first[key.iloc[pos]]))} (0-based data row); the first one is kept")
+
+    problems.flag(dup, reason)

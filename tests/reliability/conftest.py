@@ -1,0 +1,38 @@
+"""Fixtures of the reliability tests (helpers in projects.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from cryoclass.io import clear_stack_cache
+
+from .projects import Project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """40 particles in two stacks of 20 (box 16 px at 2 Å), one optics group."""
+    p = Project(tmp_path / "proj")
+    p.add_stack("mic_a.mrcs", 20, seed=1)
+    p.add_stack("mic_b.mrcs", 20, seed=2)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stack_cache() -> Iterator[None]:
+    clear_stack_cache()
+    yield
+    clear_stack_cache()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """One torch thread (the small tensors here run faster so on the shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
