@@ -19,6 +19,7 @@ from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, prepare_batch
 from cryoclass.engine.device import pick_device
 from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.engine.model import ModelState
 
 
@@ -92,26 +93,16 @@ def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> Parti
 
 
 def full_pass(engine: Engine, source: ParticleSource, hard: bool = False,
-              update: bool = True) -> tuple[ParticleResult, float]:
-    """E-step over all particles in chunks; with update, replace the statistics by the pass's."""
-    from cryoclass.engine.mstep import Statistics
-
+              update: bool = True, estep: EStepExecutor | None = None
+              ) -> tuple[ParticleResult, float]:
+    """E-step over all particles in chunks; with update, replace the statistics by the pass's.
+    estep: where the E-steps run (default: here, ``engine.executor.LocalEStep``)."""
     n = len(source)
-    k = engine.cfg.n_classes
-    stats = Statistics.zeros(k, engine.grid.size, engine.n_shells, engine.device)
-    parts: list[ParticleResult] = []
-    temps = []
-    for a in range(0, n, engine.cfg.batch_particles):
-        idx = np.arange(a, min(n, a + engine.cfg.batch_particles))
-        batch = load_batch(engine, source, idx)
-        res, bstats, t = engine.expectation(batch, factor=0.0, hard=hard)
-        stats.add_(bstats)
-        parts.append(res)
-        temps.append(t)
+    res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
     if update:
         engine.state.distinct_seen = 0
         engine.absorb(stats, n, n, replace=True)
-    return concat_results(parts), float(np.mean(temps))
+    return res, temp
 
 
 def concat_results(parts: list[ParticleResult]) -> ParticleResult:
@@ -122,15 +113,18 @@ def concat_results(parts: list[ParticleResult]) -> ParticleResult:
 def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None,
               checkpoint: Checkpoint | None = None,
               resume: tuple[ModelState, BatchPoint] | None = None,
-              initial_classes: np.ndarray | None = None) -> ClassificationResult:
+              initial_classes: np.ndarray | None = None,
+              estep: EStepExecutor | None = None) -> ClassificationResult:
     """Classify all particles of source with the batch schedule. See module docstring.
 
     checkpoint: called after every online-EM iteration and full pass with the model and a
     BatchPoint; resume: a (model, point) pair saved that way, to continue from (the result is
     the one the uninterrupted run gives). initial_classes: (K, D, D) class averages to start
     from instead of random subsets (e.g. another program's; scaled to the random-subset
-    classes' norm, masked).
+    classes' norm, masked). estep: where the E-steps run (default: here; e.g.
+    ``cryoclass.distributed.DaskEStep`` on a Dask cluster, same results).
     """
+    estep = estep or LocalEStep()
     device = pick_device(config.device)
     engine = Engine(config, source.box, source.pixel_size_A, device)
     rng = np.random.default_rng(config.seed + 1)
@@ -164,15 +158,15 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
     for it in range(done, config.n_online_em_iters):
         t0 = time.perf_counter()
         idx = np.sort(rng.choice(n, size=mb, replace=False))
-        batch = load_batch(engine, source, idx)
         factor = engine.temperature_factor(engine.state.processed)
-        res, bstats, temp = engine.expectation(batch, factor)
+        out = estep.minibatch(engine, source, idx, factor)
+        res, bstats, temp = out.result, out.stats, out.temperature
         new_distinct = int((~seen[idx]).sum())
         seen[idx] = True
         engine.absorb(bstats, len(idx), new_distinct)
         reseeded = []
         if config.reseed_empty and factor > 0:
-            reseeded = engine.reseed_empty(batch, res)
+            reseeded = engine.reseed_empty(out.batch, res)
         entry = IterationLog(it + 1, "online", len(idx), temp,
                              engine.res_A(engine.state.r_work),
                              float(np.mean(res.log_likelihood)),
@@ -188,7 +182,8 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
         last = j == n_full - 1
         update = config.n_full_iters > 0
         final, temp = full_pass(engine, source,
-                                hard=last and config.hard_classify_last_iter, update=update)
+                                hard=last and config.hard_classify_last_iter, update=update,
+                                estep=estep)
         entry = IterationLog(config.n_online_em_iters + j + 1, "full" if update else "assign", n,
                              temp, engine.res_A(engine.state.r_work),
                              float(np.mean(final.log_likelihood)), time.perf_counter() - t0)

@@ -9,6 +9,7 @@ import numpy as np
 
 from cryoclass.config import Config
 from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.stream.pool import ParticlePool
 from cryoclass.stream.records import ParticleRecords
 
@@ -16,7 +17,8 @@ from cryoclass.stream.records import ParticleRecords
 @dataclass
 class StreamContext:
     """The engine (None until the stream knows its box), the ingested particles, their latest
-    assignments, the stream's own random generator and the number of updates done."""
+    assignments, the stream's own random generator, the number of updates done and where the
+    E-steps run (``engine.executor``: here by default, or a Dask cluster)."""
 
     config: Config
     engine: Engine | None
@@ -24,6 +26,7 @@ class StreamContext:
     records: ParticleRecords
     rng: np.random.Generator
     updates: int = 0
+    estep: EStepExecutor = field(default_factory=LocalEStep)
 
     def record(self, result: ParticleResult, rows: np.ndarray | None = None) -> None:
         """Store an E-step's per-particle results as the update ``self.updates``."""

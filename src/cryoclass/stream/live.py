@@ -61,7 +61,7 @@ class LivePolicy:
         n = min(len(ctx.pool), self.n_init)
         rows = np.arange(n)
         subset = ParticleSet(table=ctx.pool.table.iloc[:n].reset_index(drop=True))
-        result = run_batch(subset, self.cfg)
+        result = run_batch(subset, self.cfg, estep=ctx.estep)
         ctx.engine.state = result.state
         ctx.record(result.particles, rows=rows[result.particles.index])
         self.n_at_last_pass = n

@@ -76,21 +76,20 @@ class OnlinePolicy:
             return self._warm_up(ctx, t0)
         old = choose_revisits(ctx, self.revisit_budget(ctx, new.size))
         rows = np.sort(np.concatenate([new, old]))
-        batch = load_batch(engine, ctx.pool, rows)
-        t1 = time.perf_counter()
         factor = engine.temperature_factor(engine.state.processed)
-        res, stats, temp = engine.expectation(batch, factor)
+        out = ctx.estep.minibatch(engine, ctx.pool, rows, factor)
+        res, temp = out.result, out.temperature
         t2 = time.perf_counter()
-        engine.absorb(stats, int(rows.size), int(new.size))
+        engine.absorb(out.stats, int(rows.size), int(new.size))
         reseeded = []
         if cfg.reseed_empty and factor > 0:
-            reseeded = engine.reseed_empty(batch, res)
+            reseeded = engine.reseed_empty(out.batch, res)
         ctx.record(res)
         t3 = time.perf_counter()
         return UpdateReport(phase="online", rows=rows, new_rows=new, temperature=temp,
                             factor=factor, reseeded=len(reseeded),
                             mean_loglik=float(np.mean(res.log_likelihood)),
-                            seconds={"read": t1 - t0, "estep": t2 - t1, "mstep": t3 - t2})
+                            seconds={**out.seconds, "mstep": t3 - t2})
 
     def _warm_up(self, ctx: StreamContext, t0: float) -> UpdateReport:
         """Until one minibatch of particles has arrived: start afresh from all of them, as the
@@ -104,9 +103,10 @@ class OnlinePolicy:
         engine.initialise(batch)
         t1 = time.perf_counter()
         factor = engine.temperature_factor(0.0)
-        res, stats, temp = engine.expectation(batch, factor)
+        out = ctx.estep.minibatch(engine, ctx.pool, rows, factor, batch=batch)
+        res, temp = out.result, out.temperature
         t2 = time.perf_counter()
-        engine.absorb(stats, int(rows.size), int(rows.size))
+        engine.absorb(out.stats, int(rows.size), int(rows.size))
         reseeded = engine.reseed_empty(batch, res) if cfg.reseed_empty and factor > 0 else []
         ctx.record(res)
         t3 = time.perf_counter()
@@ -129,22 +129,21 @@ class OnlinePolicy:
         """One batch-schedule online-EM iteration: a random minibatch of all particles."""
         cfg, engine = self.cfg, ctx.engine
         ctx.updates += 1
-        t0 = time.perf_counter()
         n = len(ctx.pool)
         rows = np.sort(ctx.rng.choice(n, size=min(cfg.minibatch_size, n), replace=False))
-        batch = load_batch(engine, ctx.pool, rows)
-        t1 = time.perf_counter()
         factor = engine.temperature_factor(engine.state.processed)
-        res, stats, temp = engine.expectation(batch, factor)
+        out = ctx.estep.minibatch(engine, ctx.pool, rows, factor)
+        res, temp = out.result, out.temperature
         t2 = time.perf_counter()
-        engine.absorb(stats, int(rows.size), 0)
-        reseeded = engine.reseed_empty(batch, res) if cfg.reseed_empty and factor > 0 else []
+        engine.absorb(out.stats, int(rows.size), 0)
+        reseeded = (engine.reseed_empty(out.batch, res) if cfg.reseed_empty and factor > 0
+                    else [])
         ctx.record(res)
         t3 = time.perf_counter()
         return UpdateReport(phase="complete", rows=rows, new_rows=rows[:0], temperature=temp,
                             factor=factor, reseeded=len(reseeded),
                             mean_loglik=float(np.mean(res.log_likelihood)),
-                            seconds={"read": t1 - t0, "estep": t2 - t1, "mstep": t3 - t2})
+                            seconds={**out.seconds, "mstep": t3 - t2})
 
     def state_dict(self) -> dict:
         return {}

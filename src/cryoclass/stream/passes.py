@@ -18,7 +18,7 @@ def one_full_pass(ctx: StreamContext, phase: str, hard: bool = False, update: bo
     t0 = time.perf_counter()
     ctx.records.grow(len(ctx.pool))
     new = ctx.records.pending
-    res, temp = full_pass(ctx.engine, ctx.pool, hard=hard, update=update)
+    res, temp = full_pass(ctx.engine, ctx.pool, hard=hard, update=update, estep=ctx.estep)
     ctx.record(res)
     return UpdateReport(phase=phase, rows=np.asarray(res.index), new_rows=new, temperature=temp,
                         factor=0.0,

@@ -29,6 +29,7 @@ import pandas as pd
 from cryoclass.config import Config
 from cryoclass.engine.device import pick_device
 from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.poses import working_steps
 from cryoclass.io import ParticleSet, Reject, write_stack
@@ -74,11 +75,15 @@ class Stream:
 
     outputs_every_s: rewrite the outputs at most this often (s; 0 = after every update; they are
     always written at the end). on_update(stream, report): called after each committed update.
+    estep: where E-steps run (``engine.executor``; default here, e.g.
+    ``cryoclass.distributed.DaskEStep`` for a Dask cluster; results are the same).
     """
 
     def __init__(self, config: Config, out_dir: str | Path, outputs_every_s: float = 0.0,
-                 on_update: Callable[["Stream", UpdateReport], None] | None = None) -> None:
+                 on_update: Callable[["Stream", UpdateReport], None] | None = None,
+                 estep: EStepExecutor | None = None) -> None:
         self.config = config
+        self.estep = estep if estep is not None else LocalEStep()
         self.on_update = on_update
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +103,7 @@ class Stream:
         self.policy = make_policy(config)
         self.ctx = StreamContext(config, None, ParticlePool(),
                                  ParticleRecords.empty(config.n_classes),
-                                 np.random.default_rng([config.seed, 7]))
+                                 np.random.default_rng([config.seed, 7]), estep=self.estep)
         self.rejects: list[Reject] = []
         self.history: list[dict] = []
         self.events = EventLog(self.out / EVENTS_NAME).open()
