@@ -4,7 +4,8 @@ Bad particles (unreadable or out-of-range images, NaN/Inf or constant images, ab
 duplicates) are set aside and listed in ``rejects.csv`` with the reason; the job goes on with the
 rest. Whole-file problems stop it with an :class:`InputError` naming the file and the problem.
 The job checkpoints after every iteration (``batch_checkpoint.py``); ``resume=True`` continues
-a job that was killed.
+a job that was killed. Outputs replace the previous ones all together (``outdir.publish``), each
+file atomically.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_ba
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
-from cryoclass.jobs.outdir import hold
+from cryoclass.jobs.outdir import hold, publish
 from cryoclass.outputs.results import write_results
 
 log = logging.getLogger("cryoclass")
@@ -63,9 +64,10 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
         psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, 0.85 * pset.box *
                                              pset.pixel_size_A / 2, config.psi_step_deg,
                                              config.shift_step_px)
-        paths = write_results(out, result.state, result.particles, pset.table, config,
-                              rejects=pset.rejects, history=[e.__dict__ for e in result.log],
-                              accuracy_deg=psi_step, accuracy_A=shift_step * pset.pixel_size_A)
+        paths = publish(out, lambda folder: write_results(
+            folder, result.state, result.particles, pset.table, config, rejects=pset.rejects,
+            history=[e.__dict__ for e in result.log], accuracy_deg=psi_step,
+            accuracy_A=shift_step * pset.pixel_size_A))
     log.info("classified %d particles in %.1f s", len(pset), time.perf_counter() - t0)
     return result, paths
 
