@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cryoclass.cli.options import with_config_options
+from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options,
+                                   with_config_options)
 from cryoclass.cli.progress import console, iteration_progress
 from cryoclass.config import Config
 from cryoclass.io import InputError, OutputError
@@ -31,16 +32,20 @@ def command(
                                                 "class averages instead of random subsets: an "
                                                 ".mrcs stack, or a RELION Class2D run_itNNN_*.star "
                                                 "/ job folder (K must match)"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Batch 2D classification (CryoSPARC-style online EM, then full iterations)."""
     from cryoclass.jobs.classify import classify
 
+    check_cluster_options(cluster, scheduler)
     try:
         initial = _initial_classes(init_classes, project_dir) if init_classes else None
         with iteration_progress("2D classification") as cb:
             _, paths = classify(particles, config, out, project_dir=project_dir, progress=cb,
-                                resume=resume, initial_classes=initial)
+                                resume=resume, initial_classes=initial, cluster=cluster,
+                                scheduler=scheduler)
     except InputError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INPUT) from None

@@ -10,6 +10,24 @@ import typer
 
 from cryoclass.config import Config
 
+#: Help of the execution options --cluster / --scheduler (not Config fields: they do not
+#: change results, only where the E-steps run; see cryoclass.distributed).
+CLUSTER_HELP = ("Run the E-steps on a Dask cluster: local:N (N worker processes here, one GPU "
+                "each when there are GPUs), or slurm:N / pbs:N (N batch jobs via dask-jobqueue, "
+                "configured in the Dask config)")
+SCHEDULER_HELP = "Run the E-steps on the Dask cluster whose scheduler is at this address"
+
+
+def check_cluster_options(cluster: str | None, scheduler: str | None) -> None:
+    """typer.BadParameter for a malformed --cluster / --scheduler, before any work starts."""
+    from cryoclass.jobs.execution import check_execution
+
+    try:
+        check_execution(cluster, scheduler)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--cluster") from None
+
+
 #: Fields with a short, familiar flag in addition to their own name.
 ALIASES = {"n_classes": ["--classes", "-K"]}
 

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from cryoclass.cli.options import with_config_options
+from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options,
+                                   with_config_options)
 from cryoclass.cli.progress import console
 from cryoclass.config import Config
 from cryoclass.io import InputError
@@ -41,11 +42,14 @@ def command(
                                 "(searched recursively)"),
     write_every: float = typer.Option(0.0, "--write-every", help="Rewrite outputs at most "
                                       "every this many seconds (0: after every update)"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Streaming 2D classification: keep class averages up to date while particles arrive."""
     from cryoclass.jobs.stream import watch
 
+    check_cluster_options(cluster, scheduler)
     if policy is not None:
         try:
             config = Config(**{**config.model_dump(), "stream_policy": policy})
@@ -54,7 +58,7 @@ def command(
     try:
         summary = watch(watch_dir, config, out, poll_s=poll, idle_timeout_s=idle_timeout,
                         done_marker=done_marker, pattern=pattern, outputs_every_s=write_every,
-                        progress=_print_update)
+                        progress=_print_update, cluster=cluster, scheduler=scheduler)
     except (InputError, FileNotFoundError, RuntimeError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None

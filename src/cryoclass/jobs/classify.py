@@ -20,11 +20,13 @@ import numpy as np
 
 from cryoclass.config import Config
 from cryoclass.engine.device import pick_device
+from cryoclass.engine.executor import EStepExecutor
 from cryoclass.engine.poses import working_steps
 from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+from cryoclass.jobs.execution import executor_for
 from cryoclass.jobs.outdir import hold, publish
 from cryoclass.outputs.results import write_results
 
@@ -35,6 +37,8 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
              project_dir: str | Path | None = None,
              progress: Callable[[str, int, int, IterationLog | None], None] | None = None,
              resume: bool = False, initial_classes: np.ndarray | None = None,
+             cluster: str | None = None, scheduler: str | None = None,
+             estep: EStepExecutor | None = None,
              ) -> tuple[ClassificationResult, dict[str, Path]]:
     """Classify particles (a STAR/.cs path or a ParticleSet) and write all outputs to out_dir.
 
@@ -43,6 +47,9 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
     holding an unfinished run is refused). ``initial_classes``: (K, D, D) class averages to
     start from (e.g. ``read_relion_class2d(...).classes``). Returns the result and the written
     paths. Raises :class:`InputError` for whole-file problems or when no particle is usable.
+    ``cluster`` ('local:N', 'slurm:N') / ``scheduler`` (an address), or ``estep`` (e.g. a
+    ``cryoclass.distributed.DaskEStep`` on your own client): run the E-steps on a Dask cluster
+    (same results).
     """
     t0 = time.perf_counter()
     pset = particles if isinstance(particles, ParticleSet) else read_particles(
@@ -56,8 +63,9 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
         _check_geometry(pset, config, initial_classes)
         ckpt = BatchCheckpoint(out, config, particles_fingerprint(pset))
         start = _resume_point(ckpt, resume, config)
-        result = run_batch(pset, config, progress, checkpoint=ckpt.save, resume=start,
-                           initial_classes=initial_classes)
+        with executor_for(cluster, scheduler, estep) as ex:
+            result = run_batch(pset, config, progress, checkpoint=ckpt.save, resume=start,
+                               initial_classes=initial_classes, estep=ex)
         if config.remove_duplicates:
             set_aside_duplicates(pset, result, config.min_separation_A)
         res_A = result.state.box * result.state.pixel_size_A / max(result.state.r_work, 1e-6)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryoclass.config import Config
+from cryoclass.engine.executor import EStepExecutor
+from cryoclass.jobs.execution import executor_for
 from cryoclass.stream.context import UpdateReport
 from cryoclass.stream.stream import Stream, StreamResult
 from cryoclass.stream.watcher import DONE_MARKER, FolderWatcher
@@ -46,22 +48,36 @@ Progress = Callable[[Stream, UpdateReport], None]
 def watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: float = 5.0,
           idle_timeout_s: float | None = None, done_marker: str = DONE_MARKER,
           pattern: str = "*.star", outputs_every_s: float = 0.0,
-          max_seconds: float | None = None, progress: Progress | None = None) -> WatchSummary:
+          max_seconds: float | None = None, progress: Progress | None = None,
+          cluster: str | None = None, scheduler: str | None = None) -> WatchSummary:
     """Classify the particles written into watch_dir while they arrive; outputs in out_dir.
 
     poll_s: seconds between polls; idle_timeout_s: end when no new particle arrived for this
     long (None: never); done_marker: file name in watch_dir whose existence ends the stream
     ('' : none); pattern: STAR file names to watch (recursive); outputs_every_s: see
     ``Stream``; max_seconds: hard limit on the loop (testing); progress(stream, report) after
-    each update. The watched folder need not exist yet.
+    each update; cluster / scheduler: run the E-steps on a Dask cluster ('local:N', 'slurm:N'
+    or a scheduler address, see ``cryoclass.distributed``). The watched folder need not exist
+    yet.
     """
+    with executor_for(cluster, scheduler) as estep:
+        return _watch(watch_dir, config, out_dir, poll_s, idle_timeout_s, done_marker, pattern,
+                      outputs_every_s, max_seconds, progress, estep)
+
+
+def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: float,
+           idle_timeout_s: float | None, done_marker: str, pattern: str,
+           outputs_every_s: float, max_seconds: float | None, progress: Progress | None,
+           estep: EStepExecutor | None) -> WatchSummary:
+    """``watch`` with its E-step executor (None: here)."""
     t0 = time.monotonic()
     watch_dir, out_dir = Path(watch_dir), Path(out_dir)
     if not watch_dir.is_dir():
         log.warning("watch folder %s does not exist (yet): waiting for it", watch_dir)
     watcher = FolderWatcher(watch_dir, pattern=pattern, exclude=[out_dir],
                             done_marker=done_marker)
-    with Stream(config, out_dir, outputs_every_s=outputs_every_s, on_update=progress) as stream:
+    with Stream(config, out_dir, outputs_every_s=outputs_every_s, on_update=progress,
+                estep=estep) as stream:
         if stream.resumed:
             log.info("resuming %s with %d particles", out_dir, stream.n_ingested)
         last_new = time.monotonic()

@@ -1,0 +1,155 @@
+"""E-steps on a Dask cluster: a map over particle shards and an ordered sum of statistics.
+
+Per E-step the client broadcasts the model (``tasks.broadcast_state``: class images, noise
+spectrum, working band, class weights) to every worker, submits one task per shard (rows +
+metadata, ``shards.py``) and adds the returned statistics in shard order, so the result does not
+depend on which worker finished first. Workers read their particles from the stacks themselves.
+
+* Minibatch (online EM): one temperature for the whole minibatch, as locally. Each shard is
+  scored (``Engine.score``; kept on its worker), the client takes the temperature of all the
+  shards' best scores (``Engine.batch_temperature``, (n, K) floats), then each shard is concluded
+  (posteriors, statistics) where it was scored.
+* Full pass: shards of whole ``batch_particles`` chunks, each chunk E-stepped as a local full pass
+  does it.
+
+Lost workers: Dask runs a lost shard again from the same inputs (tasks are pure); the client sums
+each shard's result once, so no particle is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from cryoclass.distributed.shards import make_shard, split_chunks, split_rows
+from cryoclass.distributed import tasks
+from cryoclass.engine.batch import ParticleBatch
+from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.executor import EStepOutput
+from cryoclass.engine.mstep import Statistics
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from cryoclass.engine.schedule import ParticleSource
+
+
+class LazyBatch:
+    """Stands in for the prepared batch of rows idx: reads and prepares it in this process the
+    first time something asks for it (only re-seeding empty classes does)."""
+
+    def __init__(self, engine: Engine, source: "ParticleSource", idx: np.ndarray) -> None:
+        self.__dict__.update(_engine=engine, _source=source, _idx=np.asarray(idx), _batch=None)
+
+    @property
+    def loaded(self) -> bool:
+        return self.__dict__["_batch"] is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self.__dict__["_batch"] is None:
+            from cryoclass.engine.schedule import load_batch
+
+            self.__dict__["_batch"] = load_batch(self._engine, self._source, self._idx)
+        return getattr(self.__dict__["_batch"], name)
+
+
+class DaskEStep:
+    """E-step executor (``cryoclass.engine.executor``) on a Dask cluster.
+
+    client: a connected ``distributed.Client``; shard_size: particles per shard (None: the
+    E-step's particles split in ``shards_per_thread`` x the cluster's worker threads shards,
+    full-pass shards rounded up to whole chunks). A fixed shard_size makes results independent
+    of the number of workers (bit for bit); the automatic one adapts to it (results then agree
+    within float rounding).
+    """
+
+    def __init__(self, client: "Client", shard_size: int | None = None,
+                 shards_per_thread: int = 2) -> None:
+        if shard_size is not None and shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+        self.client = client
+        self.shard_size = shard_size
+        self.shards_per_thread = max(1, int(shards_per_thread))
+        self.n_tasks = 0  # tasks submitted so far (for reports and tests)
+
+    # ------------------------------------------------------------------ planning
+    def n_shards(self, n: int) -> int:
+        """Shards for an E-step of n particles."""
+        if self.shard_size is not None:
+            return max(1, math.ceil(n / self.shard_size))
+        threads = sum(self.client.nthreads().values()) or 1
+        return max(1, threads * self.shards_per_thread)
+
+    def _setup(self, engine: Engine) -> tuple[tasks.Geometry, Any]:
+        """The job's geometry, and the model for this E-step as a future: a task returning it,
+        not scattered data, so that the scheduler can make it again if every worker holding it
+        is lost. Workers fetch it from each other, once each."""
+        geom = tasks.Geometry(engine.box, engine.apix)
+        with warnings.catch_warnings():  # the model travels once per E-step, by design
+            warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
+            state = self.client.submit(tasks.identity, tasks.broadcast_state(engine.state),
+                                       pure=False)
+        return geom, state
+
+    # ------------------------------------------------------------------ executor
+    def minibatch(self, engine: Engine, source: "ParticleSource", idx: np.ndarray, factor: float,
+                  batch: ParticleBatch | None = None) -> EStepOutput:
+        """Sharded E-step of rows idx at one temperature (see module docstring)."""
+        t0 = time.perf_counter()
+        idx = np.asarray(idx)
+        cfg = engine.cfg
+        geom, state = self._setup(engine)
+        shards = [make_shard(i, part, source.table)
+                  for i, part in enumerate(split_rows(idx, self.n_shards(idx.size)))]
+        submit = self.client.submit
+        scored = [submit(tasks.score_shard, cfg, geom, state, s, pure=False) for s in shards]
+        bests = self.client.gather([submit(tasks.best_scores, f, pure=False) for f in scored])
+        temperature = engine.batch_temperature(factor, torch.cat(bests).to(engine.device))
+        done = [submit(tasks.conclude_shard, cfg, geom, state, f, temperature, pure=False)
+                for f in scored]
+        self.n_tasks += 3 * len(shards)
+        res, stats = self._reduce(engine, done)
+        del scored, state
+        return EStepOutput(batch if batch is not None else LazyBatch(engine, source, idx), res,
+                           stats, temperature, {"estep": time.perf_counter() - t0})
+
+    def full(self, engine: Engine, source: "ParticleSource", hard: bool = False
+             ) -> tuple[ParticleResult, Statistics, float]:
+        """Sharded full-pass E-step of every particle (see module docstring)."""
+        cfg = engine.cfg
+        n = len(source)
+        geom, state = self._setup(engine)
+        parts = split_chunks(n, cfg.batch_particles, self.n_shards(n))
+        shards = [make_shard(i, part, source.table) for i, part in enumerate(parts)]
+        futures = [self.client.submit(tasks.full_shard, cfg, geom, state, s, hard, pure=False)
+                   for s in shards]
+        self.n_tasks += len(shards)
+        temps: list[float] = []
+        res, stats = self._reduce(engine, futures, temps)
+        del state
+        return res, stats, float(np.mean(temps))
+
+    def _reduce(self, engine: Engine, futures: list, temps: list[float] | None = None
+                ) -> tuple[ParticleResult, Statistics]:
+        """Results concatenated and statistics summed in shard order (each shard once),
+        gathering one shard at a time."""
+        from cryoclass.engine.schedule import concat_results
+
+        total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
+                                 engine.device)
+        parts: list[ParticleResult] = []
+        for i, fut in enumerate(futures):
+            out = fut.result()
+            futures[i] = None  # release the shard's result on its worker
+            parts.append(out[0])
+            total.add_(tasks.statistics_to(out[1], engine.device))
+            if temps is not None:
+                temps.extend(out[2])
+        return concat_results(parts), total

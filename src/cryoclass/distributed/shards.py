@@ -1,0 +1,76 @@
+"""Particle shards: which rows each E-step task gets, and what it needs to read them itself.
+
+A shard carries the job's row numbers of its particles (``ParticleResult.index``, the half-set
+of each particle) and their metadata rows, slimmed to what reading and preparing them needs
+(stack path and index, CTF parameters): a few hundred bytes per particle. The images never
+travel: the worker reads them from the stacks on the shared filesystem.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cryoclass.engine.batch import CTF_COLUMNS
+from cryoclass.io import ParticleSet
+from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
+
+#: Metadata columns a shard carries (those present in the table).
+SHARD_COLUMNS = (STACK_PATH, STACK_INDEX, SOURCE_ROW, "rlnImageName", *CTF_COLUMNS.values())
+
+
+@dataclass
+class Shard:
+    """Rows ``index`` (n,) of the job's particle table, in order, with their slimmed metadata
+    ``rows`` (n rows); ``number``: the shard's place in the reduction order."""
+
+    number: int
+    index: np.ndarray
+    rows: pd.DataFrame
+
+    @property
+    def n(self) -> int:
+        return int(self.index.size)
+
+
+def make_shard(number: int, index: np.ndarray, table: pd.DataFrame) -> Shard:
+    """Shard of rows ``index`` of ``table`` (the job's particle table)."""
+    index = np.asarray(index, dtype=np.int64)
+    cols = [c for c in SHARD_COLUMNS if c in table.columns]
+    return Shard(number, index, table.iloc[index][cols].reset_index(drop=True))
+
+
+def split_rows(index: np.ndarray, n_shards: int) -> list[np.ndarray]:
+    """index split into at most n_shards contiguous, non-empty, nearly equal parts (in order)."""
+    index = np.asarray(index, dtype=np.int64)
+    n_shards = max(1, min(int(n_shards), index.size))
+    return [part for part in np.array_split(index, n_shards) if part.size]
+
+
+def split_chunks(n: int, chunk: int, n_shards: int) -> list[np.ndarray]:
+    """Rows 0..n-1 in at most n_shards contiguous shards, each a whole number of E-step chunks
+    (chunk rows; the last chunk may be shorter), so that every chunk is the one a local full
+    pass E-steps."""
+    n_chunks = math.ceil(n / chunk)
+    per = math.ceil(n_chunks / max(1, min(int(n_shards), n_chunks)))
+    return [np.arange(a, min(n, a + per * chunk)) for a in range(0, n, per * chunk)]
+
+
+class ShardSource:
+    """The particles of one shard as a particle source (``cryoclass.engine.schedule``), on a
+    worker: positions 0..n-1 of ``shard.rows``; images read from their stacks."""
+
+    def __init__(self, shard: Shard, box: int, pixel_size_A: float) -> None:
+        self.table = shard.rows
+        self.box = int(box)
+        self.pixel_size_A = float(pixel_size_A)
+        self._set = ParticleSet(table=shard.rows)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def images(self, idx: np.ndarray) -> np.ndarray:
+        return self._set.images(idx)

@@ -1,0 +1,179 @@
+"""What Dask workers run: pure functions of (settings, broadcast model, shard).
+
+A task reads its shard's particles itself (``ShardSource``), prepares them as the local schedule
+does (``engine.schedule.load_batch``) and E-steps them with an engine built once per worker and
+given the broadcast model. Nothing is accumulated across tasks, so a task lost with its worker is
+simply run again (same inputs, same output) and every shard is summed exactly once, by the client.
+
+Fault injection (tests and drills only): with ``CRYOCLASS_DASK_KILL_ONCE=DIR`` in the workers'
+environment, the first task of phase P ('score', 'conclude' or 'full') that finds the file DIR/P
+deletes it and kills its own worker process (SIGKILL), as a node failure would.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import signal
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from dask.sizeof import sizeof
+
+from cryoclass.config import Config
+from cryoclass.distributed.cluster import worker_device
+from cryoclass.distributed.shards import Shard, ShardSource
+from cryoclass.engine.batch import ParticleBatch
+from cryoclass.engine.em import Engine, ParticleResult, Scored
+from cryoclass.engine.model import ModelState
+from cryoclass.engine.mstep import Statistics
+
+KILL_ENV = "CRYOCLASS_DASK_KILL_ONCE"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Box (px) and pixel size (Å) of the job's particles."""
+
+    box: int
+    pixel_size_A: float
+
+
+@dataclass
+class ScoredShard:
+    """A shard's prepared batch and its scores (``Engine.score``), kept in the worker's memory
+    between the two halves of a minibatch E-step."""
+
+    number: int
+    batch: ParticleBatch
+    scored: Scored
+
+
+@sizeof.register(ScoredShard)
+def _sizeof_scored(x: ScoredShard) -> int:
+    """Bytes held (so the scheduler runs the second half where the first one ran)."""
+    total = 0
+    for obj in (x.batch, x.scored):
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, torch.Tensor):
+                total += v.element_size() * v.nelement()
+    return total
+
+
+def broadcast_state(state: ModelState) -> ModelState:
+    """What workers need of the model for an E-step, on the CPU: class images, noise spectrum,
+    working band, resolution, class weights (for the class prior). The running num/den
+    statistics (the bulk of the model) stay with the client: their tensors are left empty."""
+    st = state.stats
+    k = st.weight.shape[-1]
+    slim = Statistics(num=torch.zeros(2, k, 0, dtype=st.num.dtype),
+                      den=torch.zeros(2, k, 0, dtype=st.den.dtype),
+                      weight=st.weight.detach().cpu().clone(),
+                      noise_power=torch.zeros(0), noise_count=torch.zeros(0))
+    return replace(state, class_images=state.class_images.detach().cpu().clone(), stats=slim,
+                   sigma2=state.sigma2.detach().cpu().clone(),
+                   resolution_A=state.resolution_A.detach().cpu().clone(), history=[])
+
+
+def identity(x: object) -> object:
+    """x (a task that holds the broadcast model on a worker)."""
+    return x
+
+
+def statistics_to(stats: Statistics, device: torch.device | str) -> Statistics:
+    """stats with every tensor on device."""
+    return Statistics(*(getattr(stats, f.name).to(device) for f in fields(Statistics)))
+
+
+@functools.lru_cache(maxsize=8)
+def _base_engine(config_json: str, box: int, pixel_size_A: float, device: str) -> Engine:
+    return Engine(Config.model_validate_json(config_json), box, pixel_size_A, device)
+
+
+def worker_engine(config: Config, geom: Geometry, state: ModelState) -> Engine:
+    """An engine for this worker's device holding ``state`` (built once per worker and
+    settings; each task gets its own shallow copy, so concurrent tasks cannot share a model)."""
+    device = worker_device(config.device)
+    eng = copy.copy(_base_engine(config.model_dump_json(), geom.box, geom.pixel_size_A,
+                                 str(device)))
+    if device.type != "cpu":
+        state = replace(state, class_images=state.class_images.to(device),
+                        stats=statistics_to(state.stats, device),
+                        sigma2=state.sigma2.to(device),
+                        resolution_A=state.resolution_A.to(device))
+    eng.state = state
+    return eng
+
+
+def load_shard(engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | None = None
+               ) -> ParticleBatch:
+    """Read and prepare the shard's particles (positions ``rows`` of it, default all), as the
+    local schedule does; the batch's index is the job's row numbers."""
+    from cryoclass.engine.schedule import load_batch
+
+    pos = np.arange(shard.n) if rows is None else np.asarray(rows)
+    batch = load_batch(engine, ShardSource(shard, geom.box, geom.pixel_size_A), pos)
+    batch.index = torch.as_tensor(shard.index[pos], dtype=torch.long, device=engine.device)
+    return batch
+
+
+def _result_cpu(res: ParticleResult, stats: Statistics) -> tuple[ParticleResult, Statistics]:
+    return res, statistics_to(stats, "cpu")
+
+
+def score_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard
+                ) -> ScoredShard:
+    """First half of a minibatch E-step on a shard (kept on the worker)."""
+    maybe_die("score")
+    eng = worker_engine(config, geom, state)
+    batch = load_shard(eng, shard, geom)
+    return ScoredShard(shard.number, batch, eng.score(batch))
+
+
+def best_scores(scored: ScoredShard) -> torch.Tensor:
+    """(n, K) best score per class of the shard's particles, on the CPU (for the temperature)."""
+    return scored.scored.best.cpu()
+
+
+def conclude_shard(config: Config, geom: Geometry, state: ModelState, scored: ScoredShard,
+                   temperature: float) -> tuple[ParticleResult, Statistics]:
+    """Second half: posteriors at the minibatch's temperature, results and statistics."""
+    maybe_die("conclude")
+    eng = worker_engine(config, geom, state)
+    res, stats, _ = eng.conclude(scored.batch, scored.scored, temperature)
+    return _result_cpu(res, stats)
+
+
+def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, hard: bool
+               ) -> tuple[ParticleResult, Statistics, list[float]]:
+    """Full-pass E-step of a shard in chunks of ``config.batch_particles``, exactly as a local
+    full pass does each chunk; statistics summed in chunk order; the chunks' temperatures."""
+    from cryoclass.engine.schedule import concat_results
+
+    maybe_die("full")
+    eng = worker_engine(config, geom, state)
+    stats = Statistics.zeros(config.n_classes, eng.grid.size, eng.n_shells, eng.device)
+    parts, temps = [], []
+    for a in range(0, shard.n, config.batch_particles):
+        batch = load_shard(eng, shard, geom, np.arange(a, min(shard.n, a + config.batch_particles)))
+        res, bstats, t = eng.expectation(batch, factor=0.0, hard=hard)
+        stats.add_(bstats)
+        parts.append(res)
+        temps.append(t)
+    res, stats = _result_cpu(concat_results(parts), stats)
+    return res, stats, temps
+
+
+def maybe_die(phase: str) -> None:
+    """Fault injection (see module docstring)."""
+    folder = os.environ.get(KILL_ENV)
+    if not folder:
+        return
+    try:
+        os.unlink(os.path.join(folder, phase))
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

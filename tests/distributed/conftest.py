@@ -1,0 +1,138 @@
+"""Shared fixtures for the Dask tests: a tiny simulated data set on disk (workers read it
+themselves), a small fast configuration, a 2-worker LocalCluster, and the single-process
+reference results everything is compared with.
+
+Everything runs single-threaded (torch and OpenMP, in this process and in each worker): the test
+machine has 2 cores shared by everyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cryoclass.config import Config
+from cryoclass.engine.schedule import ClassificationResult, run_batch
+from cryoclass.io import ParticleSet, read_particles
+from cryoclass.simulate import simulate_dataset
+from cryoclass.stream import Stream
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+BOX, APIX, VIEWS, N = 32, 5.0, 4, 240
+CHUNKS = (60, 60, 60, 60)   # streaming deliveries (particles)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_config(**overrides) -> Config:
+    """K = 4, minibatch 80, 6 online-EM iterations annealed over 1..4, 2 full passes in chunks
+    of 64 particles (4 chunks for 240 particles)."""
+    base = dict(n_classes=VIEWS, max_res_A=12.5, batch_size_per_class=20, n_online_em_iters=6,
+                n_full_iters=2, sigma_anneal_start=1, sigma_anneal_iters=3, seed=0,
+                device="cpu", initial_uncertainty_factor=8.0, batch_particles=64)
+    base.update(overrides)
+    return Config(**base)
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return small_config()
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    """240 simulated particles (8 micrographs of 30), RELION STAR + MRC stacks."""
+    out = tmp_path_factory.mktemp("dask_data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        simulate_dataset(out, n_particles=N, box=BOX, pixel_size_A=APIX, n_views=VIEWS,
+                         snr=1.0, particles_per_micrograph=30, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def particles(dataset) -> ParticleSet:
+    return read_particles(dataset / "particles.star")
+
+
+@pytest.fixture(scope="session")
+def local_batch(particles, config) -> ClassificationResult:
+    """The single-process batch job."""
+    return run_batch(particles, config)
+
+
+@pytest.fixture(scope="session")
+def local_stream(particles, config, tmp_path_factory):
+    """The single-process streaming job."""
+    return _stream_job(particles, config, tmp_path_factory.mktemp("local_stream"))
+
+
+@pytest.fixture(scope="session")
+def stream_job():
+    """stream_job(particles, config, out, estep=None) -> StreamResult (see _stream_job)."""
+    return _stream_job
+
+
+@pytest.fixture(scope="session")
+def assert_same():
+    """assert_same(state_a, particles_a, state_b, particles_b): see _assert_same."""
+    return _assert_same
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of 2 worker processes (1 thread, 1 torch thread each)."""
+    from cryoclass.distributed import open_client, parse_cluster
+
+    with open_client(parse_cluster("local:2"), torch_threads=1) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*too small for the phantom.*")
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        yield
+
+
+def _stream_job(particles: ParticleSet, config: Config, out: Path, estep=None):
+    """Stream the particles in CHUNKS (in file order); returns the finished StreamResult."""
+    with Stream(config, out, outputs_every_s=1e9, estep=estep) as s:
+        start = 0
+        for size in CHUNKS:
+            s.add_particles(particles.subset(np.arange(start, start + size)))
+            start += size
+        return s.finish()
+
+
+def _assert_same(a_state, a_parts, b_state, b_parts, atol: float = 1e-4) -> None:
+    """Two runs agree within float rounding: class images, every particle's class, pose and
+    posterior, and the total weight of the statistics."""
+    scale = float(a_state.class_images.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(b_state.class_images, a_state.class_images, rtol=0,
+                               atol=atol * scale)
+    order_a, order_b = np.argsort(a_parts.index), np.argsort(b_parts.index)
+    np.testing.assert_array_equal(a_parts.index[order_a], b_parts.index[order_b])
+    np.testing.assert_array_equal(a_parts.cls[order_a], b_parts.cls[order_b])
+    np.testing.assert_array_equal(a_parts.psi_deg[order_a], b_parts.psi_deg[order_b])
+    np.testing.assert_allclose(b_parts.posterior[order_b], a_parts.posterior[order_a],
+                               rtol=0, atol=1e-4)
+    assert float(b_state.class_weights.sum()) == pytest.approx(
+        float(a_state.class_weights.sum()), rel=1e-5)
