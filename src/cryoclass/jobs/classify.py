@@ -72,10 +72,11 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
         psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, 0.85 * pset.box *
                                              pset.pixel_size_A / 2, config.psi_step_deg,
                                              config.shift_step_px)
+        refs = reference_path(out / "classes.mrcs", project_dir, pset.source)
         paths = publish(out, lambda folder: write_results(
             folder, result.state, result.particles, pset.table, config, rejects=pset.rejects,
             history=[e.__dict__ for e in result.log], accuracy_deg=psi_step,
-            accuracy_A=shift_step * pset.pixel_size_A))
+            accuracy_A=shift_step * pset.pixel_size_A, classes_path=refs))
     log.info("classified %d particles in %.1f s", len(pset), time.perf_counter() - t0)
     return result, paths
 
@@ -90,6 +91,20 @@ def _check_geometry(pset: ParticleSet, config: Config, initial_classes: np.ndarr
             raise InputError(f"the initial classes are {'x'.join(map(str, got))} (K x D x D) but "
                              f"this job needs {want[0]} classes of {want[1]}x{want[2]} px "
                              "(K = --classes, D = the particles' box)")
+
+
+def reference_path(classes: Path, project_dir: str | Path | None, source: Path | None) -> str:
+    """classes.mrcs as RELION names files: relative to the project folder (``project_dir``, else
+    the particle file's folder, which image paths are relative to) when it lies inside it, else
+    absolute. So RELION run from the project folder finds the class averages of model.star (e.g.
+    ``relion_refine --ref job/model.star``)."""
+    base = Path(project_dir) if project_dir is not None else (
+        Path(source).parent if source is not None else Path.cwd())
+    target = classes.resolve()
+    try:
+        return str(target.relative_to(base.resolve()))
+    except ValueError:
+        return str(target)
 
 
 def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):

@@ -65,12 +65,14 @@ def particles_table(table: pd.DataFrame, result: ParticleResult, summary: ClassS
 
 
 def write_model_star(path: Path, state: ModelState, summary: ClassSummary, config: Config,
-                     accuracy_deg: float, accuracy_A: float, history: list[dict]) -> None:
-    """RELION-like model STAR: classes, noise spectrum and iteration log."""
+                     accuracy_deg: float, accuracy_A: float, history: list[dict],
+                     classes_path: str = "classes.mrcs") -> None:
+    """RELION-like model STAR: classes, noise spectrum and iteration log. classes_path: the
+    class stack as rlnReferenceImage names it (RELION: relative to the project folder)."""
     k = summary.order.size
     n = max(int(summary.counts.sum()), 1)
     classes = pd.DataFrame({
-        "rlnReferenceImage": [f"{i + 1:06d}@classes.mrcs" for i in range(k)],
+        "rlnReferenceImage": [f"{i + 1:06d}@{classes_path}" for i in range(k)],
         "rlnClassDistribution": summary.counts / n,
         "rlnAccuracyRotations": accuracy_deg,
         "rlnAccuracyTranslationsAngst": accuracy_A,
@@ -111,8 +113,10 @@ def write_gallery(path: Path, images: np.ndarray, summary: ClassSummary, title: 
 def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult,
                   table: pd.DataFrame, config: Config, rejects: list[Reject] | None = None,
                   history: list[dict] | None = None, accuracy_deg: float | None = None,
-                  accuracy_A: float | None = None) -> dict[str, Path]:
-    """Write every output of a classification into out_dir; returns name -> path."""
+                  accuracy_A: float | None = None,
+                  classes_path: str = "classes.mrcs") -> dict[str, Path]:
+    """Write every output of a classification into out_dir; returns name -> path.
+    classes_path: how model.star's rlnReferenceImage names classes.mrcs (see write_model_star)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = class_order(state, result, config.sort_classes)
@@ -137,7 +141,8 @@ def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult
     write_model_star(paths["model_star"], state, summary, config,
                      accuracy_deg if accuracy_deg is not None else config.psi_step_deg,
                      accuracy_A if accuracy_A is not None
-                     else config.shift_step_px * state.pixel_size_A, history or [])
+                     else config.shift_step_px * state.pixel_size_A, history or [],
+                     classes_path)
     write_gallery(paths["gallery"], images, summary,
                   f"{len(result.index)} particles, {state.n_classes} classes")
     write_rejects(paths["rejects"], rejects or [])
