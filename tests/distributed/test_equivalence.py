@@ -58,6 +58,9 @@ def test_client_reads_no_image(particles, config, client):
     out = estep.minibatch(engine, src, idx, factor=8.0)
     res, stats, temp = estep.full(engine, src)
     assert src.reads == 0
+    t = estep.traffic
+    assert t.esteps == 2 and t.model > 0 and t.scores == idx.size * config.n_classes * 4
+    assert t.shards < 300 * (idx.size + 240)  # metadata only, no pixels
     local = LocalEStep().minibatch(engine, particles, idx, factor=8.0)
     assert out.temperature == local.temperature > 1.0  # one temperature for the minibatch
     torch.testing.assert_close(out.stats.num, local.stats.num, rtol=0, atol=1e-4)

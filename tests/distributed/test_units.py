@@ -16,8 +16,10 @@ from cryoclass.cli import stream as stream_cli
 from cryoclass.distributed.cluster import ClusterSpec, parse_cluster, worker_device, worker_ordinal
 from cryoclass.distributed.shards import (SHARD_COLUMNS, ShardSource, make_shard, split_chunks,
                                           split_rows)
-from cryoclass.distributed.tasks import Geometry, broadcast_state, load_shard
+from cryoclass.distributed.estep import _tensor_bytes
+from cryoclass.distributed.tasks import Geometry, broadcast_state, load_shard, pack
 from cryoclass.engine.em import Engine
+from cryoclass.engine.mstep import Statistics
 from cryoclass.engine.schedule import load_batch
 from cryoclass.jobs.execution import check_execution, executor_for
 
@@ -137,3 +139,24 @@ def test_jobqueue_kind_needs_dask_jobqueue():
             check_execution("slurm:2", None)
     else:
         check_execution("slurm:2", None)
+
+
+def test_packed_statistics_add_exactly_and_travel_light(particles, config):
+    """A shard's statistics travel packed to the working band and add up bit for bit as the
+    full-size ones do."""
+    engine = Engine(config, particles.box, particles.pixel_size_A)
+    batch = load_batch(engine, particles, np.arange(80))
+    engine.initialise(batch)
+    engine.state.r_work = 5.0
+    _, stats, _ = engine.expectation(batch, 8.0)
+    packed = pack(stats)
+    assert packed.points.numel() == int(engine.grid_mask(5.0).sum())
+    full = _tensor_bytes(stats.num, stats.den)
+    assert packed.nbytes < full / 3
+    a = Statistics.zeros(config.n_classes, engine.grid.size, engine.n_shells, engine.device)
+    b = Statistics.zeros(config.n_classes, engine.grid.size, engine.n_shells, engine.device)
+    for _ in range(2):
+        a.add_(stats)
+        packed.add_to(b)
+    for name in ("num", "den", "weight", "noise_power", "noise_count"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -12,6 +12,7 @@ depend on which worker finished first. Workers read their particles from the sta
 * Full pass: shards of whole ``batch_particles`` chunks, each chunk E-stepped as a local full pass
   does it.
 
+Shards send back their statistics packed to the points that hold data (the working band).
 Lost workers: Dask runs a lost shard again from the same inputs (tasks are pure); the client sums
 each shard's result once, so no particle is lost or counted twice.
 """
@@ -21,13 +22,14 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from cryoclass.distributed.shards import make_shard, split_chunks, split_rows
 from cryoclass.distributed import tasks
+from cryoclass.distributed.shards import Shard, make_shard, split_chunks, split_rows
 from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.em import Engine, ParticleResult
 from cryoclass.engine.executor import EStepOutput
@@ -37,6 +39,35 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from cryoclass.engine.schedule import ParticleSource
+
+
+@dataclass
+class Traffic:
+    """Payload bytes a DaskEStep has moved so far (protocol overhead not counted).
+
+    model: the broadcast model, once per E-step (each worker then fetches it once); shards: the
+    shards' row numbers and metadata; results: what the shards send back (statistics packed to
+    the working band, per-particle results); scores: best scores per class (minibatch
+    temperature); esteps: E-steps run.
+    """
+
+    esteps: int = 0
+    model: int = 0
+    shards: int = 0
+    results: int = 0
+    scores: int = 0
+
+
+def _tensor_bytes(*tensors: torch.Tensor) -> int:
+    return sum(t.element_size() * t.nelement() for t in tensors)
+
+
+def _result_bytes(res: ParticleResult) -> int:
+    return sum(np.asarray(getattr(res, f.name)).nbytes for f in fields(ParticleResult))
+
+
+def _shard_bytes(shard: Shard) -> int:
+    return int(shard.index.nbytes + shard.rows.memory_usage(deep=True).sum())
 
 
 class LazyBatch:
@@ -78,6 +109,7 @@ class DaskEStep:
         self.shard_size = shard_size
         self.shards_per_thread = max(1, int(shards_per_thread))
         self.n_tasks = 0  # tasks submitted so far (for reports and tests)
+        self.traffic = Traffic()
 
     # ------------------------------------------------------------------ planning
     def n_shards(self, n: int) -> int:
@@ -92,10 +124,13 @@ class DaskEStep:
         not scattered data, so that the scheduler can make it again if every worker holding it
         is lost. Workers fetch it from each other, once each."""
         geom = tasks.Geometry(engine.box, engine.apix)
+        model = tasks.broadcast_state(engine.state)
+        self.traffic.esteps += 1
+        self.traffic.model += _tensor_bytes(model.class_images, model.sigma2, model.stats.weight,
+                                            model.resolution_A)
         with warnings.catch_warnings():  # the model travels once per E-step, by design
             warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
-            state = self.client.submit(tasks.identity, tasks.broadcast_state(engine.state),
-                                       pure=False)
+            state = self.client.submit(tasks.identity, model, pure=False)
         return geom, state
 
     # ------------------------------------------------------------------ executor
@@ -108,9 +143,11 @@ class DaskEStep:
         geom, state = self._setup(engine)
         shards = [make_shard(i, part, source.table)
                   for i, part in enumerate(split_rows(idx, self.n_shards(idx.size)))]
+        self.traffic.shards += sum(_shard_bytes(s) for s in shards)
         submit = self.client.submit
         scored = [submit(tasks.score_shard, cfg, geom, state, s, pure=False) for s in shards]
         bests = self.client.gather([submit(tasks.best_scores, f, pure=False) for f in scored])
+        self.traffic.scores += _tensor_bytes(*bests)
         temperature = engine.batch_temperature(factor, torch.cat(bests).to(engine.device))
         done = [submit(tasks.conclude_shard, cfg, geom, state, f, temperature, pure=False)
                 for f in scored]
@@ -128,6 +165,7 @@ class DaskEStep:
         geom, state = self._setup(engine)
         parts = split_chunks(n, cfg.batch_particles, self.n_shards(n))
         shards = [make_shard(i, part, source.table) for i, part in enumerate(parts)]
+        self.traffic.shards += sum(_shard_bytes(s) for s in shards)
         futures = [self.client.submit(tasks.full_shard, cfg, geom, state, s, hard, pure=False)
                    for s in shards]
         self.n_tasks += len(shards)
@@ -149,7 +187,8 @@ class DaskEStep:
             out = fut.result()
             futures[i] = None  # release the shard's result on its worker
             parts.append(out[0])
-            total.add_(tasks.statistics_to(out[1], engine.device))
+            out[1].add_to(total)
+            self.traffic.results += out[1].nbytes + _result_bytes(out[0])
             if temps is not None:
                 temps.extend(out[2])
         return concat_results(parts), total

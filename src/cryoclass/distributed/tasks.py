@@ -78,6 +78,50 @@ def broadcast_state(state: ModelState) -> ModelState:
                    resolution_A=state.resolution_A.detach().cpu().clone(), history=[])
 
 
+@dataclass
+class PackedStatistics:
+    """A shard's statistics as it travels back: only the class-grid points that hold data (the
+    working band, a fraction of the Q points while the resolution is low), on the CPU.
+
+    points: (P,) long indices into the Q points; num (2, K, P) complex; den (2, K, P);
+    weight (2, K); noise_power, noise_count (n_shells,); n_points: Q.
+    """
+
+    points: torch.Tensor
+    num: torch.Tensor
+    den: torch.Tensor
+    weight: torch.Tensor
+    noise_power: torch.Tensor
+    noise_count: torch.Tensor
+    n_points: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in
+                   (self.points, self.num, self.den, self.weight, self.noise_power,
+                    self.noise_count))
+
+    def add_to(self, total: Statistics) -> None:
+        """total += these statistics (exactly as adding the full-size ones: the points left
+        out are zeros)."""
+        dev = total.num.device
+        pts = self.points.to(dev)
+        total.num[:, :, pts] += self.num.to(dev)
+        total.den[:, :, pts] += self.den.to(dev)
+        total.weight += self.weight.to(dev)
+        total.noise_power += self.noise_power.to(dev)
+        total.noise_count += self.noise_count.to(dev)
+
+
+def pack(stats: Statistics) -> PackedStatistics:
+    """stats without the class-grid points where every num and den is zero, on the CPU."""
+    has = (stats.den != 0).any(dim=1).any(dim=0) | (stats.num != 0).any(dim=1).any(dim=0)
+    pts = torch.nonzero(has).squeeze(1)
+    return PackedStatistics(pts.cpu(), stats.num[:, :, pts].cpu(), stats.den[:, :, pts].cpu(),
+                            stats.weight.cpu(), stats.noise_power.cpu(),
+                            stats.noise_count.cpu(), int(stats.num.shape[-1]))
+
+
 def identity(x: object) -> object:
     """x (a task that holds the broadcast model on a worker)."""
     return x
@@ -120,10 +164,6 @@ def load_shard(engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | 
     return batch
 
 
-def _result_cpu(res: ParticleResult, stats: Statistics) -> tuple[ParticleResult, Statistics]:
-    return res, statistics_to(stats, "cpu")
-
-
 def score_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard
                 ) -> ScoredShard:
     """First half of a minibatch E-step on a shard (kept on the worker)."""
@@ -139,16 +179,16 @@ def best_scores(scored: ScoredShard) -> torch.Tensor:
 
 
 def conclude_shard(config: Config, geom: Geometry, state: ModelState, scored: ScoredShard,
-                   temperature: float) -> tuple[ParticleResult, Statistics]:
+                   temperature: float) -> tuple[ParticleResult, PackedStatistics]:
     """Second half: posteriors at the minibatch's temperature, results and statistics."""
     maybe_die("conclude")
     eng = worker_engine(config, geom, state)
     res, stats, _ = eng.conclude(scored.batch, scored.scored, temperature)
-    return _result_cpu(res, stats)
+    return res, pack(stats)
 
 
 def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, hard: bool
-               ) -> tuple[ParticleResult, Statistics, list[float]]:
+               ) -> tuple[ParticleResult, PackedStatistics, list[float]]:
     """Full-pass E-step of a shard in chunks of ``config.batch_particles``, exactly as a local
     full pass does each chunk; statistics summed in chunk order; the chunks' temperatures."""
     from cryoclass.engine.schedule import concat_results
@@ -163,8 +203,7 @@ def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, 
         stats.add_(bstats)
         parts.append(res)
         temps.append(t)
-    res, stats = _result_cpu(concat_results(parts), stats)
-    return res, stats, temps
+    return concat_results(parts), pack(stats), temps
 
 
 def maybe_die(phase: str) -> None:
