@@ -9,12 +9,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
 
 
 def _register() -> None:
-    from cryoclass.cli import classify, demo, simulate, stream
+    from cryoclass.cli import classify, demo, select, serve, simulate, stream
 
     app.command("simulate")(simulate.command)
     app.command("classify")(classify.command)
     app.command("stream")(stream.command)
     app.command("demo")(demo.command)
+    app.command("serve")(serve.command)
+    app.command("select")(select.command)
 
 
 def main() -> None:

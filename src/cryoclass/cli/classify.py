@@ -34,12 +34,18 @@ def command(
                                                 "/ job folder (K must match)"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live dashboard on "
+                                   "127.0.0.1 while the job runs, and after it until Ctrl-C"),
+    dashboard_port: int = typer.Option(8765, "--dashboard-port", min=0, max=65535,
+                                       help="Port of --dashboard (0: any free one)"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Batch 2D classification (CryoSPARC-style online EM, then full iterations)."""
+    from cryoclass.dashboard.launch import linger, start_dashboard
     from cryoclass.jobs.classify import classify
 
     check_cluster_options(cluster, scheduler)
+    board = start_dashboard(out, dashboard_port, say=console.print) if dashboard else None
     try:
         initial = _initial_classes(init_classes, project_dir) if init_classes else None
         with iteration_progress("2D classification") as cb:
@@ -54,6 +60,7 @@ def command(
         raise typer.Exit(EXIT_OUTPUT if isinstance(err, OutputError) else EXIT_INPUT) from None
     for name, p in paths.items():
         console.print(f"{name:15s} {p}", soft_wrap=True)
+    linger(board, say=console.print)
 
 
 def _initial_classes(path: Path, project_dir: Optional[Path]):

@@ -44,9 +44,14 @@ def command(
                                       "every this many seconds (0: after every update)"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live dashboard on "
+                                   "127.0.0.1 while the job runs, and after it until Ctrl-C"),
+    dashboard_port: int = typer.Option(8765, "--dashboard-port", min=0, max=65535,
+                                       help="Port of --dashboard (0: any free one)"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Streaming 2D classification: keep class averages up to date while particles arrive."""
+    from cryoclass.dashboard.launch import linger, start_dashboard
     from cryoclass.jobs.stream import watch
 
     check_cluster_options(cluster, scheduler)
@@ -55,6 +60,8 @@ def command(
             config = Config(**{**config.model_dump(), "stream_policy": policy})
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--policy") from None
+    board = (start_dashboard(out, dashboard_port, watch_dir, pattern, say=console.print)
+             if dashboard else None)
     try:
         summary = watch(watch_dir, config, out, poll_s=poll, idle_timeout_s=idle_timeout,
                         done_marker=done_marker, pattern=pattern, outputs_every_s=write_every,
@@ -65,3 +72,4 @@ def command(
     console.print(f"stream ended ({summary.reason}): {summary.n_ingested} particles ingested, "
                   f"{summary.n_processed} classified, {summary.n_rejected} set aside, "
                   f"{summary.n_updates} updates in {summary.seconds:.1f} s; outputs in {out}")
+    linger(board, say=console.print)

@@ -1,0 +1,447 @@
+"""The dashboard's view of one job folder: everything the page shows, as one JSON-able state.
+
+Sources: ``model.star`` + ``classes.mrcs`` (classes, once a write is complete), ``events.jsonl``
+(streaming progress and history), ``batch_state.pt`` (a batch job still running),
+``rejects.csv`` (reasons for particles set aside), ``config.json`` (parameters), the watched
+folder (particles found, when known). A rewrite in progress is never shown half-done: the last
+complete classes stay on the page until the next complete ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoclass.dashboard.batch_live import CHECKPOINT_NAME, read_batch_checkpoint
+from cryoclass.dashboard.events_tail import EventTail
+from cryoclass.dashboard.found import FoundCounter
+from cryoclass.dashboard.images import to_png
+from cryoclass.dashboard.jobfiles import outputs_settled, stamp, version
+from cryoclass.dashboard.marks import BAD, GOOD, Marks
+from cryoclass.outputs.selection import (JobClasses, OutputsChanging, export_selection,
+                                         read_job_classes)
+
+#: Most points per plotted series (older points are thinned, the latest always kept).
+MAX_POINTS = 300
+#: Files only a streaming job writes (``cryoclass.stream.stream``).
+STREAM_FILES = (".stream.lock", "stream_state.pt", "events.jsonl")
+#: Window (s) of the recent throughput.
+RECENT_S = 60.0
+
+
+@dataclass
+class ClassesView:
+    """Classes shown: key (changes with the images), counts (K,), resolution_A (K,) Å, images
+    (K, D, D), order (K,) model index of each shown class (checkpoint view) or None,
+    source 'outputs' or 'checkpoint'."""
+
+    key: str
+    classes: JobClasses
+    source: str
+    order: np.ndarray | None = None
+
+
+class Dashboard:
+    """State of the job in ``job_dir``; ``watch_dir``: the folder a stream watches (found)."""
+
+    def __init__(self, job_dir: str | Path, watch_dir: str | Path | None = None,
+                 pattern: str = "*.star") -> None:
+        self.job = Path(job_dir).resolve()
+        self.events = EventTail(self.job / "events.jsonl")
+        self.found = (FoundCounter(Path(watch_dir), pattern, exclude=[self.job])
+                      if watch_dir is not None else None)
+        self.marks = Marks(self.job)
+        self.view: ClassesView | None = None
+        self.last_export: dict[str, Any] | None = None
+        self._lock = threading.RLock()
+        self._state: dict[str, Any] | None = None
+        self._state_key = ""
+        self._pngs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._views: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._batch_series: list[tuple[float, list[float]]] = []
+        self._rejects: tuple[Any, list[list[Any]]] = (None, [])
+        self._batch_progress_cache = None
+        self._exports = 0
+
+    def _is_stream(self) -> bool:
+        """A streaming job's folder: its lock, checkpoint or event log (the first event is
+        appended only after the first outputs are written)."""
+        return any((self.job / n).exists() for n in STREAM_FILES)
+
+    # ------------------------------------------------------------------ versions
+    def version(self) -> str:
+        """Changes whenever the page should refresh."""
+        found = self.found.count() if self.found is not None else -1
+        return version(self.job, f"m{self.marks.revision};f{found};x{self._exports}")
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """The page's whole state (see the module docstring)."""
+        with self._lock:
+            key = self.version()
+            if self._state is not None and key == self._state_key:
+                return self._state
+            self._refresh_classes()
+            key = self.version()  # marks may have followed the new classes
+            events = self.events.refresh()
+            config = self._config()
+            kind = "stream" if events or self._is_stream() else "batch"
+            state = {
+                "version": key,
+                "job": self.job.name,
+                "path": str(self.job),
+                "kind": kind,
+                "classes": self._classes_state(),
+                "selection": self._selection_state(),
+                "progress": (self._stream_progress(events) if kind == "stream"
+                             else self._batch_progress()),
+                "history": (self._stream_history(events) if kind == "stream"
+                            else self._batch_history()),
+                "distribution": (self._stream_distribution(events) if kind == "stream"
+                                 else self._batch_distribution()),
+                "params": config,
+                "time": time.time(),
+            }
+            self._state, self._state_key = state, key
+            return state
+
+    def class_png(self, key: str, number: int) -> bytes | None:
+        """PNG of class ``number`` (1-based, as shown) of classes version ``key``."""
+        with self._lock:
+            hit = self._pngs.get((key, number))
+            if hit is not None:
+                return hit
+            images = self._views.get(key)
+            if images is None or not 1 <= number <= images.shape[0]:
+                return None
+            png = to_png(images[number - 1])
+            self._pngs[(key, number)] = png
+            while len(self._pngs) > 4 * max(images.shape[0], 50):
+                self._pngs.popitem(last=False)
+            return png
+
+    # ------------------------------------------------------------------ selection
+    def set_mark(self, number: int, mark: str | None) -> None:
+        with self._lock:
+            self._require_selectable()
+            self.marks.set(number, mark)
+
+    def auto_select(self, min_count: int, max_res_A: float | None) -> list[int]:
+        with self._lock:
+            self._require_selectable()
+            return self.marks.auto(min_count, max_res_A)
+
+    def clear_marks(self) -> None:
+        with self._lock:
+            self._require_selectable()
+            self.marks.clear()
+
+    def export(self, attempts: int = 5) -> dict[str, Any]:
+        """Write the good classes' particles (STAR and .cs) of the current outputs."""
+        for _ in range(attempts):
+            with self._lock:
+                self._refresh_classes()
+                self._require_selectable()
+                good = self.marks.numbers(GOOD)
+                if not good:
+                    raise ValueError("no class is marked good")
+                counts = self.view.classes.counts.copy()
+            try:
+                res = export_selection(self.job, good, expected_counts=counts)
+            except OutputsChanging:
+                time.sleep(0.3)  # the job moved on: follow its new classes, then try again
+                continue
+            with self._lock:
+                self.last_export = {"classes": res.classes, "n_particles": res.n_particles,
+                                    "star": res.star.name,
+                                    "cs": res.cs.name if res.cs is not None else None,
+                                    "time": time.time()}
+                self._exports += 1
+                return self.last_export
+        raise OutputsChanging("the job kept rewriting its outputs; try again")
+
+    def _require_selectable(self) -> None:
+        self._refresh_classes()
+        if self.view is None or self.view.source != "outputs":
+            raise ValueError("classes can be selected once the job has written particles.star")
+
+    # ------------------------------------------------------------------ classes
+    def _refresh_classes(self) -> None:
+        """Read the classes if they changed and a complete version is on disk."""
+        ck, ms = stamp(self.job / CHECKPOINT_NAME), stamp(self.job / "model.star")
+        if ck is not None and (ms is None or ck[0] > ms[0]):
+            key = f"c{ck[0]}-{ck[1]}"
+            if self.view is None or self.view.key != key:
+                self._read_checkpoint_view(key)
+            return
+        if ms is None or not outputs_settled(self.job):
+            return
+        key = f"o{stamp(self.job / 'classes.mrcs')}{ms}"
+        if self.view is not None and self.view.key == key:
+            return
+        try:
+            classes = read_job_classes(self.job)
+        except (OutputsChanging, ValueError, OSError, KeyError):
+            return  # keep showing the last complete classes
+        except Exception:  # noqa: BLE001 - e.g. InputError from a file replaced mid-read
+            return
+        self._set_view(ClassesView(key=_short(key), classes=classes, source="outputs"))
+        self.marks.follow(classes)
+
+    def _read_checkpoint_view(self, key: str) -> None:
+        prog = read_batch_checkpoint(self.job / CHECKPOINT_NAME)
+        if prog is None:
+            return
+        total_w = prog.weights.sum()
+        frac = prog.weights / total_w if total_w > 0 else np.zeros_like(prog.weights)
+        order = np.argsort(-frac, kind="stable")
+        n_seen = max((e.get("n_particles", 0) for e in prog.log), default=0)
+        classes = JobClasses(counts=np.rint(frac[order] * n_seen).astype(np.int64),
+                             resolution_A=prog.resolution_A[order], images=prog.images[order],
+                             pixel_size_A=prog.pixel_size_A)
+        self._batch_series.append((time.time(), frac.tolist()))
+        self._batch_progress_cache = prog
+        self._set_view(ClassesView(key=_short(key), classes=classes, source="checkpoint",
+                                   order=order))
+
+    def _set_view(self, view: ClassesView) -> None:
+        self.view = view
+        self._views[view.key] = view.classes.images
+        while len(self._views) > 3:
+            self._views.popitem(last=False)
+
+    def _classes_state(self) -> dict[str, Any]:
+        v = self.view
+        if v is None:
+            return {"key": None, "source": None, "items": [], "total": 0}
+        c = v.classes
+        total = int(c.counts.sum())
+        items = []
+        for i in range(c.counts.size):
+            n = i + 1
+            items.append({
+                "number": n,
+                "track": int(self.marks.tracks[i]) if v.source == "outputs"
+                and i < self.marks.tracks.size else -1 - i,
+                "count": int(c.counts[i]),
+                "fraction": float(c.counts[i] / total) if total else 0.0,
+                "res_A": _num(c.resolution_A[i]),
+                "mark": self.marks.mark_of(n) if v.source == "outputs" else None,
+                "image": f"api/class/{v.key}/{n}.png",
+            })
+        items.sort(key=lambda it: (-it["count"], it["number"]))
+        return {"key": v.key, "source": v.source, "items": items, "total": total,
+                "box": int(c.images.shape[-1]) if c.images is not None else 0,
+                "pixel_size_A": c.pixel_size_A}
+
+    def _selection_state(self) -> dict[str, Any]:
+        enabled = self.view is not None and self.view.source == "outputs"
+        good = self.marks.numbers(GOOD) if enabled else []
+        bad = self.marks.numbers(BAD) if enabled else []
+        counts = self.view.classes.counts if enabled else np.zeros(0)
+        return {"enabled": enabled, "good": good, "bad": bad,
+                "n_good_particles": int(sum(counts[n - 1] for n in good)),
+                "last_export": self.last_export}
+
+    # ------------------------------------------------------------------ progress
+    def _stream_progress(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        last = events[-1] if events else {}
+        ingested = int(last.get("n_ingested", 0))
+        rejected = int(last.get("n_rejected", 0))
+        found = self.found.count() if self.found is not None else None
+        lat = next((e["latency_s"] for e in reversed(events) if e.get("latency_s")), None)
+        updates = [e for e in events if e.get("n_new") is not None]
+        return {
+            "found": max(found, ingested + rejected) if found is not None else ingested + rejected,
+            "found_from": "watched folder" if found is not None else "ingested + set aside",
+            "ingested": ingested,
+            "classified": int(last.get("n_processed", 0)),
+            "set_aside": rejected,
+            "set_aside_reasons": self._reject_reasons(),
+            "throughput_per_s": _rate(events, "n_processed", None),
+            "throughput_recent_per_s": _rate(events, "n_processed", RECENT_S),
+            "ingest_per_s": _rate(events, "n_ingested", None),
+            "latency_s": lat,
+            "updates": int(last.get("update", 0)),
+            "phase": last.get("event"),
+            "policy": last.get("policy"),
+            "first_event_time": events[0].get("time") if events else None,
+            "last_event_time": last.get("time"),
+            "finished": last.get("event") == "finish",
+            "n_update_events": len(updates),
+        }
+
+    def _batch_progress(self) -> dict[str, Any]:
+        v = self.view
+        classified = int(v.classes.counts.sum()) if v is not None else 0
+        reasons = self._reject_reasons()
+        set_aside = sum(n for _, n in reasons)
+        out: dict[str, Any] = {"found": classified + set_aside, "found_from": "classified + "
+                               "set aside", "classified": classified, "set_aside": set_aside,
+                               "set_aside_reasons": reasons, "finished": False}
+        if v is not None and v.source == "checkpoint":
+            prog = self._batch_progress_cache
+            out.update(step=prog.step, total_steps=prog.total, finished=prog.finished,
+                       phase=prog.log[-1]["phase"] if prog.log else None)
+        elif v is not None:
+            hist = self._model_iterations()
+            out.update(finished=True, step=len(hist), total_steps=len(hist),
+                       phase=hist[-1].get("phase") if hist else None)
+        return out
+
+    def _reject_reasons(self) -> list[list[Any]]:
+        """[[reason kind, particles], ...] from rejects.csv, commonest first."""
+        path = self.job / "rejects.csv"
+        st = stamp(path)
+        if st == self._rejects[0]:
+            return self._rejects[1]
+        kinds: Counter[str] = Counter()
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                for rec in csv.DictReader(fh):
+                    kinds[_reason_kind(rec.get("reason", ""))] += 1
+        except OSError:
+            pass
+        out = [[k, n] for k, n in kinds.most_common()]
+        self._rejects = (st, out)
+        return out
+
+    # ------------------------------------------------------------------ history
+    def _stream_history(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        ups = [e for e in events if e.get("mean_loglik") is not None]
+        ups = _thin(ups)
+        t0 = events[0]["time"] if events else 0.0
+        return {
+            "x_label": "update",
+            "x": [e.get("update") for e in ups],
+            "time_s": [round(e.get("time", t0) - t0, 2) for e in ups],
+            "phase": [e.get("event") for e in ups],
+            "mean_loglik": [_num(e.get("mean_loglik")) for e in ups],
+            "temperature": [_num(e.get("temperature")) for e in ups],
+            "work_res_A": [_num(e.get("work_res_A")) for e in ups],
+            "n_processed": [e.get("n_processed") for e in ups],
+            "latency_mean_s": [_num((e.get("latency_s") or {}).get("mean")) for e in ups],
+        }
+
+    def _batch_history(self) -> dict[str, Any]:
+        v = self.view
+        log = (self._batch_progress_cache.log if v is not None and v.source == "checkpoint"
+               else self._model_iterations())
+        log = _thin(log)
+        return {
+            "x_label": "iteration",
+            "x": [e.get("iteration", i + 1) for i, e in enumerate(log)],
+            "phase": [e.get("phase") for e in log],
+            "mean_loglik": [_num(e.get("mean_loglik")) for e in log],
+            "temperature": [_num(e.get("temperature")) for e in log],
+            "work_res_A": [_num(e.get("work_res_A")) for e in log],
+            "n_processed": [e.get("n_particles") for e in log],
+            "latency_mean_s": [],
+        }
+
+    def _model_iterations(self) -> list[dict[str, Any]]:
+        import starfile
+
+        try:
+            blocks = starfile.read(self.job / "model.star", always_dict=True)
+        except Exception:  # noqa: BLE001
+            return []
+        it = blocks.get("model_iterations")
+        return it.to_dict("records") if it is not None and hasattr(it, "to_dict") else []
+
+    # ------------------------------------------------------------------ distribution
+    def _stream_distribution(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        pts = [e for e in events if e.get("class_counts")]
+        if not pts:
+            return {"t": [], "series": [], "labels": []}
+        pts = _thin(pts)
+        t0 = events[0]["time"]
+        k = max(len(e["class_counts"]) for e in pts)
+        frac = np.zeros((len(pts), k))
+        for i, e in enumerate(pts):
+            c = np.asarray(e["class_counts"], np.float64)
+            frac[i, :c.size] = c / c.sum() if c.sum() > 0 else 0.0
+        latest = np.asarray(pts[-1]["class_counts"], np.float64)
+        return self._distribution([round(e["time"] - t0, 2) for e in pts], frac, latest)
+
+    def _batch_distribution(self) -> dict[str, Any]:
+        if len(self._batch_series) < 2:
+            return {"t": [], "series": [], "labels": []}
+        pts = _thin(self._batch_series)
+        t0 = pts[0][0]
+        frac = np.asarray([f for _, f in pts], np.float64)
+        return self._distribution([round(t - t0, 2) for t, _ in pts], frac, frac[-1])
+
+    @staticmethod
+    def _distribution(t: list[float], frac: np.ndarray, latest: np.ndarray) -> dict[str, Any]:
+        """Series in model order, labelled with the output number each class has now (outputs
+        are sorted by particle count, ties in model order)."""
+        rank = np.empty(latest.size, dtype=np.int64)
+        rank[np.argsort(-latest, kind="stable")] = np.arange(latest.size)
+        return {"t": t, "labels": [int(r) + 1 for r in rank],
+                "series": [[round(float(x), 4) for x in frac[:, j]] for j in range(frac.shape[1])]}
+
+    # ------------------------------------------------------------------ parameters
+    def _config(self) -> dict[str, Any]:
+        p = self.job / "config.json"
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        v = self.view
+        if v is not None and v.source == "checkpoint":
+            return dict(self._batch_progress_cache.config)
+        return {}
+
+
+def _rate(events: list[dict[str, Any]], field: str, window_s: float | None) -> float | None:
+    """Particles per second of ``field`` over the events (the last window_s s, or all)."""
+    if len(events) < 2:
+        return None
+    last = events[-1]
+    first = events[0]
+    if window_s is not None:
+        for e in events:
+            if last["time"] - e["time"] <= window_s:
+                first = e
+                break
+    dt = last["time"] - first["time"]
+    if dt <= 0:
+        return None
+    return round((last.get(field, 0) - first.get(field, 0)) / dt, 2)
+
+
+def _thin(items: list, n: int = MAX_POINTS) -> list:
+    """At most n items, evenly spaced, the last one kept."""
+    if len(items) <= n:
+        return list(items)
+    idx = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
+    return [items[i] for i in idx]
+
+
+def _num(x: Any) -> float | None:
+    """A float for JSON (NaN/Inf -> None)."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its particulars (numbers, file names) for grouping."""
+    head = reason.split(":")[0].split(" (")[0]
+    return " ".join("".join(c for c in head if not c.isdigit()).split()) or "unknown"
+
+
+def _short(key: str) -> str:
+    return hashlib.blake2s(key.encode(), digest_size=6).hexdigest()
