@@ -92,6 +92,7 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
             page.wait_for_function("[...document.querySelectorAll('.card img')]"
                                    ".every(i => i.complete && i.naturalWidth > 0)")
             first_card = page.query_selector(".card")
+            page.wait_for_function(f"{CLASSIFIED} > 0")
             seen = page.evaluate(CLASSIFIED)
             assert 0 < seen < N, f"the page should open on a running stream ({seen} classified)"
             assert page.inner_text("#job-kind") == "streaming"

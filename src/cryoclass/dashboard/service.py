@@ -255,6 +255,9 @@ class Dashboard:
     # ------------------------------------------------------------------ progress
     def _stream_progress(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         last = events[-1] if events else {}
+        if not events and self.view is not None:  # outputs come before their first event
+            n = int(self.view.classes.counts.sum())
+            last = {"n_ingested": n, "n_processed": n}
         ingested = int(last.get("n_ingested", 0))
         rejected = int(last.get("n_rejected", 0))
         found = self.found.count() if self.found is not None else None
