@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup demo test clean
+.PHONY: setup browser demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,10 +21,18 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Debian's Chromium for the dashboard's browser test (Playwright drives /usr/bin/chromium; it
+# cannot download browsers). Best effort: without it that test is skipped, set-up goes on.
+browser:
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { echo "installing Debian's chromium for the dashboard browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	      >/dev/null 2>&1 || echo "could not install chromium: the browser test will be skipped"; }
+
 demo: setup
 	$(VENV)/bin/cryoclass demo --out demo_out
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 clean:
