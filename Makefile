@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup browser demo test clean
+.PHONY: setup browser relion demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,10 +29,18 @@ browser:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	      >/dev/null 2>&1 || echo "could not install chromium: the browser test will be skipped"; }
 
+# Debian's RELION (relion_refine, relion_star_handler, relion_image_handler) for the
+# interoperability tests. Best effort: without it those tests are skipped, set-up goes on.
+relion:
+	@command -v relion_refine >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { echo "installing Debian's relion for the interoperability tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq relion; } \
+	      >/dev/null 2>&1 || echo "could not install relion: the RELION tests will be skipped"; }
+
 demo: setup
 	$(VENV)/bin/cryoclass demo --out demo_out
 
-test: setup browser
+test: setup browser relion
 	$(PY) -m pytest -q
 
 clean:
