@@ -75,10 +75,6 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
                                       stdout=fh, stderr=subprocess.STDOUT, env=env)
         procs.append(stream)
         url = _wait_for_url(log, stream)
-        procs.append(subprocess.Popen(
-            _cli("simulate", "--stream-to", str(live), "--rate", "40", "--n", str(N), "--box",
-                 "32", "--apix", "5", "--views", "3", "--snr", "1", "--per-mic", "30"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -86,6 +82,11 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
             page.evaluate("window.__sameDocument = true")
+            page.wait_for_selector("#no-classes", state="visible")  # open before any particle
+            procs.append(subprocess.Popen(
+                _cli("simulate", "--stream-to", str(live), "--rate", "40", "--n", str(N),
+                     "--box", "32", "--apix", "5", "--views", "3", "--snr", "1", "--per-mic",
+                     "30"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
 
             # class images appear while the stream runs
             page.wait_for_selector(".card img[src]", timeout=90_000)
