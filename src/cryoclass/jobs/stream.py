@@ -86,6 +86,8 @@ def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: f
         while True:
             is_done = watcher.done  # before polling: everything written before it is visible
             res = watcher.poll(stream.known)
+            if res.rejected:  # rows with a problem of their own: set aside, the rest goes on
+                stream.reject_keys(res.rejected)
             n_new = stream.ingest(res.ready) if len(res.ready) else 0
             if n_new:
                 last_new = time.monotonic()

@@ -287,12 +287,14 @@ class Stream:
                                            reason=reasons[i]))
         return ok
 
-    def reject_keys(self, keys: dict[str, str], source: str = "") -> None:
-        """Set aside particles that will never be ingested (key -> reason), e.g. rows whose
-        stack never became complete before the end of the stream."""
+    def reject_keys(self, keys: dict[str, str | Reject], source: str = "") -> None:
+        """Set aside particles that will never be ingested (key -> reason, or key -> Reject
+        naming file, row and reason), e.g. rows whose stack never became complete before the end
+        of the stream, or rows with an absurd CTF value. Keys already in the ledger are skipped."""
         fresh = [k for k in keys if not self.known(np.array([k], dtype=object))[0]]
         self.ctx.pool.mark_rejected(np.array(fresh, dtype=object))
-        self.rejects += [Reject(source=source, row=-1, image_name=k, reason=keys[k])
+        self.rejects += [keys[k] if isinstance(keys[k], Reject) else
+                         Reject(source=source, row=-1, image_name=k, reason=keys[k])
                          for k in fresh]
 
     # ------------------------------------------------------------------ updates

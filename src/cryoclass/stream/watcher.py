@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryoclass.io import InputError, read_star
+from cryoclass.io import InputError, Reject, read_star
 from cryoclass.io.canonical import canonicalize
+from cryoclass.io.problems import RowProblems
 from cryoclass.io.columns import STACK_INDEX, STACK_PATH
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, particle_keys
 from cryoclass.stream.readiness import Stamp, StackReadiness, file_stamp
@@ -49,11 +50,13 @@ class PollResult:
     """ready: canonical rows ready to ingest (with ``_stream_key`` and ``_arrival_s``, the
     latest mtime of the row's STAR and stack, Unix s); waiting: rows seen whose stack is not
     complete yet, with the reason per key; errors: STAR files that could not be read (path ->
-    message)."""
+    message); rejected: rows that can never be used (a bad image name, a CTF value that is not
+    a number or is absurd), key ``STAR path#row`` -> Reject (file, 0-based row, reason)."""
 
     ready: pd.DataFrame
     waiting: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, Reject] = field(default_factory=dict)
 
 
 class FolderWatcher:
@@ -93,6 +96,7 @@ class FolderWatcher:
     def poll(self, known: Callable[[np.ndarray], np.ndarray]) -> PollResult:
         """One poll. ``known(keys) -> bool array``: keys already in the ledger."""
         errors: dict[str, str] = {}
+        rejected: dict[str, Reject] = {}
         pending: list[pd.DataFrame] = []
         for path in self.star_files():
             key = str(path)
@@ -100,7 +104,9 @@ class FolderWatcher:
             stamp = file_stamp(path)
             if stamp != st.stamp or (st.table is not None and _missing_stacks(st.table)):
                 try:
-                    st.table = read_complete_rows(path, self.root)
+                    bad: list[Reject] = []
+                    st.table = read_complete_rows(path, self.root, rejected=bad)
+                    rejected.update({f"{path}#{r.row}": r for r in bad})
                     st.error = ""
                 except InputError as err:
                     st.table, msg = None, str(err)
@@ -119,7 +125,7 @@ class FolderWatcher:
                 t[ARRIVAL] = stamp_seconds(stamp) if stamp else 0.0
                 pending.append(t)
         if not pending:
-            return PollResult(ready=pd.DataFrame(), errors=errors)
+            return PollResult(ready=pd.DataFrame(), errors=errors, rejected=rejected)
         rows = pd.concat(pending, ignore_index=True)
         rows[KEY] = particle_keys(rows)
         status = self._stacks.poll(list(pd.unique(rows[STACK_PATH])))
@@ -141,7 +147,7 @@ class FolderWatcher:
                 {p: s.info.box for p, s in status.items() if s.ready}).astype(np.int64)
         still = set(rows.loc[~ok, STACK_PATH])
         self._stacks.forget([p for p, s in status.items() if s.ready and p not in still])
-        return PollResult(ready=ready, waiting=waiting, errors=errors)
+        return PollResult(ready=ready, waiting=waiting, errors=errors, rejected=rejected)
 
 
 def stamp_seconds(stamp: Stamp | None) -> float:
@@ -155,10 +161,13 @@ def _missing_stacks(table: pd.DataFrame) -> bool:
     return any(not os.path.exists(p) for p in pd.unique(table[STACK_PATH]))
 
 
-def read_complete_rows(path: Path, project_dir: Path) -> pd.DataFrame:
+def read_complete_rows(path: Path, project_dir: Path,
+                       rejected: list[Reject] | None = None) -> pd.DataFrame:
     """Canonical rows of a STAR file that may be being appended to: only text up to the last
     newline is parsed. Image paths are resolved against project_dir, then the STAR's folder.
-    Stacks are not opened. Raises InputError if the complete part cannot be parsed."""
+    Stacks are not opened. Raises InputError if the complete part cannot be parsed. With
+    ``rejected``, rows with a problem of their own (bad image name, CTF value not a number or
+    absurd) are left out and appended there instead of failing the whole file."""
     data = path.read_bytes()
     data = data[: data.rfind(b"\n") + 1]
     if not data.strip():
@@ -172,8 +181,16 @@ def read_complete_rows(path: Path, project_dir: Path) -> pd.DataFrame:
         raise InputError(err.problem, file=path) from None
     finally:
         os.unlink(tmp)
+    problems = RowProblems(path, len(content.particles), collect=True) if rejected is not None \
+        else None
     table = canonicalize(path, content.particles,
                          bases=[project_dir, path.resolve().parent, Path.cwd()],
-                         relion30=content.relion30, check_images=False)
+                         relion30=content.relion30, check_images=False, problems=problems,
+                         check_values=rejected is not None)
+    if problems is not None:
+        names = content.particles.get("rlnImageName")
+        rejected += [Reject(source=str(path), row=int(r),
+                            image_name=str(names.iloc[r]) if names is not None else "",
+                            reason=problems.reasons[int(r)]) for r in problems.bad]
     table[SOURCE_FILE] = str(path)
     return table
