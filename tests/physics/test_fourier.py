@@ -1,5 +1,6 @@
 """Fourier helpers: band round trip, padded sampling, rotation and shift conventions."""
 
+import pytest
 import torch
 
 from cryoclass.physics.fourier import (band_to_image, fourier_shift_images, make_band, padded_fft,
@@ -67,3 +68,19 @@ def test_shift_phase_moves_content_by_plus_t():
     band = make_band(32, 16)
     ph = shift_phase(band.kx, band.ky, torch.tensor(3.0), torch.tensor(-2.0), 32)
     assert torch.allclose(rfft_band(img, band) * ph, rfft_band(moved, band), atol=1e-4)
+
+
+@pytest.mark.parametrize("box", [32, 33])
+def test_padded_window_sampling_matches_grid_values_for_even_and_odd_boxes(box):
+    # The padded transform puts pixel (D//2, D//2) at the origin, as rfft_band does, also for an
+    # odd box; the window kept (radius) does not change the samples inside it.
+    x = torch.arange(box, dtype=torch.float32) - box // 2
+    img = torch.exp(-((x[None] - 3) ** 2 + (x[:, None] + 2) ** 2) / 8)[None]
+    band = make_band(box, 10)
+    exact = rfft_band(img, band)
+    one = torch.zeros(1, dtype=torch.long)
+    full = sample_bilinear(padded_fft(img), one, band.kx[None], band.ky[None])
+    window = sample_bilinear(padded_fft(img, radius=10), one, band.kx[None], band.ky[None])
+    assert torch.allclose(full, exact, atol=0.03 * exact.abs().max())
+    assert torch.allclose(window, full, atol=1e-5)
+    assert padded_fft(img, radius=10).data.shape[-1] < padded_fft(img).data.shape[-1]

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from cryoclass.physics.ctf import ctf_2d
-from cryoclass.physics.fourier import Band, padded_fft, rfft_band
+from cryoclass.physics.fourier import Band, PaddedSpectrum, padded_fft, rfft_band
 from cryoclass.physics.masks import background_stats
 
 CTF_COLUMNS = {
@@ -44,7 +44,8 @@ class ParticleBatch:
     pixel_size_A: float
     skip_ctf: bool = False
     align_images: torch.Tensor | None = None
-    _padded: torch.Tensor | None = None
+    _padded: PaddedSpectrum | None = None
+    _padded_radius: float = 0.0
 
     @property
     def n(self) -> int:
@@ -59,10 +60,12 @@ class ParticleBatch:
         the minimum alignment resolution when one is set)."""
         return rfft_band(self.images if self.align_images is None else self.align_images, band)
 
-    def padded(self) -> torch.Tensor:
-        """(n, 2D, 2D) complex padded transforms for interpolation (computed once)."""
-        if self._padded is None:
-            self._padded = padded_fft(self.images)
+    def padded(self, radius: float) -> PaddedSpectrum:
+        """Padded transforms for interpolation within radius (Fourier pixels); computed once
+        per batch unless a wider radius is asked for later."""
+        if self._padded is None or self._padded_radius < radius:
+            self._padded = padded_fft(self.images, radius=radius)
+            self._padded_radius = radius
         return self._padded
 
     def ctf(self, kx: torch.Tensor, ky: torch.Tensor, rows: torch.Tensor | None = None,

@@ -91,7 +91,7 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
     """
     sel = torch.nonzero(grid_mask).squeeze(1)
     qx, qy = grid.kx[sel], grid.ky[sel]
-    padded = batch.padded()
+    padded = batch.padded(float(torch.sqrt(qx**2 + qy**2).max()) if sel.numel() else 1.0)
     k = n_classes
     num_buf = torch.zeros(2 * k, sel.numel(), dtype=out.num.dtype, device=out.num.device)
     den_buf = torch.zeros(2 * k, sel.numel(), dtype=out.den.dtype, device=out.den.device)

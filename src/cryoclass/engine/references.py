@@ -16,7 +16,7 @@ def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Te
     """
     k = class_images.shape[0]
     r = psi_deg.numel()
-    ft = padded_fft(class_images)
+    ft = padded_fft(class_images, radius=float(torch.sqrt(band.kx**2 + band.ky**2).max()))
     rx, ry = rotate_points(band.kx, band.ky, psi_deg)                              # (R, F)
     which = torch.arange(k, device=class_images.device).repeat_interleave(r)
     vals = sample_bilinear(ft, which, rx.repeat(k, 1), ry.repeat(k, 1))

@@ -13,6 +13,7 @@ Conventions (shared by the whole engine):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,52 +87,75 @@ def band_to_image(coeffs: torch.Tensor, band: Band) -> torch.Tensor:
     return torch.fft.fftshift(img, dim=(-2, -1))
 
 
-def gridding_correction(box: int, pad: int = 2, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(D, D) real-space weights 1/sinc^2 that undo bilinear interpolation on a pad-x finer grid."""
-    x = (torch.arange(box, device=device, dtype=torch.float32) - box // 2) / (pad * box)
-    s = torch.special.sinc(x) ** 2
-    return 1.0 / (s[:, None] * s[None, :])
+@dataclass
+class PaddedSpectrum:
+    """Low-frequency window of the half-plane transforms of pad-x zero-padded images.
+
+    data: (n, 2W+1, W+2) complex, rows ky = -W..W and columns kx = 0..W+1 in padded Fourier pixels;
+    the other half-plane follows from X(-k) = conj X(k). pad: padding factor.
+    """
+
+    data: torch.Tensor
+    pad: int
+
+    @property
+    def window(self) -> int:
+        return (self.data.shape[1] - 1) // 2
 
 
-def padded_fft(images: torch.Tensor, pad: int = 2) -> torch.Tensor:
-    """Full complex FFT of images zero-padded to pad*D, with gridding pre-correction.
+def padded_fft(images: torch.Tensor, pad: int = 2, radius: float | None = None) -> PaddedSpectrum:
+    """Transforms of images zero-padded to pad*D, with gridding pre-correction, kept only within
+    ``radius`` (Fourier pixels of the unpadded box; default Nyquist), where they will be sampled.
 
-    images: (n, D, D) real. Returns (n, pad*D, pad*D) complex in FFT order, ortho-normalised so that
-    its values at even indices (2k) equal rfft_band values at k.
+    images: (n, D, D) real. Ortho-normalised so that the values at padded index pad*k equal
+    rfft_band values at k. Cost: two DFT matrix products per image, for the window only.
     """
     n, d, _ = images.shape
     p = pad * d
-    corr = gridding_correction(d, pad, images.device)
-    big = torch.zeros(n, p, p, dtype=images.dtype, device=images.device)
-    o = (p - d) // 2
-    big[:, o:o + d, o:o + d] = images * corr
-    ft = torch.fft.fft2(torch.fft.ifftshift(big, dim=(-2, -1)), norm="ortho")
-    return ft * (p / d)  # match the D-box ortho normalisation
+    h = d // 2
+    r = d / 2.0 if radius is None else min(float(radius), d / 2.0)
+    w = min(int(math.ceil(r * pad)) + 2, p // 2 - 1)
+    # Only the window is needed, so the padded transform is two small DFT matrix products
+    # (zero padding is implicit: the DFT is evaluated at frequencies k / P). The gridding
+    # correction 1/sinc^2 is separable and folded into the matrices, as is the centring (pixel
+    # (D//2, D//2) at the origin) and the normalisation 1/D (= ortho over P, times P/D).
+    dev = images.device
+    j = torch.arange(d, device=dev, dtype=torch.float64) - h
+    corr = 1.0 / torch.special.sinc(j / p) ** 2
+    kx = torch.arange(0, w + 2, device=dev, dtype=torch.float64)
+    ky = torch.arange(-w, w + 1, device=dev, dtype=torch.float64)
+    ex = torch.polar(corr[:, None] / d, -2.0 * torch.pi * j[:, None] * kx[None, :] / p)  # (D, W+2)
+    ey = torch.polar(corr[None, :].expand(ky.numel(), -1).contiguous(),
+                     -2.0 * torch.pi * ky[:, None] * j[None, :] / p)                # (2W+1, D)
+    ex, ey = ex.to(torch.complex64), ey.to(torch.complex64)
+    x = images.to(torch.float32)
+    t = torch.complex(x @ ex.real, x @ ex.imag)                                   # (n, D, W+2)
+    data = torch.matmul(ey, t)                                                    # (n, 2W+1, W+2)
+    return PaddedSpectrum(data.contiguous(), pad)
 
 
-def sample_bilinear(ft_padded: torch.Tensor, which: torch.Tensor, kx: torch.Tensor,
-                    ky: torch.Tensor, pad: int = 2) -> torch.Tensor:
+def sample_bilinear(spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor,
+                    ky: torch.Tensor) -> torch.Tensor:
     """Sample padded transforms at real-valued frequencies by bilinear interpolation.
 
-    ft_padded: (n, P, P) complex from padded_fft. which: (m,) long, the image each row samples.
-    kx, ky: (m, F) float, frequencies in Fourier pixels of the unpadded box. Returns (m, F) complex.
+    spec: from padded_fft, whose radius must cover the points. which: (m,) long, the image each
+    row samples. kx, ky: (m, F) float, Fourier pixels of the unpadded box. Returns (m, F) complex.
+    Points with kx < 0 are read at -k and conjugated (exact: the grid is point-symmetric).
     """
-    n, p, _ = ft_padded.shape
-    u, v = kx * pad, ky * pad
-    u0, v0 = torch.floor(u), torch.floor(v)
-    fu, fv = (u - u0), (v - v0)
-    u0l, v0l = u0.long(), v0.long()
-    flat = ft_padded.reshape(n, p * p)
-    base = (which * (p * p)).view(-1, 1)
-    src = flat.reshape(-1)
-
-    def at(du: int, dv: int) -> torch.Tensor:
-        idx = ((v0l + dv) % p) * p + ((u0l + du) % p)
-        return src[base + idx]
-
-    out = at(0, 0) * ((1 - fu) * (1 - fv)) + at(1, 0) * (fu * (1 - fv))
-    out = out + at(0, 1) * ((1 - fu) * fv) + at(1, 1) * (fu * fv)
-    return out
+    data, pad = spec.data, spec.pad
+    _, rows, cols = data.shape
+    w = spec.window
+    neg = kx < 0
+    u = torch.where(neg, -kx, kx) * pad
+    v = torch.where(neg, -ky, ky) * pad + w
+    # grid_sample does the bilinear interpolation (real and imaginary parts as two channels);
+    # with align_corners=True, -1 and +1 are the centres of the first and last window pixels.
+    inp = torch.view_as_real(data).permute(0, 3, 1, 2)[which]                   # (m, 2, rows, cols)
+    grid = torch.stack([u * (2.0 / (cols - 1)) - 1, v * (2.0 / (rows - 1)) - 1], -1)[:, None]
+    out = torch.nn.functional.grid_sample(inp, grid, mode="bilinear", padding_mode="border",
+                                          align_corners=True)[:, :, 0]            # (m, 2, F)
+    out = torch.complex(out[:, 0], out[:, 1])
+    return torch.where(neg, out.conj(), out)
 
 
 def rotate_points(kx: torch.Tensor, ky: torch.Tensor, psi_deg: torch.Tensor
