@@ -129,7 +129,7 @@ def test_batch_killed_repeatedly_resumes_to_the_same_result(batch_data, tmp_path
 
 
 # --------------------------------------------------------------------------- streaming
-N_STREAM = 600
+N_STREAM = 450
 STREAM_ARGS = ["--classes", "4", "--max-res-A", "12.5", "--batch-size-per-class", "20",
                "--n-online-em-iters", "10", "--n-full-iters", "1", "--sigma-anneal-start", "1",
                "--sigma-anneal-iters", "5", "--device", "cpu", "--poll", "0.1"]
@@ -145,31 +145,39 @@ def n_updates(out: Path) -> int:
                read_events(out / "events.jsonl"))
 
 
+def n_processed(out: Path) -> int:
+    ev = read_events(out / "events.jsonl")
+    return int(ev[-1]["n_processed"]) if ev else 0
+
+
 @pytest.mark.slow
 def test_stream_killed_repeatedly_loses_nothing(tmp_path):
     watch, out = tmp_path / "watch", tmp_path / "out"
     sim = SimulationConfig(n_particles=N_STREAM, box=32, pixel_size_A=5.0, n_views=4, snr=1.0,
                            particles_per_micrograph=25, seed=4)
-    feeder = threading.Thread(target=feed_simulation, args=(watch, sim, 60.0), daemon=True)
+    # no done marker until the kills are over: the stream is always running when killed
+    feeder = threading.Thread(target=feed_simulation, args=(watch, sim, 60.0, ""), daemon=True)
     feeder.start()
     rng = np.random.default_rng(7)
     watcher = Watcher(out)
     watcher.start()
     killed = []
-    for k in range(5):
+    for _ in range(5):
         proc = stream_proc(watch, out)
         target = n_updates(out) + 1 + int(rng.integers(0, 3))
-        wait_for(lambda: n_updates(out) >= target, proc)
+        wait_for(lambda: n_updates(out) >= target
+                 or (not feeder.is_alive() and n_processed(out) >= N_STREAM), proc)
         time.sleep(rng.uniform(0.0, 0.3))
         if kill(proc):
             killed.append(n_updates(out))
         assert not broken_outputs(out), broken_outputs(out)
+    feeder.join(timeout=120)
+    (watch / "DONE").write_text("")
     proc = stream_proc(watch, out)
     _, err = proc.communicate(timeout=300)
-    feeder.join(timeout=120)
     watcher.stop()
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert len(killed) >= 4, f"only {len(killed)} kills hit a running stream"
+    assert len(killed) == 5, f"only {len(killed)} kills hit a running stream"
     assert not watcher.problems, watcher.problems[:5]
     parts = starfile.read(out / "particles.star")["particles"]
     assert len(parts) == N_STREAM and parts["rlnImageName"].is_unique
