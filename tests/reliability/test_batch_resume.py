@@ -143,6 +143,18 @@ def test_interrupted_folder_is_not_overwritten_without_resume(dataset, tmp_path,
     assert r.exit_code == 2 and "add --resume" in " ".join(r.output.split())
 
 
+def test_resume_with_the_file_named_otherwise(dataset, reference, tmp_path, monkeypatch):
+    """Resumed from the particle file's folder with a relative path: the same particles."""
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        crash_at(m, 5, after_save=True)
+        with pytest.raises(Crash):
+            classify(dataset, job_config(), out)
+    monkeypatch.chdir(dataset.parent)
+    classify(Path(dataset.name), job_config(), out, resume=True)
+    assert_same_outputs(reference, out)
+
+
 def test_other_particles_are_refused(dataset, tmp_path, monkeypatch):
     out = tmp_path / "out"
     with monkeypatch.context() as m:

@@ -33,11 +33,12 @@ RESUMABLE_CHANGES = frozenset({"device", "batch_particles"})
 
 
 def particles_fingerprint(pset: ParticleSet) -> str:
-    """sha256 of the particles a job classifies (stack path, index, source row, in order) and of
-    the number set aside: a resumed job must see the same ones."""
+    """sha256 of the particles a job classifies (absolute stack path, index, source row, in
+    order) and of the number set aside: a resumed job must see the same ones, however the
+    particle file's path is spelled."""
     t = pset.table
     h = hashlib.sha256()
-    h.update(f"{len(t)}|{len(pset.rejects)}|{pset.source}".encode())
+    h.update(f"{len(t)}|{len(pset.rejects)}".encode())
     for col in (STACK_PATH, STACK_INDEX, SOURCE_ROW):
         if col in t.columns:
             h.update("\n".join(map(str, t[col].tolist())).encode())
