@@ -106,6 +106,22 @@ def test_stream_full_disk_keeps_previous_outputs(project: Project, tmp_path: Pat
         assert s.finish().particles.index.size == 40
 
 
+def test_stream_cli_full_disk_message(project: Project, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    project.write()
+    out = tmp_path / "live"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        full_disk_for(m, out)
+        r = run_cli("stream", str(project.folder), "--out", str(out), "-K", "2",
+                    "--batch-size-per-class", "5", "--max-res-A", "8", "--device", "cpu",
+                    "--poll", "0.05", "--idle-timeout", "30")
+    assert r.exit_code == 3, r.output
+    msg = one_line(r.output)
+    assert f"error: {out / 'stream_state.pt'}: cannot write (No space left on device, errno 28)" \
+        in msg
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB file system (tmpfs); skipped where mounting is not allowed."""

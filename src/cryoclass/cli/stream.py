@@ -13,7 +13,7 @@ from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_o
                                    with_config_options)
 from cryoclass.cli.progress import console
 from cryoclass.config import Config
-from cryoclass.io import InputError
+from cryoclass.io import InputError, OutputError
 
 
 def _print_update(stream, rep) -> None:
@@ -69,6 +69,9 @@ def command(
     except (InputError, FileNotFoundError, RuntimeError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
+    except OutputError as err:  # disk full ...: the last commit and its outputs are intact
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        raise typer.Exit(3) from None
     console.print(f"stream ended ({summary.reason}): {summary.n_ingested} particles ingested, "
                   f"{summary.n_processed} classified, {summary.n_rejected} set aside, "
                   f"{summary.n_updates} updates in {summary.seconds:.1f} s; outputs in {out}")

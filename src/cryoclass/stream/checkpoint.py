@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from cryoclass.engine.model import ModelState
-from cryoclass.io import atomic_write
+from cryoclass.io import OutputError, atomic_write
 
 CHECKPOINT_NAME = "stream_state.pt"
 FORMAT_VERSION = 1
@@ -39,7 +39,12 @@ def save_checkpoint(out_dir: str | Path, ckpt: StreamCheckpoint) -> Path:
     path = Path(out_dir) / CHECKPOINT_NAME
     extra = dict(ckpt.extra, format_version=FORMAT_VERSION)
     if ckpt.state is not None:
-        ckpt.state.save(path, extra=extra)
+        try:
+            ckpt.state.save(path, extra=extra)
+        except OutputError:
+            raise
+        except OSError as err:  # disk full ...: name the file; the previous one is intact
+            raise OutputError.from_os_error(err, path) from err
     else:
         with atomic_write(path, "wb", encoding=None) as fh:
             torch.save({"model": None, "extra": extra}, fh)
