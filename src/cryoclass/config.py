@@ -68,6 +68,11 @@ class Config(BaseModel):
     shift_step_px: float = Field(1.0, gt=0, description="Finest translation step (pixels).")
     exhaustive_search: bool = Field(False, description="Score every rotation x shift instead of "
                                     "a coarse grid refined locally (slower, for checks).")
+    coarse_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the coarse search's matrix products. bfloat16 is "
+        "several times faster on GPUs and on CPUs with bf16 matrix units (AMX, AVX512-BF16); the "
+        "local refinement and every reported score stay float32. auto: bfloat16 where it is "
+        "fast.")
     use_class_prior: bool = Field(False, description="Weight classes by their population in the "
                                   "posterior (RELION-style). Off: uniform prior, which keeps a "
                                   "large blurry class from absorbing weak particles at low SNR.")

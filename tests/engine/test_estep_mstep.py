@@ -39,11 +39,13 @@ def test_estep_recovers_class_angle_and_shift_without_ctf():
     refs = rotated_references(_truth_classes() * eng.mask, band, psi)
     X, ctf = batch.band(band), batch.ctf(band.kx, band.ky)
     inv = torch.ones(band.size)
-    for search in ("exhaustive", "coarse_to_fine"):
+    for search in ("exhaustive", "coarse_to_fine", "coarse_to_fine_bf16"):
         if search == "exhaustive":
             best, rot, shf = score_best_poses(X, ctf, inv, refs, shifts, band)
         else:
-            best, rot, shf = score_coarse_to_fine(X, ctf, inv, refs, shifts, 1.0, band)
+            dt = torch.bfloat16 if search.endswith("bf16") else torch.float32
+            best, rot, shf = score_coarse_to_fine(X, ctf, inv, refs, shifts, 1.0, band,
+                                                  coarse_dtype=dt)
         cls = best.argmax(1).numpy()
         assert (cls == truth["cls"]).mean() > 0.95, search
         ar = np.arange(len(src))
@@ -78,3 +80,40 @@ def test_mstep_rebuilds_classes_from_ctf_affected_particles():
         ncc = torch.nn.functional.cosine_similarity((a - a.mean())[None], (b - b.mean())[None])
         assert ncc.item() > 0.97, (k, ncc.item())
         assert (a * b).sum() > 0  # CTF-corrected: same contrast as the truth, not flipped
+
+
+def test_coarse_to_fine_refines_to_the_exhaustive_optimum_and_bf16_changes_little():
+    # Smooth random references, noisy particles: the local refinement must land on the
+    # exhaustive optimum of the classes it refines, and a bfloat16 coarse stage must pick the
+    # same best class and pose for nearly every particle (its refinement and scores are float32).
+    g = torch.Generator().manual_seed(0)
+    band = make_band(48, 8, r_lo=0.5)
+    psi, shifts = psi_grid(6.0), shift_grid(4.0, 1.0)
+    k, f, n = 5, band.size, 200
+    smooth = band_to_image(torch.randn(k, f, dtype=torch.complex64, generator=g), band).real
+    refs = rotated_references(smooth, band, psi)
+    r = psi.numel()
+    truth = torch.randint(0, k * r, (n,), generator=g)
+    noise = torch.randn(n, f, dtype=torch.complex64, generator=g)
+    X = refs.reshape(k * r, f)[truth] + noise * refs.abs().mean()
+    ctf, inv = torch.ones(n, f), torch.ones(f)
+    ex = score_best_poses(X, ctf, inv, refs, shifts, band)
+    c2f = score_coarse_to_fine(X, ctf, inv, refs, shifts, 1.0, band)
+    bf = score_coarse_to_fine(X, ctf, inv, refs, shifts, 1.0, band, coarse_dtype=torch.bfloat16)
+    top = ex[0].argmax(1)
+    ar = torch.arange(n)
+    assert (c2f[0].argmax(1) == top).float().mean() > 0.95
+    same_pose = (c2f[1][ar, top] == ex[1][ar, top]) & (c2f[2][ar, top] == ex[2][ar, top])
+    assert same_pose.float().mean() > 0.9
+    assert (bf[0].argmax(1) == c2f[0].argmax(1)).float().mean() > 0.97
+    assert (bf[1][ar, top] == c2f[1][ar, top]).float().mean() > 0.97
+
+
+def test_coarse_precision_setting_picks_the_gemm_dtype():
+    from cryoclass.engine.device import gemm_dtype
+
+    cpu = torch.device("cpu")
+    assert gemm_dtype("float32", cpu) == torch.float32
+    assert gemm_dtype("bfloat16", cpu) == torch.bfloat16
+    assert gemm_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
+    assert _engine(coarse_precision="float32").coarse_dtype == torch.float32

@@ -22,6 +22,7 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch
+from cryoclass.engine.device import gemm_dtype
 from cryoclass.engine.estep import (class_posterior, score_best_poses, score_coarse_to_fine,
                                     score_spread)
 from cryoclass.engine.model import ModelState
@@ -103,6 +104,7 @@ class Engine:
         self.r_max = min(box * pixel_size_A / config.max_res_A, box / 2.0 - 1.0)
         self.r_min = (box * pixel_size_A / config.min_res_A) if config.min_res_A else 0.0
         self.rng = np.random.default_rng(config.seed)
+        self.coarse_dtype = gemm_dtype(config.coarse_precision, self.device)
         self.state: ModelState | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -232,7 +234,8 @@ class Engine:
             best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs, poses.shifts, band)
         else:
             best, rot, shf = score_coarse_to_fine(X, ctf, inv_sigma2, refs, poses.shifts,
-                                                  poses.shift_step, band)
+                                                  poses.shift_step, band,
+                                                  coarse_dtype=self.coarse_dtype)
         return Scored(band, poses, refs, X, ctf, best, rot, shf)
 
     def batch_temperature(self, factor: float, best: torch.Tensor) -> float:

@@ -38,18 +38,21 @@ class EStepResult:
 
 def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
                      refs: torch.Tensor, shifts: torch.Tensor, band: Band,
-                     max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     max_elements: int = 1 << 25, gemm_dtype: torch.dtype = torch.float32
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (rotation, shift) score per particle and class, exhaustively.
 
     X: (n, F) complex band coefficients; ctf: (n, F) real; inv_sigma2: (F,) real (0 = excluded);
     refs: (K, R, F) complex rotated class averages; shifts: (S, 2) pixels.
+    gemm_dtype: precision of the cross-term GEMM inputs (bfloat16 for a fast coarse search on
+    hardware with bf16 matrix units; the sums accumulate in float32 either way).
     Returns best_score (n, K), best_rot (n, K), best_shift (n, K).
     """
     n, f = X.shape
     k, r, _ = refs.shape
     s = shifts.shape[0]
     ref_flat = refs.reshape(k * r, f)
-    ref_mat = torch.view_as_real(ref_flat).reshape(k * r, 2 * f)                  # (KR, 2F)
+    ref_mat = torch.view_as_real(ref_flat).reshape(k * r, 2 * f).T.to(gemm_dtype)  # (2F, KR)
     ref_pow = (ref_flat.real**2 + ref_flat.imag**2)                                 # (KR, F)
     phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:],
                          band.box)                                                  # (S, F)
@@ -64,8 +67,8 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
         b = min(n, a + chunk)
         m = b - a
         p = weighted[a:b, None, :] * phases[None]                                   # (m, S, F)
-        p_mat = torch.view_as_real(p).reshape(m * s, 2 * f)
-        scores = (p_mat @ ref_mat.T).view(m, s, k * r).mul_(2.0)
+        p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
+        scores = (p_mat @ ref_mat).float().view(m, s, k * r).mul_(2.0)
         scores.sub_(norm_all[a:b, None, :])
         best_over_s, arg_s = scores.max(dim=1)                                      # (m, KR)
         best_over_s = best_over_s.view(m, k, r)
@@ -91,37 +94,41 @@ def score_spread(best_score: torch.Tensor) -> float:
     return float(best_score.std(dim=1).median())
 
 
+OFFSETS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]   # the 3 x 3 lattice neighbourhood
+
+
 def _neighbour_table(shifts: torch.Tensor, step: float, centres: torch.Tensor) -> torch.Tensor:
-    """(len(centres), 9) indices of the fine shifts within one lattice step of each centre shift
-    (padded with the centre itself where the disc cuts the 3x3 neighbourhood)."""
+    """(len(centres), 9) indices of the fine shifts centre + OFFSETS x step, -1 where the offset
+    leaves the search disc."""
     lat = torch.round(shifts / step).long()                                         # (S, 2)
     key = {(int(a), int(b)): i for i, (a, b) in enumerate(lat.tolist())}
     table = []
     for c in centres.tolist():
         cx, cy = lat[c].tolist()
-        row = [key.get((cx + dx, cy + dy), c) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        table.append(row)
+        table.append([key.get((cx + dx, cy + dy), -1) for dx, dy in OFFSETS])
     return torch.as_tensor(table, dtype=torch.long, device=shifts.device)
 
 
 def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
                          refs: torch.Tensor, shifts: torch.Tensor, shift_step: float, band: Band,
-                         top_classes: int = 4, chunk: int = 256
+                         top_classes: int = 4, chunk: int = 256,
+                         coarse_dtype: torch.dtype = torch.float32
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best pose per class by a coarse exhaustive search refined locally.
 
     Stage 1: every second rotation and the shifts on a lattice of twice the step, as one GEMM
     (about 4x fewer hypotheses). Stage 2: for each particle's top_classes classes, the 3 x 9
     neighbouring fine rotations x shifts around the coarse optimum, as batched small GEMMs.
-    Other classes keep their coarse scores (lower bounds of their best score). Arguments and
-    returns as score_best_poses; requires an even number of rotations R.
+    Other classes keep their coarse scores (lower bounds of their best score). coarse_dtype: GEMM
+    precision of stage 1 only (stage 2 re-scores in float32). Arguments and returns as
+    score_best_poses; requires an even number of rotations R.
     """
     k, r, f = refs.shape
     n = X.shape[0]
     lat = torch.round(shifts / shift_step).long()
     coarse_s = torch.nonzero((lat % 2 == 0).all(1)).squeeze(1)
     best, rot_c, shf_c = score_best_poses(X, ctf, inv_sigma2, refs[:, ::2], shifts[coarse_s],
-                                          band)
+                                          band, gemm_dtype=coarse_dtype)
     rot = rot_c * 2
     shf = coarse_s[shf_c]
     nbr = _neighbour_table(shifts, shift_step, coarse_s)                            # (Sc, 9)
@@ -129,6 +136,11 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
     weighted = X * (ctf * inv_sigma2)
     w_norm = ctf**2 * inv_sigma2
     phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:], band.box)
+    # Moving by s0 + d is moving by s0, then by d: the 9 offsets d are the same for every
+    # particle, so after applying each particle's own s0 they are one GEMM with a fixed (2F, 9).
+    off = torch.tensor(OFFSETS, dtype=shifts.dtype, device=X.device) * shift_step
+    ph_d = shift_phase(band.kx[None], band.ky[None], -off[:, :1], -off[:, 1:], band.box)
+    ph_mat = torch.cat([ph_d.real, -ph_d.imag], dim=1).T.contiguous()             # (2F, 9)
     drot = torch.tensor([-1, 0, 1], device=X.device)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
@@ -139,12 +151,13 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
         rc = (r0[..., None] + drot) % r                                             # (m, M, 3)
         sc = nbr[s0c]                                                               # (m, M, 9)
         A = refs[top[..., None], rc]                                                # (m, M, 3, F)
-        P = weighted[a:b, None, None, :] * phases[sc]                               # (m, M, 9, F)
-        pm = torch.view_as_real(P).reshape(m * m_top, 9, 2 * f)
-        am = torch.view_as_real(A).reshape(m * m_top, 3, 2 * f)
-        cross = torch.bmm(pm, am.transpose(1, 2)).view(m, m_top, 9, 3)
+        q = weighted[a:b, None, :] * phases[coarse_s[s0c]]                          # (m, M, F)
+        g = q[:, :, None, :] * A.conj()                                             # (m, M, 3, F)
+        g_mat = torch.cat([g.real, g.imag], dim=-1).reshape(-1, 2 * f)
+        cross = (g_mat @ ph_mat).view(m, m_top, 3, 9).transpose(2, 3)               # (m, M, 9, 3)
         norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], A.real**2 + A.imag**2)
-        sc_all = (2.0 * cross - norm[:, :, None, :]).reshape(m, m_top, 27)
+        sc_all = 2.0 * cross - norm[:, :, None, :]
+        sc_all = sc_all.masked_fill((sc < 0)[..., None], float("-inf")).reshape(m, m_top, 27)
         val, arg = sc_all.max(dim=2)
         best_r = torch.gather(rc, 2, (arg % 3)[..., None]).squeeze(2)
         best_s = torch.gather(sc, 2, (arg // 3)[..., None]).squeeze(2)
