@@ -61,9 +61,43 @@ def make_band(box: int, r_hi: float, r_lo: float = 0.0, include_dc: bool = False
 
 
 def rfft_band(images: torch.Tensor, band: Band) -> torch.Tensor:
-    """Band coefficients of real images: (n, D, D) -> (n, F) complex (ortho FFT, centre at D/2)."""
-    ft = torch.fft.rfft2(torch.fft.ifftshift(images, dim=(-2, -1)), norm="ortho")
-    return ft.flatten(-2)[..., band.flat_index]
+    """Band coefficients of real images: (n, D, D) -> (n, F) complex (ortho FFT, centre at D/2).
+
+    A band reaching well below Nyquist is computed as two DFT matrix products over only the rows
+    and columns it reaches, which is then much cheaper than a full FFT."""
+    d = images.shape[-1]
+    w = int(torch.ceil(torch.sqrt(band.kx**2 + band.ky**2).max()).item()) if band.size else 0
+    if w > d // 3:
+        ft = torch.fft.rfft2(torch.fft.ifftshift(images, dim=(-2, -1)), norm="ortho")
+        return ft.flatten(-2)[..., band.flat_index]
+    data = centred_dft(images, pad=1, half_rows=w, n_cols=w + 1, gridding=False)
+    idx = (band.ky.round().long() + w) * (w + 1) + band.kx.round().long()
+    return data.flatten(-2)[..., idx]
+
+
+def centred_dft(images: torch.Tensor, pad: int, half_rows: int, n_cols: int,
+                gridding: bool) -> torch.Tensor:
+    """Window of the DFT of images (n, D, D) zero-padded to pad*D, centre pixel (D//2, D//2) at the
+    origin: (n, 2*half_rows+1, n_cols) complex, rows ky = -half_rows..half_rows and columns
+    kx = 0..n_cols-1 in padded Fourier pixels, normalised by 1/D. gridding: fold in the 1/sinc^2
+    pre-correction for later bilinear interpolation on the padded grid.
+
+    Zero padding is implicit (the DFT is evaluated at frequencies k / (pad D)), and the gridding
+    correction is separable, so both passes are small matrix products."""
+    d = images.shape[-1]
+    p = pad * d
+    dev = images.device
+    j = torch.arange(d, device=dev, dtype=torch.float64) - d // 2
+    corr = 1.0 / torch.special.sinc(j / p) ** 2 if gridding else torch.ones_like(j)
+    kx = torch.arange(0, n_cols, device=dev, dtype=torch.float64)
+    ky = torch.arange(-half_rows, half_rows + 1, device=dev, dtype=torch.float64)
+    ex = torch.polar(corr[:, None] / d, -2.0 * torch.pi * j[:, None] * kx[None, :] / p)
+    ey = torch.polar(corr[None, :].expand(ky.numel(), -1).contiguous(),
+                     -2.0 * torch.pi * ky[:, None] * j[None, :] / p)
+    ex, ey = ex.to(torch.complex64), ey.to(torch.complex64)
+    x = images.to(torch.float32)
+    t = torch.complex(x @ ex.real, x @ ex.imag)                                   # (n, D, n_cols)
+    return torch.matmul(ey, t)
 
 
 def band_to_image(coeffs: torch.Tensor, band: Band) -> torch.Tensor:
@@ -110,27 +144,13 @@ def padded_fft(images: torch.Tensor, pad: int = 2, radius: float | None = None) 
     images: (n, D, D) real. Ortho-normalised so that the values at padded index pad*k equal
     rfft_band values at k. Cost: two DFT matrix products per image, for the window only.
     """
-    n, d, _ = images.shape
+    d = images.shape[-1]
     p = pad * d
-    h = d // 2
     r = d / 2.0 if radius is None else min(float(radius), d / 2.0)
     w = min(int(math.ceil(r * pad)) + 2, p // 2 - 1)
-    # Only the window is needed, so the padded transform is two small DFT matrix products
-    # (zero padding is implicit: the DFT is evaluated at frequencies k / P). The gridding
-    # correction 1/sinc^2 is separable and folded into the matrices, as is the centring (pixel
-    # (D//2, D//2) at the origin) and the normalisation 1/D (= ortho over P, times P/D).
-    dev = images.device
-    j = torch.arange(d, device=dev, dtype=torch.float64) - h
-    corr = 1.0 / torch.special.sinc(j / p) ** 2
-    kx = torch.arange(0, w + 2, device=dev, dtype=torch.float64)
-    ky = torch.arange(-w, w + 1, device=dev, dtype=torch.float64)
-    ex = torch.polar(corr[:, None] / d, -2.0 * torch.pi * j[:, None] * kx[None, :] / p)  # (D, W+2)
-    ey = torch.polar(corr[None, :].expand(ky.numel(), -1).contiguous(),
-                     -2.0 * torch.pi * ky[:, None] * j[None, :] / p)                # (2W+1, D)
-    ex, ey = ex.to(torch.complex64), ey.to(torch.complex64)
-    x = images.to(torch.float32)
-    t = torch.complex(x @ ex.real, x @ ex.imag)                                   # (n, D, W+2)
-    data = torch.matmul(ey, t)                                                    # (n, 2W+1, W+2)
+    # Only the window is needed, so the padded transform is two small DFT matrix products;
+    # normalisation 1/D = ortho over P, times P/D.
+    data = centred_dft(images, pad, half_rows=w, n_cols=w + 2, gridding=True)
     return PaddedSpectrum(data.contiguous(), pad)
 
 
