@@ -32,7 +32,7 @@ from cryoclass.distributed import tasks
 from cryoclass.distributed.shards import Shard, make_shard, split_chunks, split_rows
 from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.em import Engine, ParticleResult
-from cryoclass.engine.executor import EStepOutput
+from cryoclass.engine.executor import EStepOutput, LocalEStep
 from cryoclass.engine.mstep import Statistics
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class DaskEStep:
     def _setup(self, engine: Engine) -> tuple[tasks.Geometry, Any]:
         """The job's geometry, and the model for this E-step as a future: a task returning it,
         not scattered data, so that the scheduler can make it again if every worker holding it
-        is lost. Workers fetch it from each other, once each."""
+        is lost; copied to every worker (from worker to worker)."""
         geom = tasks.Geometry(engine.box, engine.apix)
         model = tasks.broadcast_state(engine.state)
         self.traffic.esteps += 1
@@ -131,12 +131,18 @@ class DaskEStep:
         with warnings.catch_warnings():  # the model travels once per E-step, by design
             warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
             state = self.client.submit(tasks.identity, model, pure=False)
+        # On every worker before the shards are placed: otherwise the scheduler keeps the
+        # shards where the model is, and one worker does all the work.
+        self.client.replicate([state])
         return geom, state
 
     # ------------------------------------------------------------------ executor
     def minibatch(self, engine: Engine, source: "ParticleSource", idx: np.ndarray, factor: float,
                   batch: ParticleBatch | None = None) -> EStepOutput:
-        """Sharded E-step of rows idx at one temperature (see module docstring)."""
+        """Sharded E-step of rows idx at one temperature (see module docstring). A batch
+        already prepared here (a stream's warm-up, one minibatch) is E-stepped here."""
+        if batch is not None:
+            return LocalEStep().minibatch(engine, source, idx, factor, batch=batch)
         t0 = time.perf_counter()
         idx = np.asarray(idx)
         cfg = engine.cfg
@@ -154,8 +160,8 @@ class DaskEStep:
         self.n_tasks += 3 * len(shards)
         res, stats = self._reduce(engine, done)
         del scored, state
-        return EStepOutput(batch if batch is not None else LazyBatch(engine, source, idx), res,
-                           stats, temperature, {"estep": time.perf_counter() - t0})
+        return EStepOutput(LazyBatch(engine, source, idx), res, stats, temperature,
+                           {"estep": time.perf_counter() - t0})
 
     def full(self, engine: Engine, source: "ParticleSource", hard: bool = False
              ) -> tuple[ParticleResult, Statistics, float]:
