@@ -117,6 +117,9 @@ def prepare_batch(index: np.ndarray, images: np.ndarray, rows: pd.DataFrame, pix
     mean, sd = background_stats(x, mask_radius_px)
     align = None
     if highpass_radius > 0:
+        # Both copies take the scale of the high-passed background, so that the averages are
+        # on the scale of the images they are compared with, and a strong low-frequency belt
+        # (which would dominate the raw background's sd) changes neither.
         xh = highpass(x, highpass_radius)
         _, sd = background_stats(xh, mask_radius_px)
         align = xh / sd.clamp_min(1e-6)[:, None, None] * mask
