@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cryoclass.config import Config
@@ -97,8 +95,10 @@ def paper_estimate(n: int, k: int, box: int, apix: float, res_A: float, gpus: in
                + m * (METADATA_BYTES + RESULT_BYTES_FIXED + RESULT_BYTES_PER_CLASS * k)) * remote
         read = m * 4 * box * box
         return {"particles": m, "gpu_compute_s": round(compute, 3),
-                "network_MB": round(net / 1e6, 1), "network_s": round(net / (net_GBps * 1e9), 3),
-                "filesystem_GB": round(read / 1e9, 2), "filesystem_s": round(read / (fs_GBps * 1e9), 2)}
+                "network_MB": round(net / 1e6, 1),
+                "network_s": round(net / (net_GBps * 1e9), 3),
+                "filesystem_GB": round(read / 1e9, 2),
+                "filesystem_s": round(read / (fs_GBps * 1e9), 2)}
 
     return {"job": {"n": n, "K": k, "box": box, "apix": apix, "res_A": res_A, "gpus": gpus,
                     "nodes": nodes, "gpu_tflops_assumed": gpu_tflops,
@@ -108,7 +108,8 @@ def paper_estimate(n: int, k: int, box: int, apix: float, res_A: float, gpus: in
                              "coarse_shifts": n_coarse, "gflop": round(flops / 1e9, 3),
                              "gpu_ms": round(t_particle * 1e3, 4),
                              "gpu_particles_per_s": round(1 / t_particle)},
-            "model_MB": round(model_bytes / 1e6, 2), "shard_statistics_MB": round(stats_bytes / 1e6, 2),
+            "model_MB": round(model_bytes / 1e6, 2),
+            "shard_statistics_MB": round(stats_bytes / 1e6, 2),
             "online_iteration": one(cfg.minibatch_size), "full_pass": one(n)}
 
 

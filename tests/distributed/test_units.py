@@ -3,6 +3,7 @@ and the broadcast model carry, device choice, option checks."""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 
 import numpy as np
@@ -132,9 +133,7 @@ def test_cli_cluster_options(tmp_path):
 
 
 def test_jobqueue_kind_needs_dask_jobqueue():
-    try:
-        import dask_jobqueue  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("dask_jobqueue") is None:
         with pytest.raises(ValueError, match="dask-jobqueue"):
             check_execution("slurm:2", None)
     else:

@@ -14,10 +14,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dask
 import torch
 from distributed.diagnostics.plugin import WorkerPlugin
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("cryoclass.distributed")
 
@@ -132,7 +136,8 @@ def open_client(spec: ClusterSpec, torch_threads: int | None = None) -> Iterator
         try:
             if torch_threads:
                 client.register_plugin(TorchThreads(torch_threads))
-            if spec.kind in JOBQUEUE_KINDS:
+            if spec.kind != "local" and not client.nthreads():
+                log.info("dask: waiting for a worker to join %s", spec.address or spec.kind)
                 client.wait_for_workers(1)
             log.info("dask: %s, %d workers", client.dashboard_link or spec.address or spec.kind,
                      len(client.nthreads()))
