@@ -117,3 +117,17 @@ def test_coarse_precision_setting_picks_the_gemm_dtype():
     assert gemm_dtype("bfloat16", cpu) == torch.bfloat16
     assert gemm_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
     assert _engine(coarse_precision="float32").coarse_dtype == torch.float32
+
+
+def test_an_empty_class_reports_no_resolution():
+    src, _ = make_set(60, noise_sd=0.3, seed=3)
+    eng = _engine()
+    batch = load_batch(eng, src, np.arange(60))
+    eng.initialise(batch)
+    eng.absorb(eng.expectation(batch, 0.0)[1], 60, 60)
+    st = eng.state
+    for t in (st.stats.num, st.stats.den, st.stats.weight):
+        t[:, 2] = 0
+    eng._rebuild_classes(st.r_work)
+    assert float(st.resolution_A[2]) == 999.0
+    assert float(st.resolution_A[:2].max()) < 100.0

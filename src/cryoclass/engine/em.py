@@ -45,6 +45,7 @@ UNCERTAINTY_SCALE = 0.25
 # class on 2 of 3 seeds in streaming, 1 of 3 in batch); 15 % kept all of them, with no change on
 # the bench's TRPV1 sets at K = 20.
 RESEED_FRACTION = 0.15
+EMPTY_CLASS_RESOLUTION_A = 999.0
 MIN_BAND_RATIO = 2.5   # first working radius >= this x the min_res radius
 
 
@@ -355,7 +356,10 @@ class Engine:
             self._alignment_cache = (st.class_images, highpass(imgs, self.r_min) * self.mask)
         halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
         halves = halves.view(2, st.n_classes, self.box, self.box) * self.mask
-        st.resolution_A = self._frc_resolution(halves[0], halves[1], r)
+        res = self._frc_resolution(halves[0], halves[1], r)
+        # An empty class has no resolution; RELION writes 999 Å for it.
+        st.resolution_A = torch.where(st.stats.weight.sum(0) > 0.5, res,
+                                      torch.full_like(res, EMPTY_CLASS_RESOLUTION_A))
 
     def _recenter_phase(self, coeffs: torch.Tensor) -> torch.Tensor:
         """(K, Q) phase factors that move each class's density centre of mass (above
