@@ -62,3 +62,14 @@ def test_event_log_cuts_partial_line_and_replays(tmp_path):
     assert log.replay([{"seq": 0, "event": "online"}, {"seq": 1, "event": "online"}]) == 1
     assert [e["seq"] for e in read_events(path)] == [0, 1]
     assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_a_particle_listed_twice_is_ingested_once_and_reported(particles, config_for, tmp_path):
+    from cryoclass.stream import Stream
+
+    with Stream(config_for(0), tmp_path / "job", outputs_every_s=1e9) as s:
+        n = s.add_particles(particles.subset(np.array([0, 1, 1, 2])), update=False)
+        again = s.add_particles(particles.subset(np.array([2])), update=False)
+    assert n == 3 and again == 0          # a later file repeating a particle: already ingested
+    assert [r.reason for r in s.rejects] == ["listed twice: the same image as an earlier row"]
+    assert s.rejects[0].image_name == particles.table["rlnImageName"].iloc[1]

@@ -159,8 +159,8 @@ class Stream:
         t = table.reset_index(drop=True).copy()
         if KEY not in t.columns:
             t[KEY] = particle_keys(t)
-        t = t.loc[~self.known(t[KEY].to_numpy(dtype=object))].drop_duplicates(KEY)
-        t = t.reset_index(drop=True)
+        t = t.loc[~self.known(t[KEY].to_numpy(dtype=object))].reset_index(drop=True)
+        t = self._set_aside_repeats(t, source)
         if not len(t):
             return 0
         if arrival_s is None:
@@ -242,6 +242,18 @@ class Stream:
                          check_images=True)
         t[KEY] = keys
         return t
+
+    def _set_aside_repeats(self, t: pd.DataFrame, source: str) -> pd.DataFrame:
+        """Rows naming an image already named by an earlier row of t: the first is kept, the
+        others go to rejects (a particle listed twice is reported, never dropped silently)."""
+        dup = t[KEY].duplicated().to_numpy()
+        for i in np.flatnonzero(dup):
+            row = int(t[SOURCE_ROW].iloc[i]) if SOURCE_ROW in t.columns else int(i)
+            src = str(t[SOURCE_FILE].iloc[i]) if SOURCE_FILE in t.columns else source
+            self.rejects.append(Reject(source=src, row=row,
+                                       image_name=str(t["rlnImageName"].iloc[i]),
+                                       reason="listed twice: the same image as an earlier row"))
+        return t.loc[~dup].reset_index(drop=True)
 
     def _check_rows(self, t: pd.DataFrame, source: str) -> np.ndarray:
         """(n,) bool rows to keep; the others become rejects (and ledger entries)."""
