@@ -47,6 +47,10 @@ class ParticleSet:
     ``_source_row`` (0-based data row in ``source``).
     """
 
+    # Images never change once a row exists (files on disk), so the engine may keep them
+    # prepared in memory between iterations (engine/prepared_cache.py).
+    images_immutable = True
+
     table: pd.DataFrame
     optics: pd.DataFrame | None = None
     source: Path | None = None

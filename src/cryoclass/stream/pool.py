@@ -39,6 +39,10 @@ class ParticlePool:
     particles; later particles must match them (the caller rejects those that do not).
     """
 
+    # Images never change once a row exists (files on disk), so the engine may keep them
+    # prepared in memory between iterations (engine/prepared_cache.py).
+    images_immutable = True
+
     def __init__(self, table: pd.DataFrame | None = None, box: int | None = None,
                  pixel_size_A: float | None = None) -> None:
         self._parts: list[pd.DataFrame] = []
