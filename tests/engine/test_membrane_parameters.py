@@ -48,3 +48,7 @@ def test_hard_classify_last_iteration_is_one_hot():
     post = res.particles.posterior
     assert np.all((post == 0) | (post == 1)) and np.all(post.sum(1) == 1)
     assert np.all(res.particles.max_prob == 1)
+    # The averages are built from each member with weight exactly 1 (plain means before the
+    # Wiener filter): per class, the summed weight is the member count.
+    members = np.bincount(res.particles.cls, minlength=3)
+    np.testing.assert_allclose(res.state.stats.weight.sum(0).numpy(), members, atol=1e-3)

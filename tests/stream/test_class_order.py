@@ -42,3 +42,17 @@ def test_sorted_stream_orders_classes_by_count(particles, config_for, tmp_path):
     for _, _, numbers in seen[2:]:
         counts = np.bincount(numbers)[1:]
         assert list(counts) == sorted(counts, reverse=True)
+
+
+def test_hard_last_iteration_in_streaming(particles, config_for, tmp_path):
+    # hard_classify_last_iter acts in streaming as in batch: the final pass is one-hot, and each
+    # class's statistics hold its members with weight exactly 1.
+    with Stream(config_for(0, hard_classify_last_iter=True), tmp_path / "hard",
+                outputs_every_s=1e9) as s:
+        for a in range(0, 320, 40):
+            s.add_particles(particles.subset(np.arange(a, a + 40)))
+        result = s.finish()
+    post = result.particles.posterior
+    assert np.all((post == 0) | (post == 1)) and np.all(post.sum(1) == 1)
+    members = np.bincount(result.particles.cls, minlength=post.shape[1])
+    np.testing.assert_allclose(s.state.stats.weight.sum(0).numpy(), members, atol=1e-3)
