@@ -56,3 +56,42 @@ def test_hard_last_iteration_in_streaming(particles, config_for, tmp_path):
     assert np.all((post == 0) | (post == 1)) and np.all(post.sum(1) == 1)
     members = np.bincount(result.particles.cls, minlength=post.shape[1])
     np.testing.assert_allclose(s.state.stats.weight.sum(0).numpy(), members, atol=1e-3)
+
+
+def test_duplicate_picks_are_set_aside_in_streaming(particles, config_for, tmp_path):
+    # Picks on a 150 Å lattice per micrograph; 6 extra particles are placed a few Å from 6 of
+    # them. The stream's outputs list exactly one of each pair (the lower posterior) in rejects.
+    import pandas as pd
+
+    n, extra = 160, 6
+    sub = particles.subset(np.arange(n + extra))
+    table = sub.table.copy()
+    slot = np.arange(n) % 40
+    table["rlnMicrographName"] = [f"mic{i // 40}.mrc" for i in range(n)] + \
+        [f"mic{i // 40}.mrc" for i in range(0, 6 * 25, 25)]
+    x = np.concatenate([(slot % 8) * 150.0, ((np.arange(0, 150, 25) % 40) % 8) * 150.0 + 4.0])
+    y = np.concatenate([(slot // 8) * 150.0, ((np.arange(0, 150, 25) % 40) // 8) * 150.0])
+    table["rlnCoordinateX"], table["rlnCoordinateY"] = x / _apix(table), y / _apix(table)
+    table["truth_row"] = np.arange(n + extra)
+    out = tmp_path / "dups"
+    with Stream(config_for(0), out, outputs_every_s=1e9) as s:
+        s.add_particles(sub.images(np.arange(n + extra)), table.drop(
+            columns=[c for c in table.columns if c.startswith("_")]),
+            pixel_size_A=_apix(table))
+        result = s.finish()
+    row_of = dict(zip(result.table["rlnImageName"], result.table["truth_row"]))
+    rejects = pd.read_csv(out / "rejects.csv")
+    dup = {row_of[name] for name in
+           rejects.loc[rejects["reason"].str.contains("duplicate pick"), "image_name"]}
+    star = starfile.read(out / "particles.star", always_dict=True)["particles"]
+    kept = {row_of[name] for name in star["rlnImageName"]}
+    assert len(dup) == extra and len(kept) == n and not dup & kept
+    # the set-aside copy of each pair is the one with the lower posterior
+    prob = dict(zip(result.table["truth_row"].to_numpy()[result.particles.index],
+                    result.particles.max_prob))
+    for a, b in zip(range(0, 150, 25), range(n, n + extra)):
+        assert (b if prob[b] <= prob[a] else a) in dup   # a tie keeps the first
+
+
+def _apix(table) -> float:
+    return float(table["rlnImagePixelSize"].iloc[0])

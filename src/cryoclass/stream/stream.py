@@ -388,9 +388,29 @@ class Stream:
             pool.box * pool.pixel_size_A / max(st.r_work, 1e-6), pool.pixel_size_A,
             self.ctx.engine.particle_radius_A, self.config.psi_step_deg,
             self.config.shift_step_px)
-        return write_results(self.out, st, res, pool.table, self.config, rejects=self.rejects,
+        rejects = list(self.rejects)
+        if self.config.remove_duplicates:
+            res, duplicates = self._without_duplicate_picks(res)
+            rejects += duplicates
+        return write_results(self.out, st, res, pool.table, self.config, rejects=rejects,
                              history=self.history, accuracy_deg=psi_step,
                              accuracy_A=shift_step * pool.pixel_size_A)
+
+    def _without_duplicate_picks(self, res: ParticleResult) -> tuple[ParticleResult, list[Reject]]:
+        """The current results less duplicate picks (same micrograph, closer than
+        min_separation_A: the lower-posterior copies), and rejects naming them. Recomputed at
+        each output, as posteriors change while particles arrive; the ledger is untouched."""
+        from cryoclass.jobs.classify import micrograph_pixel_size_A
+        from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+
+        rows = self.ctx.pool.table.iloc[res.index].reset_index(drop=True)
+        drop, reasons = find_duplicates(rows, res.max_prob, self.config.min_separation_A,
+                                        micrograph_pixel_size_A(rows))
+        if drop.size == 0:
+            return res, []
+        keep = np.setdiff1d(np.arange(res.index.size), drop)
+        kept = ParticleResult(**{f: getattr(res, f)[keep] for f in res.__dataclass_fields__})
+        return kept, duplicate_rejects(rows, drop, reasons, "")
 
     def _history_entry(self, rep: UpdateReport) -> dict:
         eng = self.ctx.engine
