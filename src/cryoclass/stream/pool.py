@@ -39,9 +39,9 @@ class ParticlePool:
     particles; later particles must match them (the caller rejects those that do not).
     """
 
-    # Images never change once a row exists (files on disk), so the engine may keep them
-    # prepared in memory between iterations (engine/prepared_cache.py).
-    images_immutable = True
+    # Not images_immutable (engine/prepared_cache.py): a pool grows by small chunks, and a
+    # stream revisits only a bounded number of older particles, so a cache would cost more in
+    # reallocation and memory than it saves.
 
     def __init__(self, table: pd.DataFrame | None = None, box: int | None = None,
                  pixel_size_A: float | None = None) -> None:
