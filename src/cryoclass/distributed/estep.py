@@ -58,8 +58,8 @@ class Traffic:
     scores: int = 0
 
 
-def _tensor_bytes(*tensors: torch.Tensor) -> int:
-    return sum(t.element_size() * t.nelement() for t in tensors)
+def _tensor_bytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.element_size() * t.nelement() for t in tensors if t is not None)
 
 
 def _result_bytes(res: ParticleResult) -> int:
@@ -127,7 +127,7 @@ class DaskEStep:
         model = tasks.broadcast_state(engine.state)
         self.traffic.esteps += 1
         self.traffic.model += _tensor_bytes(model.class_images, model.sigma2, model.stats.weight,
-                                            model.resolution_A)
+                                            model.resolution_A, model.alignment_images)
         with warnings.catch_warnings():  # the model travels once per E-step, by design
             warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
             state = self.client.submit(tasks.identity, model, pure=False)

@@ -73,7 +73,9 @@ def broadcast_state(state: ModelState) -> ModelState:
                       den=torch.zeros(2, k, 0, dtype=st.den.dtype),
                       weight=st.weight.detach().cpu().clone(),
                       noise_power=torch.zeros(0), noise_count=torch.zeros(0))
+    align = state.alignment_images
     return replace(state, class_images=state.class_images.detach().cpu().clone(), stats=slim,
+                   alignment_images=None if align is None else align.detach().cpu().clone(),
                    sigma2=state.sigma2.detach().cpu().clone(),
                    resolution_A=state.resolution_A.detach().cpu().clone(), history=[])
 
@@ -144,7 +146,9 @@ def worker_engine(config: Config, geom: Geometry, state: ModelState) -> Engine:
     eng = copy.copy(_base_engine(config.model_dump_json(), geom.box, geom.pixel_size_A,
                                  str(device)))
     if device.type != "cpu":
+        align = state.alignment_images
         state = replace(state, class_images=state.class_images.to(device),
+                        alignment_images=None if align is None else align.to(device),
                         stats=statistics_to(state.stats, device),
                         sigma2=state.sigma2.to(device),
                         resolution_A=state.resolution_A.to(device))

@@ -249,12 +249,12 @@ class Engine:
         high-passed *before* masking, as the particles' alignment copies are: masking first
         would turn a strong low-resolution belt's cut edge into high-frequency ringing."""
         st = self.state
-        if self.r_min <= 0:
-            return st.class_images
-        cache = getattr(self, "_alignment_cache", None)
-        if cache is not None and cache[0] is st.class_images:
-            return cache[1]
-        return highpass(st.class_images, self.r_min) * self.mask  # e.g. after a restart
+        return st.class_images if st.alignment_images is None else st.alignment_images
+
+    def alignment_copy(self, unmasked: torch.Tensor) -> torch.Tensor | None:
+        """The alignment images (ModelState.alignment_images) of unmasked class images
+        (K, D, D): high-passed at min_res_A, then masked; None without min_res_A."""
+        return highpass(unmasked, self.r_min) * self.mask if self.r_min > 0 else None
 
     def batch_temperature(self, factor: float, best: torch.Tensor) -> float:
         """Temperature of an E-step at annealing factor ``factor`` on particles whose best
@@ -352,8 +352,7 @@ class Engine:
             avg.halves *= phase[None]
         imgs = band_to_image(avg.full, self.grid).real.float()
         st.class_images = imgs * self.mask
-        if self.r_min > 0:
-            self._alignment_cache = (st.class_images, highpass(imgs, self.r_min) * self.mask)
+        st.alignment_images = self.alignment_copy(imgs)
         halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
         halves = halves.view(2, st.n_classes, self.box, self.box) * self.mask
         res = self._frc_resolution(halves[0], halves[1], r)

@@ -22,7 +22,9 @@ class ModelState:
     stats: running sufficient statistics; sigma2: (D//2+1,) noise variance per shell;
     r_work: working resolution radius (Fourier pixels); resolution_A: (K,) FRC resolution (Å);
     processed: particles processed so far, counting revisits (drives the statistics' decay);
-    distinct_seen: distinct particles seen (drives annealing); iteration: updates done.
+    distinct_seen: distinct particles seen (drives annealing); iteration: updates done;
+    alignment_images: (K, D, D) the class images particles are aligned to when they differ from
+    class_images (with min_res_A: high-passed before masking), else None.
     """
 
     box: int
@@ -36,6 +38,7 @@ class ModelState:
     distinct_seen: int = 0
     iteration: int = 0
     history: list[dict] = field(default_factory=list)
+    alignment_images: torch.Tensor | None = None
 
     @property
     def n_classes(self) -> int:

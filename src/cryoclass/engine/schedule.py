@@ -234,7 +234,8 @@ def _start_from(engine: Engine, classes: np.ndarray) -> None:
     if refs.shape != st.class_images.shape:
         raise ValueError(f"initial classes have shape {tuple(refs.shape)}, the job needs "
                          f"{tuple(st.class_images.shape)} (K, D, D)")
-    refs = refs * engine.mask
-    target = st.class_images.flatten(1).norm(dim=1).mean()
-    norms = refs.flatten(1).norm(dim=1).clamp_min(1e-12)
-    st.class_images = refs * (target / norms)[:, None, None]
+    scale = st.class_images.flatten(1).norm(dim=1).mean() / \
+        (refs * engine.mask).flatten(1).norm(dim=1).clamp_min(1e-12)
+    refs = refs * scale[:, None, None]
+    st.class_images = refs * engine.mask
+    st.alignment_images = engine.alignment_copy(refs)
