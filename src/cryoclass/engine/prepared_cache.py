@@ -21,8 +21,8 @@ DEFAULT_BUDGET_BYTES = 1 << 30
 class PreparedCache:
     """Prepared images (and min_res alignment copies) of one particle source, by row.
 
-    Rows are those of the source's table; a source that grows (a stream's pool) grows the cache
-    until the budget is reached, after which the cache is dropped for good.
+    Rows are those of the source's table, whose size must not change (a stream's growing pool is
+    not cached, see stream/pool.py).
     """
 
     def __init__(self, source: object, box: int, two_copies: bool,
@@ -33,25 +33,23 @@ class PreparedCache:
         self.budget = DEFAULT_BUDGET_BYTES if budget_bytes is None else budget_bytes
         self.enabled = True
         self.filled = np.zeros(0, dtype=bool)
-        self.images = torch.zeros(0, box, box)
-        self.align = torch.zeros(0, box, box) if two_copies else None
+        self.images: torch.Tensor | None = None
+        self.align: torch.Tensor | None = None
 
     def serves(self, source: object) -> bool:
         return self._source() is source
 
     def _fit(self, n: int) -> bool:
-        if n * self.box * self.box * 4 * self.copies > self.budget:
+        """Allocate for a source of n rows on first use; give up for good when the source is
+        over the budget or changes size."""
+        if self.filled.size == 0 and n * self.box * self.box * 4 * self.copies <= self.budget:
+            self.filled = np.zeros(n, dtype=bool)
+            self.images = torch.zeros(n, self.box, self.box)
+            self.align = torch.zeros(n, self.box, self.box) if self.copies == 2 else None
+        if self.filled.size != n:
             self.enabled = False
             self.filled, self.images, self.align = np.zeros(0, bool), None, None
-            return False
-        if n > self.filled.size:
-            extra = n - self.filled.size
-            self.filled = np.concatenate([self.filled, np.zeros(extra, dtype=bool)])
-            pad = torch.zeros(extra, self.box, self.box)
-            self.images = torch.cat([self.images, pad])
-            if self.align is not None:
-                self.align = torch.cat([self.align, pad])
-        return True
+        return self.enabled
 
     def missing(self, idx: np.ndarray, n_rows: int) -> np.ndarray:
         """The rows of idx not cached yet (all of idx once the cache is disabled)."""
