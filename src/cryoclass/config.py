@@ -90,8 +90,11 @@ class Config(BaseModel):
                                           "default 85 % of the box.")
     mask_diameter_outer_A: float | None = Field(None, gt=0, description="Outer diameter (Å) of the "
                                                 "mask's soft edge; default mask_diameter_A + 10 %.")
-    recenter: bool = Field(True, description="Re-centre class averages on their centre of mass "
-                           "each iteration.")
+    recenter: bool = Field(True, description="Re-centre the written class averages on their "
+                           "centre of mass, with the particle origins changed to match. "
+                           "Alignment searches shifts around the picked centres either way, so "
+                           "a class whose centre of mass is off the protein (a micelle) does "
+                           "not push its particles out of the shift range.")
     recenter_threshold: float = Field(0.2, ge=0, lt=1, description="Density threshold (fraction "
                                       "of the class maximum) for the centre of mass.")
     reseed_empty: bool = Field(True, description="Re-seed classes that hold almost no particles.")

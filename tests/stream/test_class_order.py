@@ -7,6 +7,7 @@ import mrcfile
 import numpy as np
 import starfile
 
+from cryoclass.outputs.recentre import centre_images
 from cryoclass.stream import Stream
 
 
@@ -19,7 +20,9 @@ def _run(particles, config, out):
         with mrcfile.open(out / "classes.mrcs", permissive=True) as m:
             written = m.data.copy()
         star = starfile.read(out / "particles.star", always_dict=True)["particles"]
-        seen.append((stream.state.class_images.numpy().copy(), written,
+        # recenter (default on) moves each written class onto its centre of mass
+        engine, _ = centre_images(stream.state.class_images, stream.config.recenter_threshold)
+        seen.append((engine, written,
                      star["rlnClassNumber"].to_numpy()))
 
     with Stream(config, out, outputs_every_s=0.0, on_update=grab) as s:

@@ -30,8 +30,7 @@ from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumul
                                     noise_spectrum, wiener_averages)
 from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
 from cryoclass.engine.references import rotated_references
-from cryoclass.physics.fourier import (Band, band_to_image, make_band, rfft_band, shell_sum,
-                                       shift_phase)
+from cryoclass.physics.fourier import Band, band_to_image, make_band, rfft_band, shell_sum
 from cryoclass.physics.masks import soft_circular_mask
 
 MAX_CLASSES_PER_PARTICLE = 8     # pairs kept per particle in the M-step (renormalised)
@@ -343,13 +342,6 @@ class Engine:
         st = self.state
         gmask = self.grid_mask(r)
         avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
-        if self.cfg.recenter:
-            # A phase shift of num leaves den and tau2 unchanged, so the Wiener averages of the
-            # shifted statistics are the shifted averages: shift both, compute once.
-            phase = self._recenter_phase(avg.full)
-            st.stats.num *= phase[None]
-            avg.full *= phase
-            avg.halves *= phase[None]
         imgs = band_to_image(avg.full, self.grid).real.float()
         st.class_images = imgs * self.mask
         st.alignment_images = self.alignment_copy(imgs)
@@ -359,21 +351,6 @@ class Engine:
         # An empty class has no resolution; RELION writes 999 Å for it.
         st.resolution_A = torch.where(st.stats.weight.sum(0) > 0.5, res,
                                       torch.full_like(res, EMPTY_CLASS_RESOLUTION_A))
-
-    def _recenter_phase(self, coeffs: torch.Tensor) -> torch.Tensor:
-        """(K, Q) phase factors that move each class's density centre of mass (above
-        recenter_threshold x its maximum) to the box centre; coeffs: (K, Q) class averages."""
-        imgs = band_to_image(coeffs, self.grid) * self.mask
-        mx = imgs.flatten(1).max(1).values.clamp_min(1e-12)
-        rho = (imgs - self.cfg.recenter_threshold * mx[:, None, None]).clamp_min(0)
-        tot = rho.sum((1, 2))
-        c = torch.arange(self.box, dtype=torch.float32, device=self.device) - self.box // 2
-        cx = (rho.sum(1) * c).sum(1) / tot.clamp_min(1e-12)
-        cy = (rho.sum(2) * c).sum(1) / tot.clamp_min(1e-12)
-        ok = tot > 0
-        cx, cy = torch.where(ok, cx, 0), torch.where(ok, cy, 0)
-        return shift_phase(self.grid.kx[None], self.grid.ky[None], -cx[:, None], -cy[:, None],
-                           self.box)
 
     def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:
         """(K,) resolution (Å) where the FRC of the half-set averages falls below 0.143."""

@@ -26,6 +26,7 @@ from cryoclass.engine.model import ModelState
 from cryoclass.io import atomic_write, write_cs, write_rejects, write_stack, write_star
 from cryoclass.io.particles import Reject
 from cryoclass.outputs.montage import save_montage
+from cryoclass.outputs.recentre import centred_classes
 
 
 @dataclass
@@ -120,7 +121,11 @@ def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = class_order(state, result, config.sort_classes)
-    images = state.class_images.detach().cpu().numpy()[summary.order].astype(np.float32)
+    if config.recenter:
+        images, result = centred_classes(state.class_images, result, config.recenter_threshold)
+    else:
+        images = state.class_images.detach().cpu().numpy().astype(np.float32)
+    images = images[summary.order]
     paths = {
         "classes": out / "classes.mrcs",
         "particles_star": out / "particles.star",

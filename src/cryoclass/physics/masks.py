@@ -27,3 +27,18 @@ def background_stats(images: torch.Tensor, radius_px: float) -> tuple[torch.Tens
     outside = (c[:, None] ** 2 + c[None, :] ** 2) > radius_px**2
     vals = images[:, outside]
     return vals.mean(dim=1), vals.std(dim=1)
+
+
+def density_centre(images: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(K, 2) centre of mass (x = column, y = row; pixels from the box centre D/2) of each image's
+    density above threshold x its maximum; (0, 0) for an image with no positive density.
+    images: (K, D, D) real."""
+    d = images.shape[-1]
+    mx = images.flatten(1).max(1).values.clamp_min(1e-12)
+    rho = (images - threshold * mx[:, None, None]).clamp_min(0)
+    tot = rho.sum((1, 2))
+    c = torch.arange(d, dtype=images.dtype, device=images.device) - d // 2
+    cx = (rho.sum(1) * c).sum(1) / tot.clamp_min(1e-12)
+    cy = (rho.sum(2) * c).sum(1) / tot.clamp_min(1e-12)
+    ok = tot > 0
+    return torch.stack([torch.where(ok, cx, 0), torch.where(ok, cy, 0)], dim=1)
