@@ -32,6 +32,7 @@ import torch
 from cryoclass.config import Config
 from cryoclass.distributed import DaskEStep, open_client, parse_cluster
 from cryoclass.engine.em import Engine
+from cryoclass.engine.executor import ShardPlan
 from cryoclass.engine.poses import psi_grid, shift_grid, working_steps
 from cryoclass.engine.schedule import run_batch
 from cryoclass.io import read_particles
@@ -85,16 +86,17 @@ def paper_estimate(n: int, k: int, box: int, apix: float, res_A: float, gpus: in
     t_particle = flops / (gpu_tflops * 1e12) / gemm_share
     points = int(eng.grid_mask(eng.r_max).sum())
     stats_bytes = 2 * k * points * (8 + 4)
+    plan = ShardPlan()  # default: minibatch shards of batch_particles, full-pass shards of 8 chunks
     model_bytes = 4 * k * box * box
-    shards = 2 * gpus
     remote = (nodes - 1) / nodes  # share of the workers on other nodes than the client
 
-    def one(m: int) -> dict:
+    def one(m: int, shards: int) -> dict:
+        """shards: of the fixed shard plan (engine.executor.ShardPlan), whatever the GPUs."""
         compute = m * t_particle / gpus
         net = (model_bytes * gpus + shards * stats_bytes
                + m * (METADATA_BYTES + RESULT_BYTES_FIXED + RESULT_BYTES_PER_CLASS * k)) * remote
         read = m * 4 * box * box
-        return {"particles": m, "gpu_compute_s": round(compute, 3),
+        return {"particles": m, "shards": shards, "gpu_compute_s": round(compute, 3),
                 "network_MB": round(net / 1e6, 1),
                 "network_s": round(net / (net_GBps * 1e9), 3),
                 "filesystem_GB": round(read / 1e9, 2),
@@ -110,7 +112,9 @@ def paper_estimate(n: int, k: int, box: int, apix: float, res_A: float, gpus: in
                              "gpu_particles_per_s": round(1 / t_particle)},
             "model_MB": round(model_bytes / 1e6, 2),
             "shard_statistics_MB": round(stats_bytes / 1e6, 2),
-            "online_iteration": one(cfg.minibatch_size), "full_pass": one(n)}
+            "online_iteration": one(cfg.minibatch_size,
+                                    len(plan.minibatch(eng, cfg.minibatch_size))),
+            "full_pass": one(n, len(plan.full(eng, n)))}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Classify a TRPV1 set made by ../shared/bench/simulate.py and score it with the outside judge.
 
-    python benchmarks/trpv1_judge.py --data DATA/trpv1_micelle [--classes 20] [--max-res 8]
+    python benchmarks/trpv1_judge.py --data DATA/trpv1_micelle [--classes 20] [--max-res 8] \
+        [any cryoclass classify option, e.g. --seed 1 --min-res-A 40]
 
 Make the data first (see ../shared/bench/README.md), e.g.
     python ../shared/bench/simulate.py --map ../shared/bench/inputs/trpv1_volume.mrc \
@@ -27,13 +28,12 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--max-res", type=float, default=8.0)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--extra", nargs="*", default=[], help="more cryoclass options")
-    args = ap.parse_args()
+    args, extra = ap.parse_known_args()
     out = args.out or args.data / "cryoclass_out"
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "cryoclass.cli.__main__", "classify",
            str(args.data / "particles.star"), "--out", str(out), "-K", str(args.classes),
-           "--max-res-A", str(args.max_res), *args.extra]
+           "--max-res-A", str(args.max_res), *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     ev = subprocess.run([sys.executable, str(BENCH / "evaluate.py"), "--truth", str(args.data),
@@ -42,6 +42,7 @@ def main() -> None:
     summary = json.loads(ev.stdout.strip().splitlines()[0])
     keys = ["views_recovered_bp", "ari", "ami", "psi_R", "shift_frac_2px_all"]
     print(json.dumps({"data": str(args.data), "K": args.classes, "max_res_A": args.max_res,
+                      "options": " ".join(extra),
                       "wall_s": round(wall, 1), **{k: summary[k] for k in keys}}))
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from cryoclass.distributed import DaskEStep, open_client, parse_cluster
 from cryoclass.distributed.tasks import KILL_ENV
+from cryoclass.engine.executor import LocalEStep
 from cryoclass.engine.schedule import run_batch
 
 
@@ -40,11 +41,11 @@ def worker_pids(client) -> set[int]:
     return set(client.run(os.getpid).values())
 
 
-def test_killed_workers_lose_and_double_count_nothing(particles, config, client, fault_client,
+def test_killed_workers_lose_and_double_count_nothing(particles, config, fault_client,
                                                       assert_identical):
     """Three kills in one batch job: while scoring a minibatch shard, while concluding one
     (its scores, held by the dead worker, are recomputed too) and during a full pass. The job
-    gives, bit for bit, what the same job gives on a cluster where nothing fails."""
+    gives, bit for bit, what the same job gives in a single process."""
     killed, flags = fault_client
     before = worker_pids(killed)
     armed = {"online": [(2, "score"), (4, "conclude")], "full": [(7, "full")]}
@@ -58,7 +59,7 @@ def test_killed_workers_lose_and_double_count_nothing(particles, config, client,
     assert not any(flags.iterdir()), "every armed kill fired"
     after = worker_pids(killed)
     assert len(after) == 2 and before - after, "killed workers were replaced"
-    ref = run_batch(particles, config, estep=DaskEStep(client, shard_size=48))
+    ref = run_batch(particles, config, estep=LocalEStep(shard_size=48))
     assert_identical(ref.state, ref.particles, res.state, res.particles)
     np.testing.assert_array_equal(np.sort(res.particles.index), np.arange(len(particles)))
     assert res.state.class_weights.sum().item() == pytest.approx(len(particles), rel=1e-5)

@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from cryoclass.cli import classify as classify_cli
 from cryoclass.cli import stream as stream_cli
 from cryoclass.distributed.cluster import ClusterSpec, parse_cluster, worker_device, worker_ordinal
-from cryoclass.distributed.shards import (SHARD_COLUMNS, ShardSource, make_shard, split_chunks,
-                                          split_rows)
+from cryoclass.distributed.shards import SHARD_COLUMNS, ShardSource, make_shard
 from cryoclass.distributed.estep import _tensor_bytes
 from cryoclass.distributed.tasks import Geometry, broadcast_state, load_shard, pack
 from cryoclass.engine.em import Engine
+from cryoclass.engine.executor import (LocalEStep, ShardPlan, batch_rows, full_pass_shards,
+                                       minibatch_shards)
 from cryoclass.engine.mstep import Statistics
 from cryoclass.engine.schedule import load_batch
 from cryoclass.jobs.execution import check_execution, executor_for
@@ -52,22 +53,68 @@ def test_scheduler_address_and_nothing():
         assert ex is None
 
 
-def test_splits_cover_every_row_once_in_order():
-    idx = np.array([3, 5, 8, 13, 21, 34, 55])
-    parts = split_rows(idx, 3)
-    assert [p.size for p in parts] == [3, 2, 2]
-    np.testing.assert_array_equal(np.concatenate(parts), idx)
-    assert len(split_rows(idx, 50)) == 7
-    assert len(split_rows(idx, 0)) == 1
+@pytest.mark.parametrize("n, size, sizes", [(80, 64, [40, 40]), (7, 3, [3, 2, 2]),
+                                             (80, 36, [27, 27, 26]), (5, 100, [5]),
+                                             (128, 64, [64, 64]), (1, 1, [1])])
+def test_minibatch_shards_are_fixed_by_their_size(n, size, sizes):
+    """ceil(n / size) contiguous, nearly equal shards covering every position once, in order:
+    a function of n and the shard size only (never of the number of workers)."""
+    parts = minibatch_shards(n, size)
+    assert [p.stop - p.start for p in parts] == sizes
+    np.testing.assert_array_equal(np.concatenate([np.arange(n)[p] for p in parts]),
+                                  np.arange(n))
+    assert minibatch_shards(0, size) == []
 
 
-@pytest.mark.parametrize("n, chunk, shards", [(240, 64, 4), (240, 64, 3), (240, 64, 1),
-                                              (100, 64, 8), (1000, 7, 5)])
-def test_full_pass_shards_are_whole_chunks(n, chunk, shards):
-    parts = split_chunks(n, chunk, shards)
-    assert 1 <= len(parts) <= shards
+@pytest.mark.parametrize("n, chunk, chunks, per", [(240, 64, 1, 64), (240, 64, 2, 128),
+                                                    (240, 64, 8, 240), (240, 16, 2, 32),
+                                                    (1000, 7, 4, 28), (5, 64, 8, 5)])
+def test_full_pass_shards_are_whole_chunks(n, chunk, chunks, per):
+    """Shards of ``chunks`` whole chunks: each starts where a chunk of a local full pass
+    starts, all but the last hold exactly that many chunks."""
+    parts = full_pass_shards(n, chunk, chunks)
     np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
-    assert all(p[0] % chunk == 0 for p in parts)  # each starts where a local chunk starts
+    assert all(p[0] % chunk == 0 for p in parts)
+    assert [p.size for p in parts[:-1]] == [min(per, n)] * (len(parts) - 1)
+    assert 0 < parts[-1].size <= per
+
+
+def test_shard_plan_defaults_and_checks(particles, config):
+    """Default plan: minibatch shards of config.batch_particles, full-pass shards of 8 chunks;
+    the same for both executors."""
+    engine = Engine(config, particles.box, particles.pixel_size_A)
+    plan = ShardPlan()
+    assert [p.stop - p.start for p in plan.minibatch(engine, 300)] == [60] * 5  # 64 -> 5 shards
+    assert [p.size for p in plan.full(engine, 1100)] == [512, 512, 76]
+    assert LocalEStep().plan == plan
+    assert LocalEStep(36, 2).plan == ShardPlan(36, 2)
+    for bad in (dict(shard_size=0), dict(full_shard_chunks=0)):
+        with pytest.raises(ValueError):
+            ShardPlan(**bad)
+
+
+@pytest.mark.parametrize("min_res_A", [None, 40.0])
+def test_rows_of_a_prepared_batch_are_those_rows_prepared(particles, config, min_res_A):
+    """A local shard (rows of the minibatch's prepared batch) holds the same bits as the batch a
+    worker prepares from those rows alone (``load_shard``: read from the stacks, no cache), and
+    gives the same scores."""
+    cfg = config.model_copy(update={"min_res_A": min_res_A})
+    engine = Engine(cfg, particles.box, particles.pixel_size_A)
+    idx = np.arange(0, 240, 3)
+    whole = load_batch(engine, particles, idx)
+    engine.initialise(whole)
+    for part in minibatch_shards(idx.size, 36):
+        mine = batch_rows(whole, part)
+        alone = load_shard(engine, make_shard(0, idx[part], particles.table),
+                           Geometry(particles.box, particles.pixel_size_A))
+        assert torch.equal(mine.index, alone.index) and torch.equal(mine.images, alone.images)
+        if min_res_A is None:
+            assert mine.align_images is None and alone.align_images is None
+        else:
+            assert torch.equal(mine.align_images, alone.align_images)
+        for k in alone.ctf_params:
+            assert torch.equal(mine.ctf_params[k], alone.ctf_params[k]), k
+        assert torch.equal(engine.score(mine).best, engine.score(alone).best)
 
 
 def test_shard_carries_metadata_not_images(particles, config):

@@ -43,7 +43,7 @@ def radial_power(images: np.ndarray) -> np.ndarray:
 def spy(monkeypatch):
     """Records every alignment band weight vector and every E-step batch the engine sees."""
     seen = {"inv": [], "radius": [], "skip_ctf": []}
-    real_band, real_exp = Engine.alignment_band, Engine.expectation
+    real_band, real_score = Engine.alignment_band, Engine.score
 
     def band(self):
         b, inv = real_band(self)
@@ -51,12 +51,12 @@ def spy(monkeypatch):
         seen["radius"].append(np.hypot(b.kx.numpy(), b.ky.numpy()))
         return b, inv
 
-    def expectation(self, batch, *a, **k):
+    def score(self, batch, *a, **k):  # every E-step (minibatch shards, full-pass chunks) scores
         seen["skip_ctf"].append(batch.skip_ctf)
-        return real_exp(self, batch, *a, **k)
+        return real_score(self, batch, *a, **k)
 
     monkeypatch.setattr(Engine, "alignment_band", band)
-    monkeypatch.setattr(Engine, "expectation", expectation)
+    monkeypatch.setattr(Engine, "score", score)
     return seen
 
 

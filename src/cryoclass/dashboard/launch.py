@@ -14,10 +14,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
+if TYPE_CHECKING:
+    import uvicorn
 
-from cryoclass.dashboard.app import create_app
 from cryoclass.dashboard.service import Dashboard
 
 DEFAULT_HOST = "127.0.0.1"
@@ -32,7 +33,7 @@ class Server:
 
     url: str
     token: str | None
-    server: uvicorn.Server
+    server: "uvicorn.Server"
     sock: socket.socket
     thread: threading.Thread | None = None
 
@@ -73,6 +74,11 @@ def make_server(job_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAU
         token = secrets.token_urlsafe(18)
     dash = Dashboard(job_dir, watch_dir=watch_dir, pattern=pattern)
     allowed = LOOPBACK_NAMES + [host] if is_loopback(host) and not token else None
+    # Imported here: the web stack costs about 2 s of start-up, and most jobs never serve.
+    import uvicorn
+
+    from cryoclass.dashboard.app import create_app
+
     app = create_app(dash, token=token, allowed_hosts=allowed)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

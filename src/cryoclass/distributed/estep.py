@@ -1,5 +1,10 @@
 """E-steps on a Dask cluster: a map over particle shards and an ordered sum of statistics.
 
+The shards are those of the plan every executor follows (``cryoclass.engine.executor``: a fixed
+shard size, default ``config.batch_particles``, whatever the number of workers), and each shard
+is computed by the same functions as in a single process, so a job gives the single-process
+result bit for bit (with the same torch thread count in the workers and the client).
+
 Per E-step the client broadcasts the model (``tasks.broadcast_state``: class images, noise
 spectrum, working band, class weights) to every worker, submits one task per shard (rows +
 metadata, ``shards.py``) and adds the returned statistics in shard order, so the result does not
@@ -7,10 +12,10 @@ depend on which worker finished first. Workers read their particles from the sta
 
 * Minibatch (online EM): one temperature for the whole minibatch, as locally. Each shard is
   scored (``Engine.score``; kept on its worker), the client takes the temperature of all the
-  shards' best scores (``Engine.batch_temperature``, (n, K) floats), then each shard is concluded
-  (posteriors, statistics) where it was scored.
-* Full pass: shards of whole ``batch_particles`` chunks, each chunk E-stepped as a local full pass
-  does it.
+  shards' best scores in shard order (``Engine.batch_temperature``, (n, K) floats), then each
+  shard is concluded (posteriors, statistics) where it was scored.
+* Full pass: shards of whole ``batch_particles`` chunks, each chunk E-stepped and the chunks'
+  statistics summed as a local full pass does it (``executor.full_pass_shard``).
 
 Shards send back their statistics packed to the points that hold data (the working band).
 Lost workers: Dask runs a lost shard again from the same inputs (tasks are pure); the client sums
@@ -19,7 +24,6 @@ each shard's result once, so no particle is lost or counted twice.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, fields
@@ -29,10 +33,10 @@ import numpy as np
 import torch
 
 from cryoclass.distributed import tasks
-from cryoclass.distributed.shards import Shard, make_shard, split_chunks, split_rows
+from cryoclass.distributed.shards import Shard, make_shard
 from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.em import Engine, ParticleResult
-from cryoclass.engine.executor import EStepOutput, LocalEStep
+from cryoclass.engine.executor import FULL_SHARD_CHUNKS, EStepOutput, LocalEStep, ShardPlan
 from cryoclass.engine.mstep import Statistics
 
 if TYPE_CHECKING:
@@ -94,30 +98,19 @@ class LazyBatch:
 class DaskEStep:
     """E-step executor (``cryoclass.engine.executor``) on a Dask cluster.
 
-    client: a connected ``distributed.Client``; shard_size: particles per shard (None: the
-    E-step's particles split in ``shards_per_thread`` x the cluster's worker threads shards,
-    full-pass shards rounded up to whole chunks). A fixed shard_size makes results independent
-    of the number of workers (bit for bit); the automatic one adapts to it (results then agree
-    within float rounding).
+    client: a connected ``distributed.Client``; shard_size (minibatch particles per shard,
+    default ``config.batch_particles``) and full_shard_chunks (E-step chunks per full-pass
+    shard, default 8): the shard plan, as ``LocalEStep``'s (``engine.executor.ShardPlan``). The
+    shards, and so the results, do not depend on the number of workers, and equal those of
+    ``LocalEStep`` with the same plan bit for bit.
     """
 
     def __init__(self, client: "Client", shard_size: int | None = None,
-                 shards_per_thread: int = 2) -> None:
-        if shard_size is not None and shard_size < 1:
-            raise ValueError("shard_size must be at least 1")
+                 full_shard_chunks: int = FULL_SHARD_CHUNKS) -> None:
         self.client = client
-        self.shard_size = shard_size
-        self.shards_per_thread = max(1, int(shards_per_thread))
+        self.plan = ShardPlan(shard_size, full_shard_chunks)
         self.n_tasks = 0  # tasks submitted so far (for reports and tests)
         self.traffic = Traffic()
-
-    # ------------------------------------------------------------------ planning
-    def n_shards(self, n: int) -> int:
-        """Shards for an E-step of n particles."""
-        if self.shard_size is not None:
-            return max(1, math.ceil(n / self.shard_size))
-        threads = sum(self.client.nthreads().values()) or 1
-        return max(1, threads * self.shards_per_thread)
 
     def _setup(self, engine: Engine) -> tuple[tasks.Geometry, Any]:
         """The job's geometry, and the model for this E-step as a future: a task returning it,
@@ -142,13 +135,14 @@ class DaskEStep:
         """Sharded E-step of rows idx at one temperature (see module docstring). A batch
         already prepared here (a stream's warm-up, one minibatch) is E-stepped here."""
         if batch is not None:
-            return LocalEStep().minibatch(engine, source, idx, factor, batch=batch)
+            local = LocalEStep(self.plan.shard_size, self.plan.full_shard_chunks)
+            return local.minibatch(engine, source, idx, factor, batch=batch)
         t0 = time.perf_counter()
         idx = np.asarray(idx)
         cfg = engine.cfg
         geom, state = self._setup(engine)
-        shards = [make_shard(i, part, source.table)
-                  for i, part in enumerate(split_rows(idx, self.n_shards(idx.size)))]
+        shards = [make_shard(i, idx[part], source.table)
+                  for i, part in enumerate(self.plan.minibatch(engine, idx.size))]
         self.traffic.shards += sum(_shard_bytes(s) for s in shards)
         submit = self.client.submit
         scored = [submit(tasks.score_shard, cfg, geom, state, s, pure=False) for s in shards]
@@ -169,8 +163,8 @@ class DaskEStep:
         cfg = engine.cfg
         n = len(source)
         geom, state = self._setup(engine)
-        parts = split_chunks(n, cfg.batch_particles, self.n_shards(n))
-        shards = [make_shard(i, part, source.table) for i, part in enumerate(parts)]
+        shards = [make_shard(i, part, source.table)
+                  for i, part in enumerate(self.plan.full(engine, n))]
         self.traffic.shards += sum(_shard_bytes(s) for s in shards)
         futures = [self.client.submit(tasks.full_shard, cfg, geom, state, s, hard, pure=False)
                    for s in shards]

@@ -8,7 +8,6 @@ travel: the worker reads them from the stacks on the shared filesystem.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,22 +40,6 @@ def make_shard(number: int, index: np.ndarray, table: pd.DataFrame) -> Shard:
     index = np.asarray(index, dtype=np.int64)
     cols = [c for c in SHARD_COLUMNS if c in table.columns]
     return Shard(number, index, table.iloc[index][cols].reset_index(drop=True))
-
-
-def split_rows(index: np.ndarray, n_shards: int) -> list[np.ndarray]:
-    """index split into at most n_shards contiguous, non-empty, nearly equal parts (in order)."""
-    index = np.asarray(index, dtype=np.int64)
-    n_shards = max(1, min(int(n_shards), index.size))
-    return [part for part in np.array_split(index, n_shards) if part.size]
-
-
-def split_chunks(n: int, chunk: int, n_shards: int) -> list[np.ndarray]:
-    """Rows 0..n-1 in at most n_shards contiguous shards, each a whole number of E-step chunks
-    (chunk rows; the last chunk may be shorter), so that every chunk is the one a local full
-    pass E-steps."""
-    n_chunks = math.ceil(n / chunk)
-    per = math.ceil(n_chunks / max(1, min(int(n_shards), n_chunks)))
-    return [np.arange(a, min(n, a + per * chunk)) for a in range(0, n, per * chunk)]
 
 
 class ShardSource:

@@ -4,6 +4,8 @@ A task reads its shard's particles itself (``ShardSource``), prepares them as th
 does (``engine.schedule.load_batch``) and E-steps them with an engine built once per worker and
 given the broadcast model. Nothing is accumulated across tasks, so a task lost with its worker is
 simply run again (same inputs, same output) and every shard is summed exactly once, by the client.
+The only thing a worker keeps between tasks is a cache: the rotated class averages of the
+broadcast model it holds (the same values every task would compute), dropped with that model.
 
 Fault injection (tests and drills only): with ``CRYOCLASS_DASK_KILL_ONCE=DIR`` in the workers'
 environment, the first task of phase P ('score', 'conclude' or 'full') that finds the file DIR/P
@@ -16,6 +18,7 @@ import copy
 import functools
 import os
 import signal
+import weakref
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -168,13 +171,31 @@ def load_shard(engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | 
     return batch
 
 
+#: id(broadcast model held by this worker) -> its rotated class averages (Scored.refs); an
+#: entry goes when the model is garbage-collected.
+_REFS: dict[int, torch.Tensor] = {}
+
+
+def _cached_refs(state: ModelState) -> torch.Tensor | None:
+    return _REFS.get(id(state))
+
+
+def _keep_refs(state: ModelState, refs: torch.Tensor | None) -> None:
+    key = id(state)
+    if refs is not None and key not in _REFS:
+        _REFS[key] = refs
+        weakref.finalize(state, _REFS.pop, key, None)
+
+
 def score_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard
                 ) -> ScoredShard:
     """First half of a minibatch E-step on a shard (kept on the worker)."""
     maybe_die("score")
     eng = worker_engine(config, geom, state)
     batch = load_shard(eng, shard, geom)
-    return ScoredShard(shard.number, batch, eng.score(batch))
+    scored = eng.score(batch, refs=_cached_refs(state))
+    _keep_refs(state, scored.refs)
+    return ScoredShard(shard.number, batch, scored)
 
 
 def best_scores(scored: ScoredShard) -> torch.Tensor:
@@ -193,20 +214,17 @@ def conclude_shard(config: Config, geom: Geometry, state: ModelState, scored: Sc
 
 def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, hard: bool
                ) -> tuple[ParticleResult, PackedStatistics, list[float]]:
-    """Full-pass E-step of a shard in chunks of ``config.batch_particles``, exactly as a local
-    full pass does each chunk; statistics summed in chunk order; the chunks' temperatures."""
+    """Full-pass E-step of a shard as a local full pass does it (``executor.full_pass_shard``:
+    chunks of ``config.batch_particles``, statistics summed in chunk order); the chunks'
+    temperatures."""
+    from cryoclass.engine.executor import full_pass_shard
     from cryoclass.engine.schedule import concat_results
 
     maybe_die("full")
     eng = worker_engine(config, geom, state)
-    stats = Statistics.zeros(config.n_classes, eng.grid.size, eng.n_shells, eng.device)
-    parts, temps = [], []
-    for a in range(0, shard.n, config.batch_particles):
-        batch = load_shard(eng, shard, geom, np.arange(a, min(shard.n, a + config.batch_particles)))
-        res, bstats, t = eng.expectation(batch, factor=0.0, hard=hard)
-        stats.add_(bstats)
-        parts.append(res)
-        temps.append(t)
+    parts, stats, temps, refs = full_pass_shard(
+        eng, lambda pos: load_shard(eng, shard, geom, pos), shard.n, hard, _cached_refs(state))
+    _keep_refs(state, refs)
     return concat_results(parts), pack(stats), temps
 
 

@@ -227,12 +227,15 @@ class Engine:
         return self.conclude(batch, scored, self.batch_temperature(factor, scored.best), hard,
                              noise)
 
-    def score(self, batch: ParticleBatch) -> "Scored":
-        """First half of the E-step: best pose and score of every particle in every class."""
+    def score(self, batch: ParticleBatch, refs: torch.Tensor | None = None) -> "Scored":
+        """First half of the E-step: best pose and score of every particle in every class.
+        refs: ``Scored.refs`` of another batch scored with the same model, to reuse its rotated
+        class averages (the same values) instead of rotating them again."""
         st = self.state
         band, inv_sigma2 = self.alignment_band()
         poses = self.pose_grid()
-        refs = rotated_references(self.alignment_images(), band, poses.psi)
+        if refs is None:
+            refs = rotated_references(self.alignment_images(), band, poses.psi)
         X = batch.band(band)
         ctf = batch.ctf(band.kx, band.ky)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
