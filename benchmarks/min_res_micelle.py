@@ -17,11 +17,10 @@ JUDGE = Path(__file__).with_name("trpv1_judge.py")
 
 
 def judge(data: Path, classes: int, out: Path, extra: list[str]) -> dict:
-    """The judge's summary of one cryoclass run (at most one extra option)."""
+    """The judge's summary of one cryoclass run with extra cryoclass options."""
     cmd = [sys.executable, str(JUDGE), "--data", str(data), "--classes", str(classes),
            "--out", str(out)]
-    if extra:  # "--extra=--opt=value": argparse would read a bare "--opt" as its own option
-        cmd += [f"--extra={extra[0]}"]
+    cmd += extra  # options trpv1_judge.py does not know go on to cryoclass classify
     line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     return json.loads(line.splitlines()[-1])
 
@@ -34,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     off = judge(args.data, args.classes, args.data / "cryoclass_min_res_off", [])
     on = judge(args.data, args.classes, args.data / "cryoclass_min_res_on",
-               [f"--min-res-A={args.min_res}"])
+               ["--min-res-A", str(args.min_res)])
     print(json.dumps({"min_res_A": None, **off}))
     print(json.dumps({"min_res_A": args.min_res, **on}))
     print(f"ARI {off['ari']:.3f} -> {on['ari']:.3f}; views_recovered_bp "
