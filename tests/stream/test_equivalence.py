@@ -89,3 +89,25 @@ def test_one_minibatch_is_the_batch_start(particles, config_for, tmp_path):
         for a in range(0, mb, 16):
             s.add_particles(sub.subset(np.arange(a, a + 16)))
         assert (s.state.distinct_seen, s.state.processed, s.n_processed) == (mb, mb, mb)
+
+
+@pytest.mark.slow
+def test_tiny_first_chunk_at_default_uncertainty(particles, truth, config_for, in_order,
+                                                 tmp_path):
+    """The failure users reported, at the default initial_uncertainty_factor (2; the other tests
+    use 8): a first chunk of 2 particles per class, then chunks of 25. At this size (800
+    particles, K = 4) batch jobs lose a class on some seeds too (2 of 10 measured, ARI about
+    0.65 instead of 0.95), so the test compares mean ARIs against the truth over 10 seeds
+    (measured 2026-12-01: stream 0.895, batch 0.897)."""
+    seeds = range(10)
+
+    def cfg(s):
+        return config_for(s, initial_uncertainty_factor=2.0)
+
+    batch = [ari(truth, run_batch(particles, cfg(s)).particles.cls) for s in seeds]
+    stream = [ari(truth, stream_classes(particles, cfg(s), tmp_path / f"d{s}", 8, 25, in_order))
+              for s in seeds]
+    print(f"\ndefault uncertainty, first chunk 2 per class: ARI vs truth, stream "
+          f"{np.mean(stream):.3f} {np.round(stream, 2)}, batch {np.mean(batch):.3f} "
+          f"{np.round(batch, 2)}")
+    assert np.mean(stream) >= np.mean(batch) - MARGIN
