@@ -38,6 +38,7 @@ import torch
 
 from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.memory import release_free_memory
 from cryoclass.engine.mstep import Statistics
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def full_pass_shard(engine: Engine, load: Callable[[np.ndarray], ParticleBatch],
         stats.add_(bstats)
         parts.append(res)
         temps.append(t)
+    release_free_memory()
     return parts, stats, temps, refs
 
 
