@@ -4,7 +4,8 @@
 - ``expectation(batch, temperature_factor)``: E-step for a batch -> per-particle results + the
   batch's sufficient statistics;
 - ``absorb(batch_stats, n_new, replace=...)``: blend statistics into the model and rebuild the class
-  averages (Wiener), noise spectrum, priors, centring, resolution and working band.
+  averages (Wiener), noise spectrum, priors, resolution and working band (classes are
+  re-centred only when written, ``outputs/recentre.py``).
 
 Temperatures: the posterior over classes is softmax(score / T + log prior) with
 T = max(1, f * spread / 4), spread the typical sd of a particle's class scores and f the annealing factor
