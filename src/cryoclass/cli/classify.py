@@ -41,11 +41,14 @@ def command(
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Batch 2D classification (CryoSPARC-style online EM, then full iterations)."""
-    from cryoclass.dashboard.launch import linger, start_dashboard
     from cryoclass.jobs.classify import classify
 
     check_cluster_options(cluster, scheduler)
-    board = start_dashboard(out, dashboard_port, say=console.print) if dashboard else None
+    board = None
+    if dashboard:  # imported only when asked for: the web stack costs seconds of start-up
+        from cryoclass.dashboard.launch import start_dashboard
+
+        board = start_dashboard(out, dashboard_port, say=console.print)
     try:
         initial = _initial_classes(init_classes, project_dir) if init_classes else None
         with iteration_progress("2D classification") as cb:
@@ -60,7 +63,10 @@ def command(
         raise typer.Exit(EXIT_OUTPUT if isinstance(err, OutputError) else EXIT_INPUT) from None
     for name, p in paths.items():
         console.print(f"{name:15s} {p}", soft_wrap=True)
-    linger(board, say=console.print)
+    if board is not None:
+        from cryoclass.dashboard.launch import linger
+
+        linger(board, say=console.print)
 
 
 def _initial_classes(path: Path, project_dir: Optional[Path]):

@@ -51,7 +51,6 @@ def command(
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Streaming 2D classification: keep class averages up to date while particles arrive."""
-    from cryoclass.dashboard.launch import linger, start_dashboard
     from cryoclass.jobs.stream import watch
 
     check_cluster_options(cluster, scheduler)
@@ -60,8 +59,11 @@ def command(
             config = Config(**{**config.model_dump(), "stream_policy": policy})
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--policy") from None
-    board = (start_dashboard(out, dashboard_port, watch_dir, pattern, say=console.print)
-             if dashboard else None)
+    board = None
+    if dashboard:  # imported only when asked for: the web stack costs seconds of start-up
+        from cryoclass.dashboard.launch import start_dashboard
+
+        board = start_dashboard(out, dashboard_port, watch_dir, pattern, say=console.print)
     try:
         summary = watch(watch_dir, config, out, poll_s=poll, idle_timeout_s=idle_timeout,
                         done_marker=done_marker, pattern=pattern, outputs_every_s=write_every,
@@ -75,4 +77,7 @@ def command(
     console.print(f"stream ended ({summary.reason}): {summary.n_ingested} particles ingested, "
                   f"{summary.n_processed} classified, {summary.n_rejected} set aside, "
                   f"{summary.n_updates} updates in {summary.seconds:.1f} s; outputs in {out}")
-    linger(board, say=console.print)
+    if board is not None:
+        from cryoclass.dashboard.launch import linger
+
+        linger(board, say=console.print)
