@@ -32,6 +32,7 @@ from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.em import Engine, ParticleResult, Scored
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import Statistics
+from cryoclass.engine.references import RotatedReferences
 
 KILL_ENV = "CRYOCLASS_DASK_KILL_ONCE"
 
@@ -61,8 +62,9 @@ def _sizeof_scored(x: ScoredShard) -> int:
     for obj in (x.batch, x.scored):
         for f in fields(obj):
             v = getattr(obj, f.name)
-            if isinstance(v, torch.Tensor):
-                total += v.element_size() * v.nelement()
+            tensors = [v.values, *v.derived.values()] if isinstance(v, RotatedReferences) else [v]
+            total += sum(t.element_size() * t.nelement() for t in tensors
+                         if isinstance(t, torch.Tensor))
     return total
 
 
@@ -173,14 +175,14 @@ def load_shard(engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | 
 
 #: id(broadcast model held by this worker) -> its rotated class averages (Scored.refs); an
 #: entry goes when the model is garbage-collected.
-_REFS: dict[int, torch.Tensor] = {}
+_REFS: dict[int, RotatedReferences] = {}
 
 
-def _cached_refs(state: ModelState) -> torch.Tensor | None:
+def _cached_refs(state: ModelState) -> RotatedReferences | None:
     return _REFS.get(id(state))
 
 
-def _keep_refs(state: ModelState, refs: torch.Tensor | None) -> None:
+def _keep_refs(state: ModelState, refs: RotatedReferences | None) -> None:
     key = id(state)
     if refs is not None and key not in _REFS:
         _REFS[key] = refs

@@ -24,13 +24,14 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
 from cryoclass.engine.device import gemm_dtype
-from cryoclass.engine.estep import (class_posterior, score_best_poses, score_coarse_to_fine,
-                                    score_spread)
+from cryoclass.engine.estep import (SHIFTED_REFS_BUDGET, class_posterior, coarse_shift_indices,
+                                    score_best_poses, score_coarse_to_fine, score_spread,
+                                    shifted_reference_matrix)
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
                                     noise_spectrum, wiener_averages)
 from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
-from cryoclass.engine.references import rotated_references
+from cryoclass.engine.references import RotatedReferences, rotated_references
 from cryoclass.physics.fourier import Band, band_to_image, make_band, rfft_band, shell_sum
 from cryoclass.physics.masks import soft_circular_mask
 
@@ -74,14 +75,14 @@ class ParticleResult:
 class Scored:
     """A batch scored against the current classes (``Engine.score``), for ``Engine.conclude``.
 
-    band: the alignment band (F points); poses: the pose grid; refs: (K, R, F) complex rotated
-    class averages; X: (n, F) complex particle coefficients; ctf: (n, F); best: (n, K) best score
+    band: the alignment band (F points); poses: the pose grid; refs: the rotated class averages
+    ((K, R, F) complex ``refs.values``); X: (n, F) complex particle coefficients; ctf: (n, F); best: (n, K) best score
     per class; rot, shf: (n, K) long indices of that pose in the grid.
     """
 
     band: Band
     poses: PoseGrid
-    refs: torch.Tensor
+    refs: RotatedReferences
     X: torch.Tensor
     ctf: torch.Tensor
     best: torch.Tensor
@@ -228,24 +229,35 @@ class Engine:
         return self.conclude(batch, scored, self.batch_temperature(factor, scored.best), hard,
                              noise)
 
-    def score(self, batch: ParticleBatch, refs: torch.Tensor | None = None) -> "Scored":
+    def score(self, batch: ParticleBatch, refs: RotatedReferences | None = None) -> "Scored":
         """First half of the E-step: best pose and score of every particle in every class.
         refs: ``Scored.refs`` of another batch scored with the same model, to reuse its rotated
         class averages (the same values) instead of rotating them again."""
-        st = self.state
         band, inv_sigma2 = self.alignment_band()
         poses = self.pose_grid()
         if refs is None:
-            refs = rotated_references(self.alignment_images(), band, poses.psi)
+            refs = RotatedReferences(rotated_references(self.alignment_images(), band, poses.psi))
         X = batch.band(band)
         ctf = batch.ctf(band.kx, band.ky)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
-            best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs, poses.shifts, band)
+            best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs.values, poses.shifts, band)
         else:
-            best, rot, shf = score_coarse_to_fine(X, ctf, inv_sigma2, refs, poses.shifts,
-                                                  poses.shift_step, band,
-                                                  coarse_dtype=self.coarse_dtype)
+            best, rot, shf = score_coarse_to_fine(
+                X, ctf, inv_sigma2, refs.values, poses.shifts, poses.shift_step, band,
+                coarse_dtype=self.coarse_dtype, coarse_matrix=self._coarse_matrix(refs, poses, band))
         return Scored(band, poses, refs, X, ctf, best, rot, shf)
+
+    def _coarse_matrix(self, refs: RotatedReferences, poses: PoseGrid, band: Band
+                       ) -> torch.Tensor | None:
+        """The coarse search's shifted-reference matrix, built once per model; None when it
+        would exceed SHIFTED_REFS_BUDGET (the search then shifts the particles instead)."""
+        k, r, f = refs.values.shape
+        coarse_s = coarse_shift_indices(poses.shifts, poses.shift_step)
+        size = k * (r // 2) * coarse_s.numel() * 2 * f
+        if size * torch.empty(0, dtype=self.coarse_dtype).element_size() > SHIFTED_REFS_BUDGET:
+            return None
+        return refs.memo(("coarse", self.coarse_dtype), lambda: shifted_reference_matrix(
+            refs.values[:, ::2], poses.shifts[coarse_s], band, self.coarse_dtype))
 
     def alignment_images(self) -> torch.Tensor:
         """(K, D, D) class images the particles are aligned to. With min_res_A they are
@@ -282,7 +294,7 @@ class Engine:
         accumulate(batch, pairs, self.half_of(batch.index), self.grid,
                    self.grid_mask(st.r_work), k, stats)
         if noise:
-            accumulate_noise(X, ctf, refs, poses.shifts, band, pairs, self.n_shells, stats)
+            accumulate_noise(X, ctf, refs.values, poses.shifts, band, pairs, self.n_shells, stats)
         top = post.argmax(1)
         ar = torch.arange(batch.n, device=self.device)
         t = poses.shifts[shf[ar, top]]

@@ -36,9 +36,29 @@ class EStepResult:
     log_evidence: torch.Tensor
 
 
+#: Largest shifted-reference matrix (bytes) that score_best_poses builds; above it, the shifts are
+#: applied to the particles instead (same scores, more elementwise work per particle).
+SHIFTED_REFS_BUDGET = 512 << 20
+
+
+def shifted_reference_matrix(refs: torch.Tensor, shifts: torch.Tensor, band: Band,
+                             dtype: torch.dtype) -> torch.Tensor:
+    """Rotated class averages moved by every shift, as the real matrix of the cross-term GEMM.
+
+    refs: (K, R, F) complex; shifts: (S, 2) pixels. Returns (K*R*S, 2F) of dtype, rows ordered
+    (class, rotation, shift), each row the interleaved (re, im) of A_cr(k) exp(-2 pi i k.t_s / D).
+    """
+    k, r, f = refs.shape
+    s = shifts.shape[0]
+    phases = shift_phase(band.kx[None], band.ky[None], shifts[:, :1], shifts[:, 1:], band.box)
+    moved = refs.reshape(k * r, 1, f) * phases[None]                                # (KR, S, F)
+    return torch.view_as_real(moved).reshape(k * r * s, 2 * f).to(dtype)
+
+
 def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
                      refs: torch.Tensor, shifts: torch.Tensor, band: Band,
-                     max_elements: int = 1 << 25, gemm_dtype: torch.dtype = torch.float32
+                     max_elements: int = 1 << 25, gemm_dtype: torch.dtype = torch.float32,
+                     ref_matrix: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (rotation, shift) score per particle and class, exhaustively.
 
@@ -46,18 +66,29 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
     refs: (K, R, F) complex rotated class averages; shifts: (S, 2) pixels.
     gemm_dtype: precision of the cross-term GEMM inputs (bfloat16 for a fast coarse search on
     hardware with bf16 matrix units; the sums accumulate in float32 either way).
+    ref_matrix: ``shifted_reference_matrix(refs, shifts, band, gemm_dtype)`` when the caller keeps
+    it for several batches (built here otherwise, if it fits SHIFTED_REFS_BUDGET).
     Returns best_score (n, K), best_rot (n, K), best_shift (n, K).
     """
     n, f = X.shape
     k, r, _ = refs.shape
     s = shifts.shape[0]
     ref_flat = refs.reshape(k * r, f)
-    ref_mat = torch.view_as_real(ref_flat).reshape(k * r, 2 * f).T.to(gemm_dtype)  # (2F, KR)
     ref_pow = (ref_flat.real**2 + ref_flat.imag**2)                                 # (KR, F)
-    phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:],
-                         band.box)                                                  # (S, F)
     weighted = X * (ctf * inv_sigma2)                                               # (n, F)
     norm_all = (ctf**2 * inv_sigma2) @ ref_pow.T                                    # (n, KR)
+    itemsize = torch.empty(0, dtype=gemm_dtype).element_size()
+    if ref_matrix is None and k * r * s * 2 * f * itemsize <= SHIFTED_REFS_BUDGET:
+        ref_matrix = shifted_reference_matrix(refs, shifts, band, gemm_dtype)
+    if ref_matrix is not None:
+        # Shifts on the references' side: one GEMM [n, 2F] x [2F, K*R*S] per chunk, and no
+        # per-particle shifted copies.
+        w_mat = torch.view_as_real(weighted).reshape(n, 2 * f).to(gemm_dtype)
+        ref_mat, phases = ref_matrix.T, None
+    else:
+        ref_mat = torch.view_as_real(ref_flat).reshape(k * r, 2 * f).T.to(gemm_dtype)  # (2F, KR)
+        phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:],
+                             band.box)                                              # (S, F)
 
     out_score = torch.empty(n, k, dtype=X.real.dtype, device=X.device)
     out_rot = torch.empty(n, k, dtype=torch.long, device=X.device)
@@ -66,12 +97,15 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
     for a in range(0, n, chunk):  # chunks bound memory; all work inside is batched
         b = min(n, a + chunk)
         m = b - a
-        p = weighted[a:b, None, :] * phases[None]                                   # (m, S, F)
-        p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
-        scores = (p_mat @ ref_mat).float().view(m, s, k * r).mul_(2.0)
-        scores.sub_(norm_all[a:b, None, :])
-        best_over_s, arg_s = scores.max(dim=1)                                      # (m, KR)
-        best_over_s = best_over_s.view(m, k, r)
+        if phases is None:
+            scores = (w_mat[a:b] @ ref_mat).float().view(m, k * r, s)
+            best_over_s, arg_s = scores.max(dim=2)                                  # (m, KR)
+        else:
+            p = weighted[a:b, None, :] * phases[None]                               # (m, S, F)
+            p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
+            scores = (p_mat @ ref_mat).float().view(m, s, k * r)
+            best_over_s, arg_s = scores.max(dim=1)                                  # (m, KR)
+        best_over_s = best_over_s.mul_(2.0).sub_(norm_all[a:b]).view(m, k, r)
         best, arg_r = best_over_s.max(dim=2)                                        # (m, K)
         out_score[a:b] = best
         out_rot[a:b] = arg_r
@@ -109,10 +143,17 @@ def _neighbour_table(shifts: torch.Tensor, step: float, centres: torch.Tensor) -
     return torch.as_tensor(table, dtype=torch.long, device=shifts.device)
 
 
+def coarse_shift_indices(shifts: torch.Tensor, shift_step: float) -> torch.Tensor:
+    """Indices of the shifts on the lattice of twice the step (the coarse search's shifts)."""
+    lat = torch.round(shifts / shift_step).long()
+    return torch.nonzero((lat % 2 == 0).all(1)).squeeze(1)
+
+
 def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
                          refs: torch.Tensor, shifts: torch.Tensor, shift_step: float, band: Band,
                          top_classes: int = 4, chunk: int = 256,
-                         coarse_dtype: torch.dtype = torch.float32
+                         coarse_dtype: torch.dtype = torch.float32,
+                         coarse_matrix: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best pose per class by a coarse exhaustive search refined locally.
 
@@ -120,27 +161,32 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
     (about 4x fewer hypotheses). Stage 2: for each particle's top_classes classes, the 3 x 9
     neighbouring fine rotations x shifts around the coarse optimum, as batched small GEMMs.
     Other classes keep their coarse scores (lower bounds of their best score). coarse_dtype: GEMM
-    precision of stage 1 only (stage 2 re-scores in float32). Arguments and returns as
-    score_best_poses; requires an even number of rotations R.
+    precision of stage 1 only (stage 2 re-scores in float32). coarse_matrix: stage 1's
+    ``shifted_reference_matrix`` (refs[:, ::2], the coarse shifts), when the caller keeps it for
+    several batches. Arguments and returns as score_best_poses; requires an even number of
+    rotations R.
     """
     k, r, f = refs.shape
     n = X.shape[0]
-    lat = torch.round(shifts / shift_step).long()
-    coarse_s = torch.nonzero((lat % 2 == 0).all(1)).squeeze(1)
+    coarse_s = coarse_shift_indices(shifts, shift_step)
     best, rot_c, shf_c = score_best_poses(X, ctf, inv_sigma2, refs[:, ::2], shifts[coarse_s],
-                                          band, gemm_dtype=coarse_dtype)
+                                          band, gemm_dtype=coarse_dtype, ref_matrix=coarse_matrix)
     rot = rot_c * 2
     shf = coarse_s[shf_c]
     nbr = _neighbour_table(shifts, shift_step, coarse_s)                            # (Sc, 9)
     m_top = min(top_classes, k)
     weighted = X * (ctf * inv_sigma2)
     w_norm = ctf**2 * inv_sigma2
-    phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:], band.box)
+    ref_flat = refs.reshape(k * r, f)
+    ref_pow = ref_flat.real**2 + ref_flat.imag**2                                   # (KR, F)
+    phases = shift_phase(band.kx[None], band.ky[None], -shifts[coarse_s, :1],
+                         -shifts[coarse_s, 1:], band.box)                           # (Sc, F)
     # Moving by s0 + d is moving by s0, then by d: the 9 offsets d are the same for every
-    # particle, so after applying each particle's own s0 they are one GEMM with a fixed (2F, 9).
+    # particle, so after applying each particle's own s0 they are one GEMM with a fixed (2F, 9),
+    # whose rows are interleaved (re, im) like view_as_real: Re(g phi) = g_re phi_re - g_im phi_im.
     off = torch.tensor(OFFSETS, dtype=shifts.dtype, device=X.device) * shift_step
     ph_d = shift_phase(band.kx[None], band.ky[None], -off[:, :1], -off[:, 1:], band.box)
-    ph_mat = torch.cat([ph_d.real, -ph_d.imag], dim=1).T.contiguous()             # (2F, 9)
+    ph_mat = torch.stack([ph_d.real, -ph_d.imag], dim=-1).reshape(9, 2 * f).T.contiguous()
     drot = torch.tensor([-1, 0, 1], device=X.device)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
@@ -150,12 +196,13 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
         s0c = torch.gather(shf_c[a:b], 1, top)
         rc = (r0[..., None] + drot) % r                                             # (m, M, 3)
         sc = nbr[s0c]                                                               # (m, M, 9)
-        A = refs[top[..., None], rc]                                                # (m, M, 3, F)
-        q = weighted[a:b, None, :] * phases[coarse_s[s0c]]                          # (m, M, F)
-        g = q[:, :, None, :] * A.conj()                                             # (m, M, 3, F)
-        g_mat = torch.cat([g.real, g.imag], dim=-1).reshape(-1, 2 * f)
-        cross = (g_mat @ ph_mat).view(m, m_top, 3, 9).transpose(2, 3)               # (m, M, 9, 3)
-        norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], A.real**2 + A.imag**2)
+        flat = top[..., None] * r + rc                                              # (m, M, 3)
+        q = weighted[a:b, None, :] * phases[s0c]                                    # (m, M, F)
+        g = ref_flat[flat].conj_physical_().mul_(q[:, :, None, :])                  # (m, M, 3, F)
+        cross = (torch.view_as_real(g).reshape(-1, 2 * f) @ ph_mat)
+        cross = cross.view(m, m_top, 3, 9).transpose(2, 3)                          # (m, M, 9, 3)
+        norm = torch.einsum("mf,mjf->mj", w_norm[a:b], ref_pow[flat.reshape(m, -1)])
+        norm = norm.view(m, m_top, 3)
         sc_all = 2.0 * cross - norm[:, :, None, :]
         sc_all = sc_all.masked_fill((sc < 0)[..., None], float("-inf")).reshape(m, m_top, 27)
         val, arg = sc_all.max(dim=2)

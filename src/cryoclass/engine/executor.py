@@ -40,6 +40,7 @@ from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.em import Engine, ParticleResult
 from cryoclass.engine.memory import release_free_memory
 from cryoclass.engine.mstep import Statistics
+from cryoclass.engine.references import RotatedReferences
 
 if TYPE_CHECKING:
     from cryoclass.engine.schedule import ParticleSource
@@ -152,7 +153,7 @@ def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: flo
 
 
 def full_pass_shard(engine: Engine, load: Callable[[np.ndarray], ParticleBatch], n: int,
-                    hard: bool = False, refs: torch.Tensor | None = None
+                    hard: bool = False, refs: RotatedReferences | None = None
                     ) -> tuple[list[ParticleResult], Statistics, list[float], torch.Tensor | None]:
     """One full-pass shard of the plan: its n particles in chunks of ``config.batch_particles``
     (``load(positions)`` prepares positions 0..n-1 of the shard), each chunk E-stepped on its

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
 
 from cryoclass.physics.fourier import Band, padded_fft, rotate_points, sample_bilinear
@@ -21,3 +24,21 @@ def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Te
     which = torch.arange(k, device=class_images.device).repeat_interleave(r)
     vals = sample_bilinear(ft, which, rx.repeat(k, 1), ry.repeat(k, 1))
     return vals.view(k, r, band.size)
+
+
+@dataclass(eq=False)
+class RotatedReferences:
+    """The rotated class averages of one model, shared by every batch scored against it.
+
+    values: (K, R, F) complex, from ``rotated_references``. ``derived`` keeps what is built from
+    them once per model rather than once per batch (the coarse search's shifted-reference matrix).
+    """
+
+    values: torch.Tensor
+    derived: dict = field(default_factory=dict)
+
+    def memo(self, key: object, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """derived[key], built by ``build()`` on first use."""
+        if key not in self.derived:
+            self.derived[key] = build()
+        return self.derived[key]
