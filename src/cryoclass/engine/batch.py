@@ -6,15 +6,20 @@ an image array and the matching rows of the metadata table (RELION column names)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from cryoclass.physics.ctf import ctf_2d
-from cryoclass.physics.fourier import Band, PaddedSpectrum, padded_fft, rfft_band
+from cryoclass.physics.fourier import Band, PaddedSpectrum, padded_fft, padded_window, rfft_band
 from cryoclass.physics.masks import background_stats
+
+if TYPE_CHECKING:
+    from cryoclass.engine.prepared_cache import FourierCache
 
 CTF_COLUMNS = {
     "defocus_u_A": "rlnDefocusU",
@@ -36,6 +41,8 @@ class ParticleBatch:
     index: (n,) long, the particles' rows in the job's particle table; images: (n, D, D) float32,
     background-normalised (mean 0, sd 1 outside the mask) and soft-masked; ctf_params: name ->
     (n,) float tensors (units in the names); pixel_size_A: Å per pixel; skip_ctf: CTF taken as 1.
+    fourier: where the band coefficients, CTF and padded transforms of these particles are kept
+    between iterations (``index`` = rows of its source; None: computed for every batch).
     """
 
     index: torch.Tensor
@@ -44,8 +51,8 @@ class ParticleBatch:
     pixel_size_A: float
     skip_ctf: bool = False
     align_images: torch.Tensor | None = None
+    fourier: "FourierCache | None" = None
     _padded: PaddedSpectrum | None = None
-    _padded_radius: float = 0.0
 
     @property
     def n(self) -> int:
@@ -55,17 +62,38 @@ class ParticleBatch:
     def box(self) -> int:
         return int(self.images.shape[-1])
 
+    def _derived(self, name: str, key: object,
+                 compute: Callable[[torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+        """compute(pos) -> values at positions pos of the batch (all for None), through the
+        Fourier cache when the batch has one."""
+        if self.fourier is None:
+            return compute(None)
+        return self.fourier.get(name, key, self.index, compute)
+
+    @staticmethod
+    def _at(t: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        return t if pos is None else t[pos]
+
     def band(self, band: Band) -> torch.Tensor:
         """(n, F) complex band coefficients of the images used for alignment (high-passed at
         the minimum alignment resolution when one is set)."""
-        return rfft_band(self.images if self.align_images is None else self.align_images, band)
+        images = self.images if self.align_images is None else self.align_images
+        return self._derived("band", (band.box, band.size),
+                             lambda pos: rfft_band(self._at(images, pos), band))
+
+    def band_ctf(self, band: Band) -> torch.Tensor:
+        """(n, F) CTF at the band's points (``ctf(band.kx, band.ky)``)."""
+        return self._derived("band_ctf", (band.box, band.size),
+                             lambda pos: self.ctf(band.kx, band.ky, rows=pos))
 
     def padded(self, radius: float) -> PaddedSpectrum:
         """Padded transforms for interpolation within radius (Fourier pixels); computed once
         per batch unless a wider radius is asked for later."""
-        if self._padded is None or self._padded_radius < radius:
-            self._padded = padded_fft(self.images, radius=radius)
-            self._padded_radius = radius
+        w = padded_window(self.box, 2, radius)
+        if self._padded is None or self._padded.window < w:
+            data = self._derived("padded", w, lambda pos: padded_fft(
+                self._at(self.images, pos), 2, radius).data)
+            self._padded = PaddedSpectrum(data, 2)
         return self._padded
 
     def ctf(self, kx: torch.Tensor, ky: torch.Tensor, rows: torch.Tensor | None = None,

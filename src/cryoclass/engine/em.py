@@ -238,7 +238,7 @@ class Engine:
         if refs is None:
             refs = RotatedReferences(rotated_references(self.alignment_images(), band, poses.psi))
         X = batch.band(band)
-        ctf = batch.ctf(band.kx, band.ky)
+        ctf = batch.band_ctf(band)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
             best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs.values, poses.shifts, band)
         else:

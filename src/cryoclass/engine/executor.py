@@ -129,7 +129,7 @@ def batch_rows(batch: ParticleBatch, rows: slice) -> ParticleBatch:
                          ctf_params={k: v[rows] for k, v in batch.ctf_params.items()},
                          pixel_size_A=batch.pixel_size_A, skip_ctf=batch.skip_ctf,
                          align_images=None if batch.align_images is None
-                         else batch.align_images[rows])
+                         else batch.align_images[rows], fourier=batch.fourier)
 
 
 def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: float

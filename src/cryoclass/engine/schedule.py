@@ -93,6 +93,7 @@ def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> Parti
         batch = _read_and_prepare(engine, source, idx)
         if cache is not None:
             cache.store(batch)
+            batch.fourier = cache.fourier
         return batch
     if todo.size:
         cache.store(_read_and_prepare(engine, source, todo))
@@ -100,7 +101,7 @@ def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> Parti
     return ParticleBatch(index=torch.as_tensor(idx, device=engine.device), images=images,
                          ctf_params=ctf_params_from_table(source.table.iloc[idx], engine.device),
                          pixel_size_A=float(source.pixel_size_A), skip_ctf=engine.cfg.skip_ctf,
-                         align_images=align)
+                         align_images=align, fourier=cache.fourier)
 
 
 def _read_and_prepare(engine: Engine, source: ParticleSource, idx: np.ndarray) -> ParticleBatch:

@@ -125,8 +125,9 @@ def band_to_image(coeffs: torch.Tensor, band: Band) -> torch.Tensor:
 class PaddedSpectrum:
     """Low-frequency window of the half-plane transforms of pad-x zero-padded images.
 
-    data: (n, 2W+1, W+2) complex, rows ky = -W..W and columns kx = 0..W+1 in padded Fourier pixels;
-    the other half-plane follows from X(-k) = conj X(k). pad: padding factor.
+    data: (n, 2, 2W+1, W+2) real, the real and imaginary parts (planar, the layout grid_sample
+    reads) at rows ky = -W..W and columns kx = 0..W+1 in padded Fourier pixels; the other
+    half-plane follows from X(-k) = conj X(k). pad: padding factor.
     """
 
     data: torch.Tensor
@@ -134,7 +135,17 @@ class PaddedSpectrum:
 
     @property
     def window(self) -> int:
-        return (self.data.shape[1] - 1) // 2
+        return (self.data.shape[2] - 1) // 2
+
+    def values(self) -> torch.Tensor:
+        """The window as complex (n, 2W+1, W+2)."""
+        return torch.complex(self.data[:, 0], self.data[:, 1])
+
+
+def padded_window(box: int, pad: int = 2, radius: float | None = None) -> int:
+    """Half-width W (padded Fourier pixels) of the window padded_fft keeps for ``radius``."""
+    r = box / 2.0 if radius is None else min(float(radius), box / 2.0)
+    return min(int(math.ceil(r * pad)) + 2, pad * box // 2 - 1)
 
 
 def padded_fft(images: torch.Tensor, pad: int = 2, radius: float | None = None) -> PaddedSpectrum:
@@ -144,14 +155,11 @@ def padded_fft(images: torch.Tensor, pad: int = 2, radius: float | None = None) 
     images: (n, D, D) real. Ortho-normalised so that the values at padded index pad*k equal
     rfft_band values at k. Cost: two DFT matrix products per image, for the window only.
     """
-    d = images.shape[-1]
-    p = pad * d
-    r = d / 2.0 if radius is None else min(float(radius), d / 2.0)
-    w = min(int(math.ceil(r * pad)) + 2, p // 2 - 1)
+    w = padded_window(images.shape[-1], pad, radius)
     # Only the window is needed, so the padded transform is two small DFT matrix products;
     # normalisation 1/D = ortho over P, times P/D.
     data = centred_dft(images, pad, half_rows=w, n_cols=w + 2, gridding=True)
-    return PaddedSpectrum(data.contiguous(), pad)
+    return PaddedSpectrum(torch.stack([data.real, data.imag], dim=1), pad)
 
 
 def sample_bilinear(spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor,
@@ -163,19 +171,17 @@ def sample_bilinear(spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor,
     Points with kx < 0 are read at -k and conjugated (exact: the grid is point-symmetric).
     """
     data, pad = spec.data, spec.pad
-    _, rows, cols = data.shape
+    rows, cols = data.shape[-2:]
     w = spec.window
-    neg = kx < 0
-    u = torch.where(neg, -kx, kx) * pad
-    v = torch.where(neg, -ky, ky) * pad + w
+    sgn = 1.0 - 2.0 * (kx < 0).to(kx.dtype)
     # grid_sample does the bilinear interpolation (real and imaginary parts as two channels);
     # with align_corners=True, -1 and +1 are the centres of the first and last window pixels.
-    inp = torch.view_as_real(data).permute(0, 3, 1, 2)[which]                   # (m, 2, rows, cols)
-    grid = torch.stack([u * (2.0 / (cols - 1)) - 1, v * (2.0 / (rows - 1)) - 1], -1)[:, None]
-    out = torch.nn.functional.grid_sample(inp, grid, mode="bilinear", padding_mode="border",
-                                          align_corners=True)[:, :, 0]            # (m, 2, F)
-    out = torch.complex(out[:, 0], out[:, 1])
-    return torch.where(neg, out.conj(), out)
+    gx = kx.abs().mul_(2.0 * pad / (cols - 1)).sub_(1.0)
+    gy = (ky * sgn).mul_(2.0 * pad / (rows - 1)).add_(2.0 * w / (rows - 1) - 1.0)
+    grid = torch.stack([gx, gy], -1)[:, None]                                      # (m, 1, F, 2)
+    out = torch.nn.functional.grid_sample(data[which], grid, mode="bilinear",
+                                          padding_mode="border", align_corners=True)[:, :, 0]
+    return torch.complex(out[:, 0], out[:, 1] * sgn)
 
 
 def rotate_points(kx: torch.Tensor, ky: torch.Tensor, psi_deg: torch.Tensor
