@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.physics.fourier import Band, rotate_points, sample_bilinear, shell_sum, shift_phase
+from cryoclass.physics.fourier import (Band, rotate_points, sample_at, sampling_grid, shell_sum,
+                                      shift_phase)
 
 
 @dataclass
@@ -86,8 +87,8 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
                chunk: int = 512) -> None:
     """Add the pairs' back-rotated, un-shifted, CTF-weighted particles to out.num/den/weight.
 
-    half: (n,) long 0/1 half-set of each batch particle; grid: the class grid (Q points);
-    grid_mask: (Q,) bool, the points updated (inside the working resolution).
+    half: (n,) long 0/1 half-set of each batch particle; grid: the class grid (Q points, integer
+    coordinates); grid_mask: (Q,) bool, the points updated (inside the working resolution).
     """
     sel = torch.nonzero(grid_mask).squeeze(1)
     qx, qy = grid.kx[sel], grid.ky[sel]
@@ -95,17 +96,35 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
     k = n_classes
     num_buf = torch.zeros(2 * k, sel.numel(), dtype=out.num.dtype, device=out.num.device)
     den_buf = torch.zeros(2 * k, sel.numel(), dtype=out.den.dtype, device=out.den.device)
+    # Pairs share a few angles (the pose grid): where to read R^-1 q is worked out once per angle.
+    angles, which_angle = torch.unique(pairs.psi_deg, return_inverse=True)
+    read_at, read_sign = sampling_grid(padded, *rotate_points(qx, qy, -angles))
+    # exp(+2 pi i (R^-1 q).t / D) = exp(2 pi i q.(R t) / D) factorises over the integer
+    # coordinates of q: one row of exp(2 pi i qx u / D) and one of exp(2 pi i qy v / D) per pair.
+    ix = qx.round().long()
+    iy = qy.round().long()
+    iy_off = int(iy.min()) if sel.numel() else 0
+    xs = torch.arange(int(ix.max()) + 1 if sel.numel() else 1, device=qx.device, dtype=qx.dtype)
+    ys = torch.arange(iy_off, (int(iy.max()) + 1) if sel.numel() else 1, device=qx.device,
+                      dtype=qx.dtype)
     for a in range(0, pairs.row.numel(), chunk):  # chunks bound memory; work inside is batched
-        b = min(pairs.row.numel(), a + chunk)
-        row, cls, w = pairs.row[a:b], pairs.cls[a:b], pairs.weight[a:b]
-        psi, tx, ty = pairs.psi_deg[a:b], pairs.tx[a:b], pairs.ty[a:b]
-        kx, ky = rotate_points(qx, qy, -psi)                                      # (m, Q) = R^-1 q
-        x = sample_bilinear(padded, row, kx, ky)
-        unshift = shift_phase(kx, ky, -tx[:, None], -ty[:, None], batch.box)
+        part = slice(a, min(pairs.row.numel(), a + chunk))
+        row, cls, w = pairs.row[part], pairs.cls[part], pairs.weight[part]
+        psi, tx, ty = pairs.psi_deg[part], pairs.tx[part], pairs.ty[part]
+        j = which_angle[part]
+        x = sample_at(padded, row, read_at[j], read_sign[j])                     # X(R^-1 q)
+        c, s = torch.cos(torch.deg2rad(psi)), torch.sin(torch.deg2rad(psi))
+        u, v = c * tx - s * ty, s * tx + c * ty                                  # R_psi t
+        ph_x = torch.polar(torch.ones(row.numel(), xs.numel(), device=qx.device),
+                           (2.0 * torch.pi / batch.box) * u[:, None] * xs[None])
+        ph_y = torch.polar(torch.ones(row.numel(), ys.numel(), device=qx.device),
+                           (2.0 * torch.pi / batch.box) * v[:, None] * ys[None])
+        unshift = ph_x[:, ix] * ph_y[:, iy - iy_off]
         ctf = batch.ctf(qx, qy, rows=row, extra_angle_deg=psi)                    # CTF(R^-1 q)
         slot = half[row] * k + cls
-        num_buf.index_add_(0, slot, x * unshift * (ctf * w[:, None]))
-        den_buf.index_add_(0, slot, ctf**2 * w[:, None])
+        cw = ctf * w[:, None]
+        num_buf.index_add_(0, slot, x.mul_(unshift).mul_(cw))
+        den_buf.index_add_(0, slot, cw.mul_(ctf))
         out.weight.view(-1).index_add_(0, slot, w)
     out.num.view(2 * k, -1)[:, sel] += num_buf
     out.den.view(2 * k, -1)[:, sel] += den_buf
@@ -118,9 +137,8 @@ def accumulate_noise(X: torch.Tensor, ctf: torch.Tensor, refs: torch.Tensor, shi
     X, ctf: (n, F); refs: (K, R, F) complex; shifts: (S, 2) pixels.
     """
     model = refs[pairs.cls, pairs.rot]                                             # (m, F)
-    t = shifts[pairs.shift]
-    phase = shift_phase(band.kx[None], band.ky[None], t[:, :1], t[:, 1:], band.box)
-    res = X[pairs.row] - ctf[pairs.row] * phase * model
+    table = shift_phase(band.kx[None], band.ky[None], shifts[:, :1], shifts[:, 1:], band.box)
+    res = X[pairs.row] - ctf[pairs.row] * table[pairs.shift] * model
     power = (res.real**2 + res.imag**2) * pairs.weight[:, None]
     out.noise_power += shell_sum(power.sum(0, keepdim=True), band.shell, n_shells)[0]
     counts = pairs.weight.sum() * torch.ones_like(band.kx)

@@ -118,21 +118,20 @@ def ctf_2d(
     k_const = torch.deg2rad(phs) + torch.atan(w / torch.sqrt(1.0 - w * w))
     mean_dz = 0.5 * (du + dv)
     half_astig = 0.5 * (du - dv)
-    ang_rad = torch.deg2rad(ang)
-
-    shape = (-1,) + (1,) * fx.dim()
-
-    def col(t: torch.Tensor) -> torch.Tensor:
-        return t.to(torch.float32).reshape(shape)
-
-    s2 = (fx * fx + fy * fy)[None]
-    theta = torch.atan2(fy, fx)[None]
-    dz = col(mean_dz) + col(half_astig) * torch.cos(2.0 * (theta - col(ang_rad)))
-    chi = col(k_defocus) * dz * s2 - col(k_cs) * s2 * s2 + col(k_const)
-    ctf = torch.sin(chi)
+    ang2 = 2.0 * torch.deg2rad(ang)
+    # chi is linear in five per-particle coefficients times five per-frequency terms
+    # (cos 2(theta - a) = cos 2theta cos 2a + sin 2theta sin 2a), so the grid work is one small
+    # matrix product and one sine per point, however many particles.
+    coef = torch.stack([k_defocus * mean_dz, k_defocus * half_astig * torch.cos(ang2),
+                        k_defocus * half_astig * torch.sin(ang2), -k_cs, k_const], dim=1)
+    s2 = (fx * fx + fy * fy).reshape(-1)
+    theta2 = 2.0 * torch.atan2(fy, fx).reshape(-1)
+    basis = torch.stack([s2, s2 * torch.cos(theta2), s2 * torch.sin(theta2), s2 * s2,
+                         torch.ones_like(s2)])                                  # (5, P)
+    ctf = torch.sin(coef.to(torch.float32) @ basis)                            # (n, P)
     if torch.any(bf != 0):
-        ctf = ctf * torch.exp(-col(bf) * s2 / 4.0)
-    return ctf.to(torch.float32)
+        ctf = ctf * torch.exp(-bf.to(torch.float32)[:, None] * s2[None] / 4.0)
+    return ctf.reshape(-1, *fx.shape)
 
 
 def rfft_frequencies(

@@ -170,16 +170,29 @@ def sample_bilinear(spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor,
     row samples. kx, ky: (m, F) float, Fourier pixels of the unpadded box. Returns (m, F) complex.
     Points with kx < 0 are read at -k and conjugated (exact: the grid is point-symmetric).
     """
-    data, pad = spec.data, spec.pad
-    rows, cols = data.shape[-2:]
-    w = spec.window
+    grid, sgn = sampling_grid(spec, kx, ky)
+    return sample_at(spec, which, grid, sgn)
+
+
+def sampling_grid(spec: PaddedSpectrum, kx: torch.Tensor, ky: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where sample_bilinear reads points (kx, ky) (m, F): the grid_sample grid (m, 1, F, 2) and
+    the sign (m, F) of kx (-1: read at -k and conjugate). Depends only on the points, so it can
+    be made once for a set of angles and gathered per sample."""
+    rows, cols = spec.data.shape[-2:]
+    pad, w = spec.pad, spec.window
     sgn = 1.0 - 2.0 * (kx < 0).to(kx.dtype)
-    # grid_sample does the bilinear interpolation (real and imaginary parts as two channels);
-    # with align_corners=True, -1 and +1 are the centres of the first and last window pixels.
+    # with align_corners=True, -1 and +1 are the centres of the first and last window pixels
     gx = kx.abs().mul_(2.0 * pad / (cols - 1)).sub_(1.0)
     gy = (ky * sgn).mul_(2.0 * pad / (rows - 1)).add_(2.0 * w / (rows - 1) - 1.0)
-    grid = torch.stack([gx, gy], -1)[:, None]                                      # (m, 1, F, 2)
-    out = torch.nn.functional.grid_sample(data[which], grid, mode="bilinear",
+    return torch.stack([gx, gy], -1)[:, None], sgn
+
+
+def sample_at(spec: PaddedSpectrum, which: torch.Tensor, grid: torch.Tensor, sgn: torch.Tensor
+              ) -> torch.Tensor:
+    """Bilinear samples (m, F) complex of images ``which`` (m,) at a ``sampling_grid``."""
+    # grid_sample interpolates the real and imaginary parts as two channels
+    out = torch.nn.functional.grid_sample(spec.data[which], grid, mode="bilinear",
                                           padding_mode="border", align_corners=True)[:, :, 0]
     return torch.complex(out[:, 0], out[:, 1] * sgn)
 
