@@ -131,3 +131,28 @@ def test_an_empty_class_reports_no_resolution():
     eng._rebuild_classes(st.r_work)
     assert float(st.resolution_A[2]) == 999.0
     assert float(st.resolution_A[:2].max()) < 100.0
+
+
+def test_shifting_the_references_or_the_particles_gives_the_same_scores(monkeypatch):
+    # The two ways score_best_poses forms the cross term (references moved by every shift once
+    # per model, or particles moved per batch) are the same sums in another order.
+    import cryoclass.engine.estep as estep
+
+    g = torch.Generator().manual_seed(3)
+    band = make_band(40, 7, r_lo=0.5)
+    psi, shifts = psi_grid(10.0), shift_grid(3.0, 1.0)
+    smooth = band_to_image(torch.randn(4, band.size, dtype=torch.complex64, generator=g),
+                           band).real
+    refs = rotated_references(smooth, band, psi)
+    X = torch.randn(30, band.size, dtype=torch.complex64, generator=g)
+    ctf = 0.5 + torch.rand(30, band.size, generator=g)
+    inv = torch.rand(band.size, generator=g)
+    by_refs = score_best_poses(X, ctf, inv, refs, shifts, band)
+    given = score_best_poses(X, ctf, inv, refs, shifts, band,
+                             ref_matrix=estep.shifted_reference_matrix(refs, shifts, band,
+                                                                       torch.float32))
+    monkeypatch.setattr(estep, "SHIFTED_REFS_BUDGET", 0)
+    by_particles = score_best_poses(X, ctf, inv, refs, shifts, band)
+    for a, b in ((by_refs, by_particles), (by_refs, given)):
+        torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-4)
+        assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])

@@ -7,8 +7,11 @@ constant per particle, is (sums over the half-plane band, each point standing fo
     P_s(k) = X(k) CTF(k) / sigma2(k) * exp(+2 pi i k.t_s / D)       (the particle moved back by t_s),
 
 with A_cr(k) = A_c(R_psi_r k), the class average rotated once per iteration (see
-``references.py``). The cross term is one real GEMM [n*S, 2F] x [2F, K*R]; the norm term one GEMM
-[n, F] x [F, K*R]. Frequencies excluded from alignment (below 1/min_res) carry 1/sigma2 = 0.
+``references.py``). Since conj(P_s) A_cr = conj(X CTF / sigma2) (A_cr moved by +t_s), the cross
+term is one real GEMM [n, 2F] x [2F, K*R*S] against the references moved by every shift (built
+once per model, ``shifted_reference_matrix``), or [n*S, 2F] x [2F, K*R] with the particles moved
+when that matrix would be too large; the norm term is one GEMM [n, F] x [F, K*R]. Frequencies
+excluded from alignment (below 1/min_res) carry 1/sigma2 = 0.
 """
 
 from __future__ import annotations
