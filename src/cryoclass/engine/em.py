@@ -76,8 +76,8 @@ class Scored:
     """A batch scored against the current classes (``Engine.score``), for ``Engine.conclude``.
 
     band: the alignment band (F points); poses: the pose grid; refs: the rotated class averages
-    ((K, R, F) complex ``refs.values``); X: (n, F) complex particle coefficients; ctf: (n, F); best: (n, K) best score
-    per class; rot, shf: (n, K) long indices of that pose in the grid.
+    ((K, R, F) complex ``refs.values``); X: (n, F) complex particle coefficients; ctf: (n, F);
+    best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid.
     """
 
     band: Band
@@ -244,7 +244,8 @@ class Engine:
         else:
             best, rot, shf = score_coarse_to_fine(
                 X, ctf, inv_sigma2, refs.values, poses.shifts, poses.shift_step, band,
-                coarse_dtype=self.coarse_dtype, coarse_matrix=self._coarse_matrix(refs, poses, band))
+                coarse_dtype=self.coarse_dtype,
+                coarse_matrix=self._coarse_matrix(refs, poses, band))
         return Scored(band, poses, refs, X, ctf, best, rot, shf)
 
     def _coarse_matrix(self, refs: RotatedReferences, poses: PoseGrid, band: Band
