@@ -13,13 +13,14 @@ real space. A class average is then the Wiener filter num / (den + sigma2 / (tau
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.physics.fourier import (Band, rotate_points, sample_at, sampling_grid, shell_sum,
-                                      shift_phase)
+from cryoclass.physics.fourier import (Band, PaddedSpectrum, rotate_points, sample_at,
+                                      sampling_grid, shell_sum, shift_phase)
 
 
 @dataclass
@@ -107,12 +108,10 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
     xs = torch.arange(int(ix.max()) + 1 if sel.numel() else 1, device=qx.device, dtype=qx.dtype)
     ys = torch.arange(iy_off, (int(iy.max()) + 1) if sel.numel() else 1, device=qx.device,
                       dtype=qx.dtype)
-    for a in range(0, pairs.row.numel(), chunk):  # chunks bound memory; work inside is batched
-        part = slice(a, min(pairs.row.numel(), a + chunk))
+    for part, x in _sampled_chunks(padded, pairs.row, read_at, read_sign, which_angle, batch.n,
+                                   chunk):                                        # X(R^-1 q)
         row, cls, w = pairs.row[part], pairs.cls[part], pairs.weight[part]
         psi, tx, ty = pairs.psi_deg[part], pairs.tx[part], pairs.ty[part]
-        j = which_angle[part]
-        x = sample_at(padded, row, read_at[j], read_sign[j])                     # X(R^-1 q)
         c, s = torch.cos(torch.deg2rad(psi)), torch.sin(torch.deg2rad(psi))
         u, v = c * tx - s * ty, s * tx + c * ty                                  # R_psi t
         ph_x = torch.polar(torch.ones(row.numel(), xs.numel(), device=qx.device),
@@ -130,17 +129,67 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
     out.den.view(2 * k, -1)[:, sel] += den_buf
 
 
+#: When the pairs fill at least this fraction of a (particles x most pairs per particle) layout,
+#: they are sampled in that layout, straight from the particles' transforms; otherwise each pair
+#: samples a gathered copy of its particle's transform window (which costs more than sampling).
+DENSE_PAIR_FILL = 0.6
+
+
+def _sampled_chunks(padded: PaddedSpectrum, row: torch.Tensor, grid: torch.Tensor,
+                    sgn: torch.Tensor, angle: torch.Tensor, n: int, chunk: int
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs in chunks of about ``chunk``, each (positions into the pairs, (m, F) complex samples
+    of their particles' transforms at their points), i.e. sample_at by parts.
+
+    row: (M,) particle of each pair; angle: (M,) its angle's row in grid (A, 1, F, 2) and
+    sgn (A, F), made by sampling_grid once per angle."""
+    m = row.numel()
+    if m == 0:
+        return
+    order = torch.argsort(row, stable=True)
+    counts = torch.bincount(row, minlength=n)
+    per = int(counts.max())
+    if m < DENSE_PAIR_FILL * n * per:
+        for a in range(0, m, chunk):
+            part = order[a:a + chunk]
+            j = angle[part]
+            yield part, sample_at(padded, row[part], grid[j], sgn[j])
+        return
+    srow = row[order]
+    rank = torch.arange(m, device=row.device) - (torch.cumsum(counts, 0) - counts)[srow]
+    step = max(1, chunk // per)
+    bounds = torch.searchsorted(srow, torch.arange(0, n + step, step, device=row.device)).tolist()
+    for r0, a, b in zip(range(0, n, step), bounds[:-1], bounds[1:]):
+        if a == b:
+            continue
+        part = order[a:b]
+        r1 = min(n, r0 + step)
+        layout = grid.new_full((r1 - r0, per, grid.shape[2], 2), -1.0)  # unused: a dummy point
+        layout[srow[a:b] - r0, rank[a:b]] = grid[angle[part], 0]
+        vals = torch.nn.functional.grid_sample(padded.data[r0:r1], layout, mode="bilinear",
+                                               padding_mode="border", align_corners=True)
+        vals = vals[srow[a:b] - r0, :, rank[a:b]]                                 # (m, 2, F)
+        yield part, torch.complex(vals[:, 0], vals[:, 1] * sgn[angle[part]])
+
+
 def accumulate_noise(X: torch.Tensor, ctf: torch.Tensor, refs: torch.Tensor, shifts: torch.Tensor,
-                     band: Band, pairs: Assignments, n_shells: int, out: Statistics) -> None:
+                     band: Band, pairs: Assignments, n_shells: int, out: Statistics,
+                     chunk: int = 512) -> None:
     """Add weighted residual power |X - CTF S_t A_c(R k)|^2 per shell of the particle grid.
 
     X, ctf: (n, F); refs: (K, R, F) complex; shifts: (S, 2) pixels.
     """
-    model = refs[pairs.cls, pairs.rot]                                             # (m, F)
+    k, r, f = refs.shape
+    flat_refs = refs.reshape(k * r, f)
     table = shift_phase(band.kx[None], band.ky[None], shifts[:, :1], shifts[:, 1:], band.box)
-    res = X[pairs.row] - ctf[pairs.row] * table[pairs.shift] * model
-    power = (res.real**2 + res.imag**2) * pairs.weight[:, None]
-    out.noise_power += shell_sum(power.sum(0, keepdim=True), band.shell, n_shells)[0]
+    ref_index = pairs.cls * r + pairs.rot
+    power = torch.zeros(f, dtype=X.real.dtype, device=X.device)
+    for a in range(0, pairs.row.numel(), chunk):  # chunks keep the residuals in cache
+        b = a + chunk
+        row = pairs.row[a:b]
+        res = X[row] - flat_refs[ref_index[a:b]].mul_(table[pairs.shift[a:b]]).mul_(ctf[row])
+        power += pairs.weight[a:b] @ (res.real**2 + res.imag**2)
+    out.noise_power += shell_sum(power[None], band.shell, n_shells)[0]
     counts = pairs.weight.sum() * torch.ones_like(band.kx)
     out.noise_count += shell_sum(counts[None], band.shell, n_shells)[0]
 
