@@ -156,3 +156,33 @@ def test_shifting_the_references_or_the_particles_gives_the_same_scores(monkeypa
     for a, b in ((by_refs, by_particles), (by_refs, given)):
         torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-4)
         assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_mstep_pair_layouts_give_the_same_statistics(monkeypatch):
+    # Pairs are sampled either from gathered copies of their particles' transforms or in a
+    # (particles x pairs) layout straight from them; both must add the same statistics.
+    import cryoclass.engine.mstep as mstep
+
+    src, truth = make_set(40, ctf=True, noise_sd=0.3, seed=4)
+    eng = _engine()
+    batch = load_batch(eng, src, np.arange(len(src)))
+    g = torch.Generator().manual_seed(1)
+    m = 150  # 0 to 8 pairs per particle
+    row = torch.randint(0, len(src), (m,), generator=g)
+    pairs = Assignments(row=row, cls=torch.randint(0, 3, (m,), generator=g),
+                        psi_deg=psi_grid(6.0)[torch.randint(0, 60, (m,), generator=g)],
+                        tx=torch.randint(-3, 4, (m,), generator=g).float(),
+                        ty=torch.randint(-3, 4, (m,), generator=g).float(),
+                        weight=torch.rand(m, generator=g), rot=torch.zeros(m, dtype=torch.long),
+                        shift=torch.zeros(m, dtype=torch.long))
+    gmask = eng.grid_mask(eng.r_max)
+    stats = []
+    for fill in (0.0, 2.0):  # always the layout, never the layout
+        monkeypatch.setattr(mstep, "DENSE_PAIR_FILL", fill)
+        st = Statistics.zeros(3, eng.grid.size, eng.n_shells, eng.device)
+        accumulate(batch, pairs, eng.half_of(batch.index), eng.grid, gmask, 3, st, chunk=64)
+        stats.append(st)
+    torch.testing.assert_close(stats[0].num, stats[1].num, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats[0].den, stats[1].den, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats[0].weight, stats[1].weight)
+    assert stats[0].num.abs().sum() > 0
