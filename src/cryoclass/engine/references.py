@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cryoclass.physics.fourier import Band, padded_fft, rotate_points, sample_bilinear
+from cryoclass.physics.fourier import Band, padded_fft, rotate_points, sampling_grid
 
 
 def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Tensor
@@ -20,10 +20,12 @@ def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Te
     k = class_images.shape[0]
     r = psi_deg.numel()
     ft = padded_fft(class_images, radius=float(torch.sqrt(band.kx**2 + band.ky**2).max()))
-    rx, ry = rotate_points(band.kx, band.ky, psi_deg)                              # (R, F)
-    which = torch.arange(k, device=class_images.device).repeat_interleave(r)
-    vals = sample_bilinear(ft, which, rx.repeat(k, 1), ry.repeat(k, 1))
-    return vals.view(k, r, band.size)
+    grid, sgn = sampling_grid(ft, *rotate_points(band.kx, band.ky, psi_deg))       # (R, 1, F, 2)
+    # every class is read at the same R x F points: one grid_sample over the K transforms
+    layout = grid[:, 0].unsqueeze(0).expand(k, r, band.size, 2)
+    vals = torch.nn.functional.grid_sample(ft.data, layout, mode="bilinear",
+                                           padding_mode="border", align_corners=True)
+    return torch.complex(vals[:, 0], vals[:, 1] * sgn[None])                       # (K, R, F)
 
 
 @dataclass(eq=False)
