@@ -62,6 +62,15 @@ class ParticleBatch:
     def box(self) -> int:
         return int(self.images.shape[-1])
 
+    def rows(self, pos: slice | torch.Tensor) -> "ParticleBatch":
+        """The particles at positions ``pos`` (a slice or (m,) long) as a batch of their own
+        (the same values as preparing only them)."""
+        return ParticleBatch(index=self.index[pos], images=self.images[pos],
+                             ctf_params={k: v[pos] for k, v in self.ctf_params.items()},
+                             pixel_size_A=self.pixel_size_A, skip_ctf=self.skip_ctf,
+                             align_images=None if self.align_images is None
+                             else self.align_images[pos], fourier=self.fourier)
+
     def _derived(self, name: str, key: object,
                  compute: Callable[[torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
         """compute(pos) -> values at positions pos of the batch (all for None), through the

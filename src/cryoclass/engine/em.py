@@ -414,9 +414,11 @@ class Engine:
             if members.size < 4:
                 break
             pick = self.rng.choice(members, size=members.size // 2, replace=False)
-            rows = torch.as_tensor(pick, device=self.device)
-            m = rows.numel()
-            pairs = Assignments(row=rows, cls=torch.full((m,), e, device=self.device),
+            # only the picked particles' transforms are needed, not the whole batch's
+            sub = batch.rows(torch.as_tensor(pick, device=self.device))
+            m = sub.n
+            pairs = Assignments(row=torch.arange(m, device=self.device),
+                                cls=torch.full((m,), e, device=self.device),
                                 psi_deg=torch.as_tensor(result.psi_deg[pick], device=self.device),
                                 tx=torch.as_tensor(result.tx[pick], device=self.device),
                                 ty=torch.as_tensor(result.ty[pick], device=self.device),
@@ -424,7 +426,7 @@ class Engine:
                                 rot=torch.zeros(m, dtype=torch.long, device=self.device),
                                 shift=torch.zeros(m, dtype=torch.long, device=self.device))
             tmp = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-            accumulate(batch, pairs, self.half_of(batch.index), self.grid,
+            accumulate(sub, pairs, self.half_of(sub.index), self.grid,
                        self.grid_mask(st.r_work), k, tmp)
             scale = float(w[largest]) / 2.0 / max(float(tmp.weight[:, e].sum()), 1e-6)
             st.stats.num[:, e] = tmp.num[:, e] * scale

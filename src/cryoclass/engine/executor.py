@@ -125,11 +125,7 @@ def full_pass_shards(n: int, chunk: int, chunks_per_shard: int) -> list[np.ndarr
 def batch_rows(batch: ParticleBatch, rows: slice) -> ParticleBatch:
     """Particles ``rows`` (a slice of positions) of a prepared batch, as a batch of their own
     (the same values as preparing only them)."""
-    return ParticleBatch(index=batch.index[rows], images=batch.images[rows],
-                         ctf_params={k: v[rows] for k, v in batch.ctf_params.items()},
-                         pixel_size_A=batch.pixel_size_A, skip_ctf=batch.skip_ctf,
-                         align_images=None if batch.align_images is None
-                         else batch.align_images[rows], fourier=batch.fourier)
+    return batch.rows(rows)
 
 
 def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: float

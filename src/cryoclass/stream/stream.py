@@ -282,8 +282,8 @@ class Stream:
                     cand, imgs = cand[:0], imgs[:0]
                 flat = imgs.reshape(cand.size, -1)
                 finite = np.isfinite(flat).all(1)
-                const = np.zeros(cand.size, dtype=bool)
-                const[finite] = flat[finite].max(1) == flat[finite].min(1)
+                with np.errstate(invalid="ignore"):  # rows with NaN compare False; no copies
+                    const = finite & (flat.max(1) == flat.min(1))
                 for j in np.flatnonzero(~finite | const):
                     i = cand[j]
                     ok[i], reasons[i] = False, ("image has NaN/Inf pixels" if not finite[j]
