@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -36,27 +38,40 @@ def parse_image_names(
     A trailing format hint (``stack.mrc:mrcs``) is dropped. An unparsable name raises
     :class:`InputError`, or with ``problems`` is flagged there (path ``""``, index -1).
     """
-    s = names.astype(str).str.strip()
-    has_at = s.str.contains("@", regex=False)
-    parts = s.str.split("@", n=1, expand=True) if len(s) else pd.DataFrame({0: s, 1: s})
-    if parts.shape[1] == 1:
-        parts[1] = s
-    idx_text = parts[0].where(has_at, "1")
-    paths = parts[1].where(has_at, s).fillna("")
-    for hint in _FORMAT_HINTS:
-        paths = paths.where(~paths.str.endswith(hint), paths.str.slice(0, -len(hint)))
-    idx = pd.to_numeric(idx_text, errors="coerce")
-    bad = (idx.isna() | (idx < 1) | (idx != np.floor(idx)) | (paths.str.len() == 0) | names.isna()).to_numpy()
+    # A plain loop: for the 50-row STAR files a stream reads, pandas string methods cost
+    # ~50 times more (per-call overhead), and for 100,000 rows they are no faster.
+    values = names.to_numpy(dtype=object)
+    n = len(values)
+    paths = np.full(n, "", dtype=object)
+    idx = np.zeros(n, dtype=np.int64)
+    bad = np.zeros(n, dtype=bool)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+            bad[i] = True
+            continue
+        text = str(v).strip()
+        num, at, path = text.partition("@")
+        if not at:
+            num, path = "1", text
+        for hint in _FORMAT_HINTS:
+            if path.endswith(hint):
+                path = path[: -len(hint)]
+        try:
+            k = float(num)
+        except ValueError:
+            k = math.nan
+        if not path or not math.isfinite(k) or k < 1 or k != math.floor(k):
+            bad[i] = True
+            continue
+        paths[i], idx[i] = path, int(k)
     if bad.any():
-        problems = problems or RowProblems(file, len(s))
+        problems = problems or RowProblems(file, n)
         problems.flag(
             bad,
             lambda row: f"cannot parse rlnImageName {show_value(names.iloc[row])}: "
             "expected 'index@stack' with a 1-based index",
         )
-        paths = paths.where(~bad, "")
-        idx = idx.where(~bad, 0)
-    return paths.to_numpy(dtype=object), idx.to_numpy(dtype=np.int64) - 1
+    return paths, idx - 1
 
 
 def candidate_paths(raw: str, bases: list[Path]) -> list[Path]:
