@@ -19,7 +19,7 @@ from cryoclass.distributed.shards import SHARD_COLUMNS, ShardSource, make_shard
 from cryoclass.distributed.estep import _tensor_bytes
 from cryoclass.distributed.tasks import Geometry, broadcast_state, load_shard, pack
 from cryoclass.engine.em import Engine
-from cryoclass.engine.executor import (LocalEStep, ShardPlan, batch_rows, full_pass_shards,
+from cryoclass.engine.executor import (LocalEStep, ShardPlan, full_pass_shards,
                                        minibatch_shards)
 from cryoclass.engine.mstep import Statistics
 from cryoclass.engine.schedule import load_batch
@@ -104,7 +104,7 @@ def test_rows_of_a_prepared_batch_are_those_rows_prepared(particles, config, min
     whole = load_batch(engine, particles, idx)
     engine.initialise(whole)
     for part in minibatch_shards(idx.size, 36):
-        mine = batch_rows(whole, part)
+        mine = whole.rows(part)
         alone = load_shard(engine, make_shard(0, idx[part], particles.table),
                            Geometry(particles.box, particles.pixel_size_A))
         assert torch.equal(mine.index, alone.index) and torch.equal(mine.images, alone.images)

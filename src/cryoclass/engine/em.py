@@ -24,8 +24,8 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
 from cryoclass.engine.device import gemm_dtype
-from cryoclass.engine.estep import (SHIFTED_REFS_BUDGET, class_posterior, coarse_shift_indices,
-                                    score_best_poses, score_coarse_to_fine, score_spread,
+from cryoclass.engine.estep import (class_posterior, coarse_shift_indices, score_best_poses,
+                                    score_coarse_to_fine, score_spread, shifted_matrix_fits,
                                     shifted_reference_matrix)
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
@@ -254,8 +254,7 @@ class Engine:
         would exceed SHIFTED_REFS_BUDGET (the search then shifts the particles instead)."""
         k, r, f = refs.values.shape
         coarse_s = coarse_shift_indices(poses.shifts, poses.shift_step)
-        size = k * (r // 2) * coarse_s.numel() * 2 * f
-        if size * torch.empty(0, dtype=self.coarse_dtype).element_size() > SHIFTED_REFS_BUDGET:
+        if not shifted_matrix_fits(k * (r // 2) * coarse_s.numel(), f, self.coarse_dtype):
             return None
         return refs.memo(("coarse", self.coarse_dtype), lambda: shifted_reference_matrix(
             refs.values[:, ::2], poses.shifts[coarse_s], band, self.coarse_dtype))

@@ -44,6 +44,13 @@ class EStepResult:
 SHIFTED_REFS_BUDGET = 512 << 20
 
 
+def shifted_matrix_fits(n_rows: int, n_points: int, dtype: torch.dtype) -> bool:
+    """Whether a shifted-reference matrix of n_rows (K*R*S) rows over n_points (F) band points
+    fits SHIFTED_REFS_BUDGET."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return n_rows * 2 * n_points * itemsize <= SHIFTED_REFS_BUDGET
+
+
 def shifted_reference_matrix(refs: torch.Tensor, shifts: torch.Tensor, band: Band,
                              dtype: torch.dtype) -> torch.Tensor:
     """Rotated class averages moved by every shift, as the real matrix of the cross-term GEMM.
@@ -86,8 +93,7 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
     ref_pow = (ref_flat.real**2 + ref_flat.imag**2)                                 # (KR, F)
     weighted = X * (ctf * inv_sigma2)                                               # (n, F)
     norm_all = (ctf**2 * inv_sigma2) @ ref_pow.T                                    # (n, KR)
-    itemsize = torch.empty(0, dtype=gemm_dtype).element_size()
-    if ref_matrix is None and k * r * s * 2 * f * itemsize <= SHIFTED_REFS_BUDGET:
+    if ref_matrix is None and shifted_matrix_fits(k * r * s, f, gemm_dtype):
         ref_matrix = shifted_reference_matrix(refs, shifts, band, gemm_dtype)
     if ref_matrix is not None:
         # Shifts on the references' side: one GEMM [n, 2F] x [2F, K*R*S] per chunk, and no

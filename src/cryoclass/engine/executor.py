@@ -122,12 +122,6 @@ def full_pass_shards(n: int, chunk: int, chunks_per_shard: int) -> list[np.ndarr
     return [np.arange(a, min(n, a + per)) for a in range(0, n, per)]
 
 
-def batch_rows(batch: ParticleBatch, rows: slice) -> ParticleBatch:
-    """Particles ``rows`` (a slice of positions) of a prepared batch, as a batch of their own
-    (the same values as preparing only them)."""
-    return batch.rows(rows)
-
-
 def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: float
                         ) -> tuple[list[ParticleResult], Statistics, float]:
     """The minibatch E-step of the plan (module docstring) on its prepared shards: per-shard
@@ -193,7 +187,7 @@ class LocalEStep:
         if batch is None:
             batch = load_batch(engine, source, idx)
         t1 = time.perf_counter()
-        shards = [batch_rows(batch, s) for s in self.plan.minibatch(engine, batch.n)]
+        shards = [batch.rows(s) for s in self.plan.minibatch(engine, batch.n)]
         parts, stats, temp = sharded_expectation(engine, shards, factor)
         return EStepOutput(batch, concat_results(parts), stats, temp,
                            {"read": t1 - t0, "estep": time.perf_counter() - t1})

@@ -114,10 +114,8 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
         psi, tx, ty = pairs.psi_deg[part], pairs.tx[part], pairs.ty[part]
         c, s = torch.cos(torch.deg2rad(psi)), torch.sin(torch.deg2rad(psi))
         u, v = c * tx - s * ty, s * tx + c * ty                                  # R_psi t
-        ph_x = torch.polar(torch.ones(row.numel(), xs.numel(), device=qx.device),
-                           (2.0 * torch.pi / batch.box) * u[:, None] * xs[None])
-        ph_y = torch.polar(torch.ones(row.numel(), ys.numel(), device=qx.device),
-                           (2.0 * torch.pi / batch.box) * v[:, None] * ys[None])
+        ph_x = shift_phase(xs[None], 0.0, -u[:, None], 0.0, batch.box)             # (m, Wx)
+        ph_y = shift_phase(0.0, ys[None], 0.0, -v[:, None], batch.box)             # (m, Wy)
         unshift = ph_x[:, ix] * ph_y[:, iy - iy_off]
         ctf = batch.ctf(qx, qy, rows=row, extra_angle_deg=psi)                    # CTF(R^-1 q)
         slot = half[row] * k + cls
