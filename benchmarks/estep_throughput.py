@@ -56,6 +56,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.device):
+    """n white-noise images of `box` px with random defoci, prepared for `eng` on `dev`."""
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((n, box, box)).astype(np.float32)
+    table = pd.DataFrame({"rlnDefocusU": rng.uniform(8e3, 3e4, n), "rlnDefocusV": 1.5e4,
+                          "rlnDefocusAngle": 10.0, "rlnVoltage": 300.0,
+                          "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1})
+    return prepare_batch(np.arange(n), images, table, apix, eng.mask, eng.mask_radius_px,
+                         False, False, dev)
+
+
+def estep_rate(box: int, apix: float, classes: int, res: float, n: int, dev: torch.device,
+               exhaustive: bool = False) -> tuple[float, Engine, object]:
+    """Particles/s of one full E-step (scores + M-step statistics) at the working resolution
+    `res` (A) for n particles of `box` px and `classes` classes; also returns the engine and
+    the prepared batch."""
+    cfg = Config(n_classes=classes, max_res_A=res, exhaustive_search=exhaustive)
+    eng = Engine(cfg, box, apix, dev)
+    batch = synthetic_batch(eng, n, box, apix, dev)
+    eng.initialise(batch)
+    eng.state.r_work = eng.r_max
+    eng.expectation(batch, 0.0)  # warm-up
+    dt = best_time(lambda: (eng.expectation(batch, 0.0), sync(dev)))
+    return n / dt, eng, batch
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--box", type=int, default=96)
@@ -65,24 +91,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args()
     dev = pick_device("auto")
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((args.n, args.box, args.box)).astype(np.float32)
-    table = pd.DataFrame({"rlnDefocusU": rng.uniform(8e3, 3e4, args.n), "rlnDefocusV": 1.5e4,
-                          "rlnDefocusAngle": 10.0, "rlnVoltage": 300.0,
-                          "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1})
     out = {"device": str(dev), "box": args.box, "K": args.classes, "res_A": args.res,
            "n": args.n, "sgemm_peak_gflops": round(sgemm_peak(dev), 1)}
     for exhaustive in (False, True):
-        cfg = Config(n_classes=args.classes, max_res_A=args.res, exhaustive_search=exhaustive)
-        eng = Engine(cfg, args.box, args.apix, dev)
-        batch = prepare_batch(np.arange(args.n), images, table, args.apix, eng.mask,
-                              eng.mask_radius_px, False, False, dev)
-        eng.initialise(batch)
-        eng.state.r_work = eng.r_max
-        eng.expectation(batch, 0.0)  # warm-up
-        dt = best_time(lambda: (eng.expectation(batch, 0.0), sync(dev)))
+        rate, eng, batch = estep_rate(args.box, args.apix, args.classes, args.res, args.n, dev,
+                                      exhaustive)
         out["exhaustive" if exhaustive else "coarse_to_fine"] = {"particles_per_s":
-                                                                 round(args.n / dt, 1)}
+                                                                 round(rate, 1)}
     # the hot kernel alone: exhaustive score GEMMs
     band, inv = eng.alignment_band()
     poses = eng.pose_grid()
