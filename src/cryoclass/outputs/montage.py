@@ -18,7 +18,10 @@ from matplotlib.figure import Figure
 
 from cryoclass.io import atomic_write
 
-__all__ = ["save_montage", "normalise_tile"]
+__all__ = ["save_montage", "montage_figure", "normalise_tile"]
+
+CAPTION_FONTSIZE = 7
+CAPTION_LINE_INCHES = 0.13   # one line of 7-point text with matplotlib's default line spacing
 
 
 def normalise_tile(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
@@ -33,22 +36,13 @@ def normalise_tile(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -
     return np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
 
 
-def save_montage(images: np.ndarray, path: str | PathLike[str], labels: Sequence[str] | None = None,
-                 ncols: int | None = None, title: str | None = None, tile_inches: float = 1.3,
-                 dpi: int = 100) -> Path:
-    """Write a grid of images as a PNG.
+def montage_figure(images: np.ndarray, labels: Sequence[str] | None = None,
+                   ncols: int | None = None, title: str | None = None, tile_inches: float = 1.3,
+                   dpi: int = 100) -> Figure:
+    """A matplotlib Figure with the images in a grid; arguments as save_montage.
 
-    Args:
-        images: (n, H, W) array (a single (H, W) image is accepted), any real dtype.
-        path: output PNG path (written atomically: temp file, then rename).
-        labels: optional n captions, drawn under each tile.
-        ncols: tiles per row (default: about sqrt(n), at most 10 unless more are asked for).
-        title: optional title over the grid.
-        tile_inches: size of one tile in inches.
-        dpi: resolution of the PNG.
-
-    Returns:
-        The path written.
+    Each caption gets as many text lines of room as the longest label has, so multi-line
+    captions (count and resolution) of the last row stay inside the picture.
     """
     imgs = np.asarray(images)
     if imgs.ndim == 2:
@@ -60,11 +54,12 @@ def save_montage(images: np.ndarray, path: str | PathLike[str], labels: Sequence
         raise ValueError(f"{len(labels)} labels for {n} images")
     cols = int(ncols) if ncols else min(n, max(1, min(10, math.ceil(math.sqrt(n)))))
     rows = math.ceil(n / cols)
-    cap = 0.22 if labels is not None else 0.0
+    lines = max((str(lab).count("\n") + 1 for lab in labels), default=1) if labels else 0
+    cap = 0.08 + CAPTION_LINE_INCHES * lines if labels is not None else 0.0
     head = 0.35 if title else 0.0
-    fig = Figure(figsize=(cols * tile_inches, rows * (tile_inches + cap) + head), dpi=dpi)
-    FigureCanvasAgg(fig)
     height = rows * (tile_inches + cap) + head
+    fig = Figure(figsize=(cols * tile_inches, height), dpi=dpi)
+    FigureCanvasAgg(fig)
     for i in range(n):
         r, c = divmod(i, cols)
         left = c / cols
@@ -75,10 +70,31 @@ def save_montage(images: np.ndarray, path: str | PathLike[str], labels: Sequence
         ax.set_axis_off()
         if labels is not None:
             ax.text(0.5, -0.03, str(labels[i]), transform=ax.transAxes, ha="center", va="top",
-                    fontsize=7)
+                    fontsize=CAPTION_FONTSIZE)
     if title:
         fig.text(0.5, 1.0 - 0.5 * head / height, title, ha="center", va="center", fontsize=10)
+    return fig
+
+
+def save_montage(images: np.ndarray, path: str | PathLike[str], labels: Sequence[str] | None = None,
+                 ncols: int | None = None, title: str | None = None, tile_inches: float = 1.3,
+                 dpi: int = 100) -> Path:
+    """Write a grid of images as a PNG.
+
+    Args:
+        images: (n, H, W) array (a single (H, W) image is accepted), any real dtype.
+        path: output PNG path (written atomically: temp file, then rename).
+        labels: optional n captions, drawn under each tile (may hold several lines).
+        ncols: tiles per row (default: about sqrt(n), at most 10 unless more are asked for).
+        title: optional title over the grid.
+        tile_inches: size of one tile in inches.
+        dpi: resolution of the PNG.
+
+    Returns:
+        The path written.
+    """
+    fig = montage_figure(images, labels, ncols, title, tile_inches, dpi)
     out = Path(path)
     with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=dpi, facecolor="white")
+        fig.savefig(fh, format="png", dpi=fig.dpi, facecolor="white")
     return out
