@@ -15,8 +15,8 @@ DATA is a set made by ../shared/bench/simulate.py (see its README). The script
 25 iterations is extrapolated as (time of the n done) + (25 - n) x (its last iteration's time)
 (on trpv1_micelle, n = 5 gives 2,232 s for the 2,239 s of a full run; n < 5 overestimates),
 and its quality is that of iteration n, not of a finished run; the output says so. `--subset N`
-runs both programs on the same N particles (chosen with a fixed seed). RELION needs `apt-get install
-relion`. Both programs run from DATA, so the STAR's relative image paths resolve; their outputs go to
+runs both programs on the same N particles (chosen with a fixed seed). RELION needs Debian's `relion`
+(`make relion` installs it). Both programs run from DATA, so the STAR's relative image paths resolve; their outputs go to
 DATA/side_by_side/.
 """
 
@@ -98,7 +98,7 @@ def run_relion(data: Path, star: Path, work: Path, args: argparse.Namespace) -> 
     """RELION 3.1 Class2D as its GUI writes it (../shared/bench/README.md); returns its Run."""
     exe = shutil.which("relion_refine")
     if exe is None:
-        sys.exit("relion_refine not found: apt-get install relion")
+        sys.exit("relion_refine not found: run `make relion` (Debian's relion 3.1)")
     out_dir = work / "relion"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
