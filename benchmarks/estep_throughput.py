@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.batch import prepare_batch
+from cryoclass.engine.batch import ParticleBatch, prepare_batch
 from cryoclass.engine.device import pick_device
 from cryoclass.engine.em import Engine
 from cryoclass.engine.estep import score_best_poses
@@ -56,7 +56,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.device):
+def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.device
+                    ) -> ParticleBatch:
     """n white-noise images of `box` px with random defoci, prepared for `eng` on `dev`."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((n, box, box)).astype(np.float32)
@@ -68,7 +69,7 @@ def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.devic
 
 
 def estep_rate(box: int, apix: float, classes: int, res: float, n: int, dev: torch.device,
-               exhaustive: bool = False) -> tuple[float, Engine, object]:
+               exhaustive: bool = False) -> tuple[float, Engine, ParticleBatch]:
     """Particles/s of one full E-step (scores + M-step statistics) at the working resolution
     `res` (A) for n particles of `box` px and `classes` classes; also returns the engine and
     the prepared batch."""

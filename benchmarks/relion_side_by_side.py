@@ -15,9 +15,9 @@ DATA is a set made by ../shared/bench/simulate.py (see its README). The script
 25 iterations is extrapolated as (time of the n done) + (25 - n) x (its last iteration's time)
 (on trpv1_micelle, n = 5 gives 2,232 s for the 2,239 s of a full run; n < 5 overestimates),
 and its quality is that of iteration n, not of a finished run; the output says so. `--subset N`
-runs both programs on the same N particles (chosen with a fixed seed). RELION needs Debian's `relion`
-(`make relion` installs it). Both programs run from DATA, so the STAR's relative image paths resolve; their outputs go to
-DATA/side_by_side/.
+runs both programs on the same N particles (chosen with a fixed seed). RELION needs
+Debian's `relion` (`make relion` installs it). Both programs run from DATA, so the STAR's
+relative image paths resolve; their outputs go to DATA/side_by_side/.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import starfile
+import torch
 
-HERE = Path(__file__).resolve().parent
-BENCH = HERE.parents[0].parent / "shared" / "bench"
-JUDGE_KEYS = ["views_recovered_bp", "ari", "ami", "psi_R", "shift_frac_2px_all"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from estep_throughput import sgemm_peak  # noqa: E402  (sibling scripts)
+from trpv1_judge import JUDGE_KEYS, judge  # noqa: E402
+
 FULL_ITERATIONS = 25
 
 
@@ -65,15 +67,6 @@ def run_measured(cmd: list[str], cwd: Path, log: Path, threads: int) -> tuple[fl
     if proc.returncode != 0:
         sys.exit(f"{cmd[0]} failed (exit {proc.returncode}); see {log}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
-def judge(data: Path, particles: Path, classes: Path) -> dict:
-    """The outside judge's summary line (../shared/bench/evaluate.py) for one program's output."""
-    ev = subprocess.run([sys.executable, str(BENCH / "evaluate.py"), "--truth", str(data),
-                         "--particles", str(particles), "--classes", str(classes)],
-                        check=True, capture_output=True, text=True)
-    summary = json.loads(ev.stdout.strip().splitlines()[0])
-    return {k: summary[k] for k in JUDGE_KEYS}
 
 
 def write_subset(star: Path, n: int, out: Path, seed: int = 0) -> Path:
@@ -165,9 +158,6 @@ def main() -> None:
         star = write_subset(star, args.subset, work / f"subset_{args.subset}.star")
     n = len(starfile.read(star, always_dict=True)["particles"])
 
-    sys.path.insert(0, str(HERE))
-    from estep_throughput import sgemm_peak  # noqa: E402  (a sibling script)
-    import torch
     torch.set_num_threads(args.threads)
     peak_before = sgemm_peak(torch.device("cpu"))
 

@@ -20,6 +20,17 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
+JUDGE_KEYS = ["views_recovered_bp", "ari", "ami", "psi_R", "shift_frac_2px_all"]
+
+
+def judge(data: Path, particles: Path, classes: Path) -> dict:
+    """The outside judge's summary (../shared/bench/evaluate.py), JUDGE_KEYS only, for one
+    program's particles STAR and class-average stack on the set in `data`."""
+    ev = subprocess.run([sys.executable, str(BENCH / "evaluate.py"), "--truth", str(data),
+                         "--particles", str(particles), "--classes", str(classes)],
+                        check=True, capture_output=True, text=True)
+    summary = json.loads(ev.stdout.strip().splitlines()[0])
+    return {k: summary[k] for k in JUDGE_KEYS}
 
 
 def main() -> None:
@@ -36,14 +47,9 @@ def main() -> None:
            "--max-res-A", str(args.max_res), *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    ev = subprocess.run([sys.executable, str(BENCH / "evaluate.py"), "--truth", str(args.data),
-                         "--particles", str(out / "particles.star"), "--classes",
-                         str(out / "classes.mrcs")], check=True, capture_output=True, text=True)
-    summary = json.loads(ev.stdout.strip().splitlines()[0])
-    keys = ["views_recovered_bp", "ari", "ami", "psi_R", "shift_frac_2px_all"]
+    scores = judge(args.data, out / "particles.star", out / "classes.mrcs")
     print(json.dumps({"data": str(args.data), "K": args.classes, "max_res_A": args.max_res,
-                      "options": " ".join(extra),
-                      "wall_s": round(wall, 1), **{k: summary[k] for k in keys}}))
+                      "options": " ".join(extra), "wall_s": round(wall, 1), **scores}))
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def montage_figure(images: np.ndarray, labels: Sequence[str] | None = None,
         raise ValueError(f"{len(labels)} labels for {n} images")
     cols = int(ncols) if ncols else min(n, max(1, min(10, math.ceil(math.sqrt(n)))))
     rows = math.ceil(n / cols)
-    lines = max((str(lab).count("\n") + 1 for lab in labels), default=1) if labels else 0
-    cap = 0.08 + CAPTION_LINE_INCHES * lines if labels is not None else 0.0
+    cap = 0.0
+    if labels is not None:  # room for the longest caption's lines
+        cap = 0.08 + CAPTION_LINE_INCHES * max(str(lab).count("\n") + 1 for lab in labels)
     head = 0.35 if title else 0.0
     height = rows * (tile_inches + cap) + head
     fig = Figure(figsize=(cols * tile_inches, height), dpi=dpi)
@@ -96,5 +97,5 @@ def save_montage(images: np.ndarray, path: str | PathLike[str], labels: Sequence
     fig = montage_figure(images, labels, ncols, title, tile_inches, dpi)
     out = Path(path)
     with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=fig.dpi, facecolor="white")
+        fig.savefig(fh, format="png", dpi=dpi, facecolor="white")
     return out
