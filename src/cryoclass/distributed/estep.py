@@ -120,7 +120,8 @@ class DaskEStep:
         model = tasks.broadcast_state(engine.state)
         self.traffic.esteps += 1
         self.traffic.model += _tensor_bytes(model.class_images, model.sigma2, model.stats.weight,
-                                            model.resolution_A, model.alignment_images)
+                                            model.resolution_A, model.alignment_images,
+                                            model.half_images)
         with warnings.catch_warnings():  # the model travels once per E-step, by design
             warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
             state = self.client.submit(tasks.identity, model, pure=False)

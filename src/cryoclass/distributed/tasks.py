@@ -77,10 +77,12 @@ def broadcast_state(state: ModelState) -> ModelState:
     slim = Statistics(num=torch.zeros(2, k, 0, dtype=st.num.dtype),
                       den=torch.zeros(2, k, 0, dtype=st.den.dtype),
                       weight=st.weight.detach().cpu().clone(),
-                      noise_power=torch.zeros(0), noise_count=torch.zeros(0))
-    align = state.alignment_images
+                      noise_power=torch.zeros(0), noise_count=torch.zeros(0),
+                      evidence=torch.zeros(0), evidence_sq=torch.zeros(0))
+    align, halves = state.alignment_images, state.half_images
     return replace(state, class_images=state.class_images.detach().cpu().clone(), stats=slim,
                    alignment_images=None if align is None else align.detach().cpu().clone(),
+                   half_images=None if halves is None else halves.detach().cpu().clone(),
                    sigma2=state.sigma2.detach().cpu().clone(),
                    resolution_A=state.resolution_A.detach().cpu().clone(), history=[])
 
@@ -91,7 +93,8 @@ class PackedStatistics:
     working band, a fraction of the Q points while the resolution is low), on the CPU.
 
     points: (P,) long indices into the Q points; num (2, K, P) complex; den (2, K, P);
-    weight (2, K); noise_power, noise_count (n_shells,); n_points: Q.
+    weight (2, K); noise_power, noise_count (n_shells,); evidence, evidence_sq (K, n_shells);
+    n_points: Q.
     """
 
     points: torch.Tensor
@@ -100,13 +103,15 @@ class PackedStatistics:
     weight: torch.Tensor
     noise_power: torch.Tensor
     noise_count: torch.Tensor
+    evidence: torch.Tensor
+    evidence_sq: torch.Tensor
     n_points: int
 
     @property
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in
                    (self.points, self.num, self.den, self.weight, self.noise_power,
-                    self.noise_count))
+                    self.noise_count, self.evidence, self.evidence_sq))
 
     def add_to(self, total: Statistics) -> None:
         """total += these statistics (exactly as adding the full-size ones: the points left
@@ -118,6 +123,8 @@ class PackedStatistics:
         total.weight += self.weight.to(dev)
         total.noise_power += self.noise_power.to(dev)
         total.noise_count += self.noise_count.to(dev)
+        total.evidence += self.evidence.to(dev)
+        total.evidence_sq += self.evidence_sq.to(dev)
 
 
 def pack(stats: Statistics) -> PackedStatistics:
@@ -126,7 +133,8 @@ def pack(stats: Statistics) -> PackedStatistics:
     pts = torch.nonzero(has).squeeze(1)
     return PackedStatistics(pts.cpu(), stats.num[:, :, pts].cpu(), stats.den[:, :, pts].cpu(),
                             stats.weight.cpu(), stats.noise_power.cpu(),
-                            stats.noise_count.cpu(), int(stats.num.shape[-1]))
+                            stats.noise_count.cpu(), stats.evidence.cpu(),
+                            stats.evidence_sq.cpu(), int(stats.num.shape[-1]))
 
 
 def identity(x: object) -> object:
@@ -151,9 +159,10 @@ def worker_engine(config: Config, geom: Geometry, state: ModelState) -> Engine:
     eng = copy.copy(_base_engine(config.model_dump_json(), geom.box, geom.pixel_size_A,
                                  str(device)))
     if device.type != "cpu":
-        align = state.alignment_images
+        align, halves = state.alignment_images, state.half_images
         state = replace(state, class_images=state.class_images.to(device),
                         alignment_images=None if align is None else align.to(device),
+                        half_images=None if halves is None else halves.to(device),
                         stats=statistics_to(state.stats, device),
                         sigma2=state.sigma2.to(device),
                         resolution_A=state.resolution_A.to(device))

@@ -24,9 +24,10 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
 from cryoclass.engine.device import gemm_dtype
-from cryoclass.engine.estep import (class_posterior, coarse_shift_indices, score_best_poses,
-                                    score_coarse_to_fine, score_spread, shifted_matrix_fits,
-                                    shifted_reference_matrix)
+from cryoclass.engine.estep import (PoseNeighbourhood, class_posterior, coarse_shift_indices,
+                                    neighbourhood_scores, score_best_poses, score_coarse_to_fine,
+                                    score_spread, shifted_matrix_fits, shifted_reference_matrix)
+from cryoclass.engine.evidence import best_cross_by_shell, significant_resolution
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
                                     noise_spectrum, wiener_averages)
@@ -46,6 +47,10 @@ UNCERTAINTY_SCALE = 0.25
 # class on 2 of 3 seeds in streaming, 1 of 3 in batch); 15 % kept all of them, with no change on
 # the bench's TRPV1 sets at K = 20.
 RESEED_FRACTION = 0.15
+# force_max off: a particle's weight is spread over the poses next to its best one in this many
+# of its best classes; poses below MIN_POSE_WEIGHT of the particle's best pose are dropped.
+MARGINAL_CLASSES = 4
+MIN_POSE_WEIGHT = 1e-2
 EMPTY_CLASS_RESOLUTION_A = 999.0
 MIN_BAND_RATIO = 2.5   # first working radius >= this x the min_res radius
 
@@ -71,13 +76,20 @@ class ParticleResult:
     posterior: np.ndarray
 
 
+def pairs_weight_table(pairs: Assignments, n: int, k: int) -> torch.Tensor:
+    """(n, K) summed pair weights of each particle and class."""
+    out = torch.zeros(n * k, device=pairs.weight.device)
+    return out.index_add_(0, pairs.row * k + pairs.cls, pairs.weight).view(n, k)
+
+
 @dataclass
 class Scored:
     """A batch scored against the current classes (``Engine.score``), for ``Engine.conclude``.
 
     band: the alignment band (F points); poses: the pose grid; refs: the rotated class averages
     ((K, R, F) complex ``refs.values``); X: (n, F) complex particle coefficients; ctf: (n, F);
-    best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid.
+    best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid;
+    nearby: with force_max off, the scores of the poses around the best ones (else None).
     """
 
     band: Band
@@ -88,6 +100,7 @@ class Scored:
     best: torch.Tensor
     rot: torch.Tensor
     shf: torch.Tensor
+    nearby: PoseNeighbourhood | None = None
 
 
 class Engine:
@@ -246,7 +259,12 @@ class Engine:
                 X, ctf, inv_sigma2, refs.values, poses.shifts, poses.shift_step, band,
                 coarse_dtype=self.coarse_dtype,
                 coarse_matrix=self._coarse_matrix(refs, poses, band))
-        return Scored(band, poses, refs, X, ctf, best, rot, shf)
+        nearby = None
+        if not self.cfg.force_max:
+            top = best.topk(min(MARGINAL_CLASSES, best.shape[1]), dim=1).indices
+            nearby = neighbourhood_scores(X, ctf, inv_sigma2, refs.values, poses.shifts,
+                                          poses.shift_step, band, top, rot, shf)
+        return Scored(band, poses, refs, X, ctf, best, rot, shf, nearby)
 
     def _coarse_matrix(self, refs: RotatedReferences, poses: PoseGrid, band: Band
                        ) -> torch.Tensor | None:
@@ -286,16 +304,24 @@ class Engine:
         band, poses, refs, X, ctf = scored.band, scored.poses, scored.refs, scored.X, scored.ctf
         best, rot, shf = scored.best, scored.rot, scored.shf
         log_prior = st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
-        post, _ = class_posterior(best, log_prior, temperature)
+        near = scored.nearby
+        class_score = best
+        if near is not None:  # marginalised over the poses kept, as RELION does
+            class_score = best.scatter(1, near.cls, temperature * torch.logsumexp(
+                near.score / temperature, dim=2))
+        post, _ = class_posterior(class_score, log_prior, temperature)
         if hard:
             post = torch.nn.functional.one_hot(post.argmax(1), k).float()
         pairs = self._pairs(post, rot, shf, poses)
+        if near is not None and not hard:
+            pairs = self._spread_over_poses(pairs, post, near, temperature, poses)
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
         accumulate(batch, pairs, self.half_of(batch.index), self.grid,
                    self.grid_mask(st.r_work), k, stats)
         if noise:
             accumulate_noise(X, ctf, refs.values, poses.shifts, band, pairs, self.n_shells, stats)
         top = post.argmax(1)
+        self._accumulate_evidence(batch, scored, stats)
         ar = torch.arange(batch.n, device=self.device)
         t = poses.shifts[shf[ar, top]]
         result = ParticleResult(
@@ -310,6 +336,38 @@ class Engine:
         )
         return result, stats, temperature
 
+    def _accumulate_evidence(self, batch: ParticleBatch, scored: "Scored",
+                             stats: Statistics) -> None:
+        """Add the batch's signal evidence (``evidence.py``) to the statistics: each particle
+        searched over the other half-set's averages of every class, on the coarse pose grid
+        (every second rotation, shifts on the lattice of twice the step), against its
+        sign-flipped control."""
+        st = self.state
+        if st.half_images is None or batch.n == 0:
+            return
+        band, poses = scored.band, scored.poses
+        psi = poses.psi[::2] if poses.n_rot % 2 == 0 else poses.psi
+        shifts = poses.shifts[coarse_shift_indices(poses.shifts, poses.shift_step)]
+        k = st.n_classes
+        halves = scored.refs.memo(("halves", psi.numel()), lambda: rotated_references(
+            st.half_images.reshape(2 * k, self.box, self.box), band, psi))          # (2K, R, F)
+        _, inv_sigma2 = self.alignment_band()
+        other = 1 - self.half_of(batch.index)
+        for h in (0, 1):
+            rows = torch.nonzero(other == h).squeeze(1)
+            if rows.numel() == 0:
+                continue
+            refs = halves[h * k:(h + 1) * k]
+            matrix = scored.refs.memo(("halves_matrix", h, psi.numel()), lambda: (
+                shifted_reference_matrix(refs, shifts, band, self.coarse_dtype)))
+            cls, cls_c, cross, cross_c = best_cross_by_shell(
+                scored.X[rows], scored.ctf[rows], inv_sigma2, refs, matrix, shifts, band,
+                self.n_shells)
+            stats.evidence.index_add_(0, cls, cross)
+            stats.evidence.index_add_(0, cls_c, -cross_c)
+            stats.evidence_sq.index_add_(0, cls, cross * cross)
+            stats.evidence_sq.index_add_(0, cls_c, cross_c * cross_c)
+
     def _pairs(self, post: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor,
                poses: PoseGrid) -> Assignments:
         """(particle, class) pairs with their best pose, top classes only, renormalised."""
@@ -322,6 +380,32 @@ class Engine:
         keep = w > 0
         row, c, ww = rows[keep], cls[keep], w[keep]
         r_i, s_i = rot[row, c], shf[row, c]
+        t = poses.shifts[s_i]
+        return Assignments(row=row, cls=c, psi_deg=poses.psi[r_i], tx=t[:, 0], ty=t[:, 1],
+                           weight=ww, rot=r_i, shift=s_i)
+
+    def _spread_over_poses(self, pairs: Assignments, post: torch.Tensor, near: PoseNeighbourhood,
+                           temperature: float, poses: PoseGrid) -> Assignments:
+        """force_max off: pairs of the classes in ``near`` are replaced by their neighbourhood's
+        poses, weighted by the class weight x softmax(pose score / T); poses under
+        MIN_POSE_WEIGHT of the particle's largest weight are dropped, weights renormalised."""
+        n, m_top, p = near.score.shape
+        local = (pairs.cls[:, None] == near.cls[pairs.row]).any(1)                # (pairs,)
+        rows = torch.arange(n, device=self.device)[:, None, None].expand(n, m_top, p)
+        cls = near.cls[:, :, None].expand(n, m_top, p)
+        w_cls = torch.gather(pairs_weight_table(pairs, n, post.shape[1]), 1, near.cls)
+        w = w_cls[:, :, None] * torch.softmax(near.score / temperature, dim=2)       # (n, M, P)
+        keep_pairs = ~local
+        row = torch.cat([pairs.row[keep_pairs], rows.reshape(-1)])
+        c = torch.cat([pairs.cls[keep_pairs], cls.reshape(-1)])
+        r_i = torch.cat([pairs.rot[keep_pairs], near.rot.reshape(-1)])
+        s_i = torch.cat([pairs.shift[keep_pairs], near.shift.reshape(-1)])
+        ww = torch.cat([pairs.weight[keep_pairs], w.reshape(-1)])
+        top = torch.zeros(n, device=self.device).scatter_reduce_(0, row, ww, "amax")
+        keep = ww >= MIN_POSE_WEIGHT * top[row]
+        row, c, r_i, s_i, ww = row[keep], c[keep], r_i[keep], s_i[keep], ww[keep]
+        total = torch.zeros(n, device=self.device).index_add_(0, row, ww)
+        ww = ww / total[row].clamp_min(1e-30)
         t = poses.shifts[s_i]
         return Assignments(row=row, cls=c, psi_deg=poses.psi[r_i], tx=t[:, 0], ty=t[:, 1],
                            weight=ww, rot=r_i, shift=s_i)
@@ -362,11 +446,16 @@ class Engine:
         st.class_images = imgs * self.mask
         st.alignment_images = self.alignment_copy(imgs)
         halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
-        halves = halves.view(2, st.n_classes, self.box, self.box) * self.mask
+        halves = halves.view(2, st.n_classes, self.box, self.box).real.float() * self.mask
+        st.half_images = halves
         res = self._frc_resolution(halves[0], halves[1], r)
-        # An empty class has no resolution; RELION writes 999 Å for it.
-        st.resolution_A = torch.where(st.stats.weight.sum(0) > 0.5, res,
-                                      torch.full_like(res, EMPTY_CLASS_RESOLUTION_A))
+        # The FRC of half-sets aligned to one average is inflated by aligned noise: report no
+        # better than the shells whose signal evidence is significant (evidence.py). A class
+        # without evidence, or without particles, has no resolution: 999 Å, as RELION writes.
+        shell = significant_resolution(st.stats.evidence, st.stats.evidence_sq, r)
+        res = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
+        empty = (st.stats.weight.sum(0) <= 0.5) | (shell == 0)
+        st.resolution_A = torch.where(empty, torch.full_like(res, EMPTY_CLASS_RESOLUTION_A), res)
 
     def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:
         """(K,) resolution (Å) where the FRC of the half-set averages falls below 0.143."""
@@ -434,6 +523,9 @@ class Engine:
             st.stats.num[:, largest] *= 0.5
             st.stats.den[:, largest] *= 0.5
             st.stats.weight[:, largest] *= 0.5
+            for ev in (st.stats.evidence, st.stats.evidence_sq):  # half the largest's evidence
+                ev[largest] *= 0.5
+                ev[e] = ev[largest]
             result.cls[pick] = e
             done.append(e)
         if done:

@@ -228,3 +228,57 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
         rot[a:b].scatter_(1, top, best_r)
         shf[a:b].scatter_(1, top, best_s)
     return best, rot, shf
+
+
+@dataclass
+class PoseNeighbourhood:
+    """Scores of the poses next to each particle's best pose in its top classes (``force_max``
+    off: the poses a particle's weight is spread over).
+
+    cls: (n, M) long classes; score: (n, M, P) float (-inf where a pose leaves the search disc);
+    rot, shift: (n, M, P) long indices into the pose grid; P = 3 rotations x 9 shifts.
+    """
+
+    cls: torch.Tensor
+    score: torch.Tensor
+    rot: torch.Tensor
+    shift: torch.Tensor
+
+
+def neighbourhood_scores(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
+                         refs: torch.Tensor, shifts: torch.Tensor, shift_step: float, band: Band,
+                         classes: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor,
+                         chunk: int = 64) -> PoseNeighbourhood:
+    """Scores of the 3 x 9 fine rotations x shifts around each particle's best pose in the
+    given classes.
+
+    X, ctf: (n, F); inv_sigma2: (F,); refs: (K, R, F) complex rotated class averages; shifts:
+    (S, 2) pixels on a lattice of shift_step; classes: (n, M) long; rot, shf: (n, K) best pose
+    indices per class. Scores as ``score_best_poses`` (2 cross - norm).
+    """
+    k, r, f = refs.shape
+    n, m_top = classes.shape
+    nbr = _neighbour_table(shifts, shift_step, torch.arange(shifts.shape[0], device=X.device))
+    phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:], band.box)
+    weighted = X * (ctf * inv_sigma2)
+    w_norm = ctf**2 * inv_sigma2
+    ref_flat = refs.reshape(k * r, f)
+    drot = torch.tensor([-1, 0, 1], device=X.device)
+    score = torch.empty(n, m_top, 9, 3, device=X.device)
+    rots = torch.empty(n, m_top, 9, 3, dtype=torch.long, device=X.device)
+    shfs = torch.empty(n, m_top, 9, 3, dtype=torch.long, device=X.device)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        cls = classes[a:b]
+        rc = (torch.gather(rot[a:b], 1, cls)[..., None] + drot) % r                 # (m, M, 3)
+        sc = nbr[torch.gather(shf[a:b], 1, cls)]                                    # (m, M, 9)
+        refs_n = ref_flat[cls[..., None] * r + rc]                                  # (m, M, 3, F)
+        moved = weighted[a:b, None, None, :] * phases[sc.clamp_min(0)]              # (m, M, 9, F)
+        cross = torch.einsum("mjsf,mjrf->mjsr", moved.conj(), refs_n).real
+        norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], refs_n.real**2 + refs_n.imag**2)
+        sc_all = 2.0 * cross - norm[:, :, None, :]
+        score[a:b] = sc_all.masked_fill((sc < 0)[..., None], float("-inf"))
+        rots[a:b] = rc[:, :, None, :].expand(-1, -1, 9, -1)
+        shfs[a:b] = sc.clamp_min(0)[..., None].expand(-1, -1, -1, 3)
+    flat = (n, m_top, 27)
+    return PoseNeighbourhood(classes, score.reshape(flat), rots.reshape(flat), shfs.reshape(flat))

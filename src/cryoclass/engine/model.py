@@ -39,6 +39,7 @@ class ModelState:
     iteration: int = 0
     history: list[dict] = field(default_factory=list)
     alignment_images: torch.Tensor | None = None
+    half_images: torch.Tensor | None = None
 
     @property
     def n_classes(self) -> int:
@@ -65,7 +66,11 @@ class ModelState:
     @staticmethod
     def from_dict(d: dict) -> "ModelState":
         d = dict(d)
-        d["stats"] = Statistics(**d["stats"])
+        stats = dict(d["stats"])
+        k, n_shells = stats["weight"].shape[-1], d["sigma2"].shape[0]
+        for name in ("evidence", "evidence_sq"):  # checkpoints written before they existed
+            stats.setdefault(name, torch.zeros(k, n_shells, device=stats["weight"].device))
+        d["stats"] = Statistics(**stats)
         return ModelState(**d)
 
     def save(self, path: str | Path, extra: dict | None = None) -> None:

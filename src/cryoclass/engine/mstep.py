@@ -29,7 +29,9 @@ class Statistics:
 
     num: (2, K, Q) complex; den: (2, K, Q) float; weight: (2, K) float, summed posteriors;
     noise_power, noise_count: (n_shells,) float, weighted residual power and point counts per
-    shell of the particles' own grid.
+    shell of the particles' own grid; evidence, evidence_sq: (K, n_shells) float, summed
+    per-particle signal evidence and its square (``evidence.py``), for the resolution that
+    aligned noise cannot fake.
     """
 
     num: torch.Tensor
@@ -37,6 +39,8 @@ class Statistics:
     weight: torch.Tensor
     noise_power: torch.Tensor
     noise_count: torch.Tensor
+    evidence: torch.Tensor
+    evidence_sq: torch.Tensor
 
     @staticmethod
     def zeros(n_classes: int, n_points: int, n_shells: int, device: torch.device) -> "Statistics":
@@ -46,11 +50,14 @@ class Statistics:
             weight=torch.zeros(2, n_classes, dtype=torch.float32, device=device),
             noise_power=torch.zeros(n_shells, dtype=torch.float32, device=device),
             noise_count=torch.zeros(n_shells, dtype=torch.float32, device=device),
+            evidence=torch.zeros(n_classes, n_shells, dtype=torch.float32, device=device),
+            evidence_sq=torch.zeros(n_classes, n_shells, dtype=torch.float32, device=device),
         )
 
     def scaled(self, factor: float) -> "Statistics":
         return Statistics(self.num * factor, self.den * factor, self.weight * factor,
-                          self.noise_power * factor, self.noise_count * factor)
+                          self.noise_power * factor, self.noise_count * factor,
+                          self.evidence * factor, self.evidence_sq * factor)
 
     def add_(self, other: "Statistics") -> "Statistics":
         self.num += other.num
@@ -58,6 +65,8 @@ class Statistics:
         self.weight += other.weight
         self.noise_power += other.noise_power
         self.noise_count += other.noise_count
+        self.evidence += other.evidence
+        self.evidence_sq += other.evidence_sq
         return self
 
     @property

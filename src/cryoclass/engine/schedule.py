@@ -240,3 +240,4 @@ def _start_from(engine: Engine, classes: np.ndarray) -> None:
     refs = refs * scale[:, None, None]
     st.class_images = refs * engine.mask
     st.alignment_images = engine.alignment_copy(refs)
+    st.half_images = st.class_images[None].repeat(2, 1, 1, 1)  # both halves start from them
