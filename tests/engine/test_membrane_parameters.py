@@ -29,7 +29,8 @@ def test_min_res_band_ignores_low_frequency_patterns():
         eng = Engine(cfg, BOX, APIX)
         clean = load_batch(eng, src, np.arange(80))
         eng.initialise(clean)
-        eng.absorb(eng.expectation(clean, 0.0)[1], 80, 80)
+        eng.absorb(eng.expectation(clean, 0.0)[1], 80, 80, replace=True)  # a full pass
+        assert eng.highpass_active == (min_res is not None)
         before = _assign(eng, clean)
         src.add(pattern)
         after = _assign(eng, load_batch(eng, src, np.arange(80)))
@@ -38,6 +39,25 @@ def test_min_res_band_ignores_low_frequency_patterns():
                             for a, b in zip(before, after)]
     assert changed[40.0] == [0.0, 0.0, 0.0]          # class, angle and shift all unchanged
     assert max(changed[None]) > 0.05                  # without min_res the pattern moves them
+
+
+def test_min_res_starts_when_the_annealing_ends():
+    """Classes are first built on the full band (at low SNR the high-passed band alone holds too
+    little to start from); the minimum alignment resolution applies from the end of the
+    annealing, counted in minibatches of particles processed (the same in streaming)."""
+    src, _ = make_set(60, noise_sd=0.3, ctf=True, seed=5)
+    cfg = Config(n_classes=3, max_res_A=7.5, min_res_A=40.0, batch_size_per_class=20,
+                 sigma_anneal_start=1, sigma_anneal_iters=2, mask_diameter_A=BOX * APIX * 0.9)
+    eng = Engine(cfg, BOX, APIX)
+    batch = load_batch(eng, src, np.arange(60))
+    eng.initialise(batch)
+    active = []
+    for _ in range(4):                       # minibatches of 60 particles: 1, 2, 3, 4
+        _, inv = eng.alignment_band()
+        active.append(bool((inv == 0).any()))
+        eng.absorb(eng.expectation(batch, eng.temperature_factor(eng.state.processed))[1], 60, 60)
+    assert active == [False, False, False, True]
+    assert eng.state.r_work >= 2.5 * eng.r_min - 1e-6
 
 
 def test_hard_classify_last_iteration_is_one_hot():

@@ -96,7 +96,16 @@ def test_skip_ctf(policy, particles, config_for, tmp_path, spy):
 
 
 def test_min_res_left_out_of_alignment(particles, config_for, tmp_path, spy):
-    run_stream(particles, fast(config_for, "online", min_res_A=40.0), tmp_path / "m")
+    """As in batch: the full band until the annealing has ended (the same number of particles
+    processed), the minimum alignment resolution from then on, final passes included."""
+    cfg = fast(config_for, "online", min_res_A=40.0)
+    s = run_stream(particles, cfg, tmp_path / "m")
     r_min = 32 * 5.0 / 40.0
-    for inv, r in zip(spy["inv"], spy["radius"]):
-        assert (inv.numpy()[r < r_min] == 0).all() and (inv.numpy()[r >= r_min] > 0).all()
+    high_passed = [bool((inv.numpy()[r < r_min] == 0).all()) for inv, r in
+                   zip(spy["inv"], spy["radius"])]
+    assert not high_passed[0] and high_passed[-1]
+    first = high_passed.index(True)
+    assert all(high_passed[first:])                     # once on, it stays on
+    for inv, r in zip(spy["inv"][first:], spy["radius"][first:]):
+        assert (inv.numpy()[r >= r_min] > 0).all()
+    assert s.state.highpass_on

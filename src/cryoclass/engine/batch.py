@@ -83,11 +83,13 @@ class ParticleBatch:
     def _at(t: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
         return t if pos is None else t[pos]
 
-    def band(self, band: Band) -> torch.Tensor:
-        """(n, F) complex band coefficients of the images used for alignment (high-passed at
-        the minimum alignment resolution when one is set)."""
-        images = self.images if self.align_images is None else self.align_images
-        return self._derived("band", (band.box, band.size),
+    def band(self, band: Band, highpassed: bool = True) -> torch.Tensor:
+        """(n, F) complex band coefficients of the images used for alignment: the copies
+        high-passed at the minimum alignment resolution when there are any and ``highpassed``,
+        else the images themselves."""
+        use = highpassed and self.align_images is not None
+        images = self.align_images if use else self.images
+        return self._derived("band_hp" if use else "band", (band.box, band.size),
                              lambda pos: rfft_band(self._at(images, pos), band))
 
     def band_ctf(self, band: Band) -> torch.Tensor:

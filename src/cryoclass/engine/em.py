@@ -145,10 +145,9 @@ class Engine:
         """
         k = self.cfg.n_classes
         n = batch.n
-        # With a minimum alignment resolution the first band must still be wide enough to align
-        # on: start at no coarser than min_res_A / 2.5 (16 Å for 40 Å).
-        r_init = min(max(self.box * self.apix / self.cfg.init_res_A, MIN_BAND_RATIO * self.r_min),
-                     self.r_max)
+        # The minimum alignment resolution starts once the annealing has ended
+        # (``_update_highpass``): until then the classes are built on the full band.
+        r_init = min(self.box * self.apix / self.cfg.init_res_A, self.r_max)
         full = make_band(self.box, self.box / 2.0, r_lo=0.5, device=self.device)
         X = rfft_band(batch.images, full)
         power = shell_sum((X.real**2 + X.imag**2).mean(0, keepdim=True), full.shell,
@@ -169,8 +168,7 @@ class Engine:
                             weight=torch.ones(m, device=self.device),
                             rot=zeros.long(), shift=zeros.long())
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-        r_lp = min(max(self.box * self.apix / self.cfg.init_lowpass_A,
-                       MIN_BAND_RATIO * self.r_min), self.r_max)
+        r_lp = min(self.box * self.apix / self.cfg.init_lowpass_A, self.r_max)
         gmask = self.grid_mask(r_lp)
         accumulate(batch, pairs, self.half_of(batch.index), self.grid, gmask, k, stats)
         self.state = ModelState(
@@ -208,10 +206,15 @@ class Engine:
             inv = torch.full((band.size,), 1.0 / flat, device=self.device)
         else:
             inv = 1.0 / sig[band.shell]
-        if self.r_min > 0:
+        if self.highpass_active:
             r = torch.sqrt(band.kx**2 + band.ky**2)
             inv = torch.where(r < self.r_min, torch.zeros_like(inv), inv)
         return band, inv
+
+    @property
+    def highpass_active(self) -> bool:
+        """Whether the minimum alignment resolution applies now (set, and the annealing over)."""
+        return self.r_min > 0 and self.state is not None and self.state.highpass_on
 
     def temperature_factor(self, processed: float) -> float:
         """Annealing factor f: initial_uncertainty_factor until sigma_anneal_start minibatches of
@@ -250,7 +253,7 @@ class Engine:
         poses = self.pose_grid()
         if refs is None:
             refs = RotatedReferences(rotated_references(self.alignment_images(), band, poses.psi))
-        X = batch.band(band)
+        X = batch.band(band, highpassed=self.highpass_active)
         ctf = batch.band_ctf(band)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
             best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs.values, poses.shifts, band)
@@ -287,7 +290,7 @@ class Engine:
     def alignment_copy(self, unmasked: torch.Tensor) -> torch.Tensor | None:
         """The alignment images (ModelState.alignment_images) of unmasked class images
         (K, D, D): high-passed at min_res_A, then masked; None without min_res_A."""
-        return highpass(unmasked, self.r_min) * self.mask if self.r_min > 0 else None
+        return highpass(unmasked, self.r_min) * self.mask if self.highpass_active else None
 
     def batch_temperature(self, factor: float, best: torch.Tensor) -> float:
         """Temperature of an E-step at annealing factor ``factor`` on particles whose best
@@ -435,8 +438,24 @@ class Engine:
                 st.stats = st.stats.scaled(st.distinct_seen / total)
         st.sigma2 = noise_spectrum(st.stats, st.sigma2)
         st.iteration += 1
+        self._update_highpass(full_pass=replace)
         self._rebuild_classes(st.r_work)
         self._update_working_resolution()
+
+    def _update_highpass(self, full_pass: bool = False) -> None:
+        """Start the minimum alignment resolution once the annealing has ended (in minibatches
+        of particles processed, so batch and streaming start it at the same point), or after a
+        full pass (full passes run unannealed). At low SNR
+        most of a particle's signal is below 1/min_res: classes first built in the high-passed
+        band alone are noise, so they are built on the full band first. From then on the band
+        reaches at least MIN_BAND_RATIO x the min_res radius, to leave something to align on."""
+        st = self.state
+        if self.r_min <= 0 or st.highpass_on:
+            return
+        p = st.processed / float(self.cfg.minibatch_size)
+        if full_pass or p >= self.cfg.sigma_anneal_start + self.cfg.sigma_anneal_iters:
+            st.highpass_on = True
+            st.r_work = min(max(st.r_work, MIN_BAND_RATIO * self.r_min), self.r_max)
 
     def _rebuild_classes(self, r: float) -> None:
         st = self.state

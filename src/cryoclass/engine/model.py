@@ -40,6 +40,7 @@ class ModelState:
     history: list[dict] = field(default_factory=list)
     alignment_images: torch.Tensor | None = None
     half_images: torch.Tensor | None = None
+    highpass_on: bool = False
 
     @property
     def n_classes(self) -> int:
