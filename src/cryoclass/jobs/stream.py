@@ -117,20 +117,10 @@ def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: f
         seen_waiting: set[str] = set()
         while not stop.requested:
             is_done = watcher.done  # before polling: everything written before it is visible
-            res = watcher.poll(stream.known)
-            n_bad = len(stream.rejects)
-            if res.rejected:  # rows with a problem of their own: set aside, the rest goes on
-                stream.reject_keys(res.rejected)
-            n_new = stream.ingest(res.ready) if len(res.ready) else 0
-            newly_waiting = set(res.waiting) - seen_waiting
+            res, found = _poll_and_update(watcher, stream, stop, seen_waiting)
             seen_waiting = set(res.waiting)
-            if n_new or newly_waiting or len(stream.rejects) > n_bad:
+            if found:
                 last_found = time.monotonic()  # found something new: not idle
-            updated = False
-            while not stop.requested and stream.update(max_updates=1):
-                updated = True
-            if not updated and (n_new or len(stream.rejects) > n_bad):
-                stream.commit(None)  # persist what arrived while the policy waits
             if stop.requested:
                 break
             if is_done:
@@ -154,6 +144,8 @@ def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: f
                 stream.commit(None)
             result, waiting, files_waiting = stream.result(), len(res.waiting), len(res.errors)
         else:
+            if res.waiting and reason != "done":  # a last look: stacks complete since
+                res, _ = _poll_and_update(watcher, stream, stop, seen_waiting)
             _set_aside_what_waits(stream, res)
             result, waiting, files_waiting = stream.finish(), 0, 0
         counts = stream.accounting(waiting=waiting)
@@ -164,6 +156,24 @@ def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: f
                             n_classified=counts["classified"], n_waiting=counts["waiting"],
                             n_files_set_aside=counts["files"], n_files_waiting=files_waiting,
                             reasons=stream.set_aside_reasons())
+
+
+def _poll_and_update(watcher: FolderWatcher, stream: Stream, stop: StopSignals,
+                     seen_waiting: set[str]) -> tuple[PollResult, bool]:
+    """One poll: set aside bad rows, ingest the ready ones, run the updates due (until a stop
+    is requested). Returns the poll and whether it found anything new."""
+    res = watcher.poll(stream.known)
+    n_bad = len(stream.rejects)
+    if res.rejected:  # rows with a problem of their own: set aside, the rest goes on
+        stream.reject_keys(res.rejected)
+    n_new = stream.ingest(res.ready) if len(res.ready) else 0
+    found = bool(n_new or set(res.waiting) - seen_waiting or len(stream.rejects) > n_bad)
+    updated = False
+    while not stop.requested and stream.update(max_updates=1):
+        updated = True
+    if not updated and (n_new or len(stream.rejects) > n_bad):
+        stream.commit(None)  # persist what arrived while the policy waits
+    return res, found
 
 
 def _set_aside_what_waits(stream: Stream, res: PollResult) -> None:
