@@ -10,10 +10,12 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options,
+from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
                                    with_config_options)
 from cryoclass.cli.progress import console
-from cryoclass.config import Config
+from pydantic import ValidationError
+
+from cryoclass.config import Config, describe_errors
 from cryoclass.io import InputError, OutputError
 
 EXIT_INPUT, EXIT_OUTPUT = 2, 3
@@ -86,8 +88,8 @@ def command(
     if policy is not None:
         try:
             config = Config(**{**config.model_dump(), "stream_policy": policy})
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--policy") from None
+        except ValidationError as err:
+            fail(describe_errors(err).replace("--stream-policy", "--policy"))
     board = None
     if dashboard:  # imported only when asked for: the web stack costs seconds of start-up
         from cryoclass.dashboard.launch import start_dashboard

@@ -27,6 +27,7 @@ from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
 from cryoclass.jobs.execution import executor_for
+from cryoclass.jobs.limits import check_resolution
 from cryoclass.jobs.outdir import hold, publish
 from cryoclass.outputs.results import write_results
 
@@ -84,6 +85,11 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
 def _check_geometry(pset: ParticleSet, config: Config, initial_classes: np.ndarray | None) -> None:
     """Whole-file checks: one box and one pixel size; initial classes of the job's shape."""
     _ = pset.box, pset.pixel_size_A
+    check_resolution(config, pset.box, pset.pixel_size_A, source=pset.source)
+    if config.n_classes > len(pset):
+        log.warning("%d classes for %d particles: at least %d classes will stay empty; choose "
+                    "--classes %d or fewer", config.n_classes, len(pset),
+                    config.n_classes - len(pset), len(pset))
     if initial_classes is not None:
         want = (config.n_classes, pset.box, pset.box)
         got = tuple(np.shape(initial_classes))
