@@ -63,10 +63,24 @@ def command(
         raise typer.Exit(EXIT_OUTPUT if isinstance(err, OutputError) else EXIT_INPUT) from None
     for name, p in paths.items():
         console.print(f"{name:15s} {p}", soft_wrap=True)
+    if "rejects" in paths:
+        console.print(set_aside_line(paths["rejects"]), soft_wrap=True, highlight=False)
     if board is not None:
         from cryoclass.dashboard.launch import linger
 
         linger(board, say=console.print)
+
+
+def set_aside_line(rejects_csv: Path) -> str:
+    """'N particles set aside (counts by reason), listed in rejects.csv'."""
+    from cryoclass.io import read_rejects
+    from cryoclass.io.rejects import count_reasons
+
+    rejects = read_rejects(rejects_csv)
+    if not rejects:
+        return "0 particles set aside"
+    why = ", ".join(f"{n} {kind}" for kind, n in count_reasons(rejects))
+    return f"{len(rejects)} particles set aside ({why}), listed in {rejects_csv}"
 
 
 def _initial_classes(path: Path, project_dir: Optional[Path]):

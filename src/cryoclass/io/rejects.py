@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
 from collections.abc import Iterable
 from os import PathLike
@@ -24,8 +25,10 @@ def now_utc() -> str:
 
 def reason_kind(reason: str) -> str:
     """A reason without its particulars (numbers, file names), for counting by reason."""
-    head = reason.split(":")[0].split(" (")[0]
-    return " ".join("".join(c for c in head if not c.isdigit()).split()) or "unknown"
+    head = re.sub(r"\s*\([^()]*\)", "", reason).split(":")[0]
+    head = re.sub(r"\b(of|in) stack \S+", "", head)
+    head = re.sub(r"[-+]?\d[\d.eE+-]*(\s*(Å|px|kV|mm)\b)?", "", head)
+    return " ".join(head.split()) or "unknown"
 
 
 def count_reasons(rejects: Iterable[Reject]) -> list[tuple[str, int]]:
