@@ -127,7 +127,7 @@ def read_cs_table(path: str | PathLike[str]) -> pd.DataFrame:
         raise InputError(f"missing required field(s) {', '.join(missing)} in the .cs file", file=p)
     n = len(d)
     if n == 0:
-        raise InputError("no particles in the file (0 rows)", file=p)
+        raise InputError("no particles: the particle table has no rows (empty input)", file=p)
     idx = np.asarray(d["blob/idx"], dtype=np.int64)
     paths = _strip_gt(d["blob/path"])
     t = pd.DataFrame(index=pd.RangeIndex(n))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +23,7 @@ from cryoclass.engine.executor import EStepExecutor
 from cryoclass.engine.poses import working_steps
 from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
+from cryoclass.io.rejects import count_reasons
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
 from cryoclass.jobs.execution import executor_for
@@ -134,16 +134,9 @@ def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):
 
 def no_usable_particles(rejects: list, rejects_path: Path) -> str:
     """Message for a job left with no particle: how many were set aside, the commonest reasons."""
-    kinds = Counter(_kind(r.reason) for r in rejects)
-    top = "; ".join(f"{n} x {k}" for k, n in kinds.most_common(3))
+    top = "; ".join(f"{n} x {k}" for k, n in count_reasons(rejects)[:3])
     return (f"no usable particles: all {len(rejects)} were set aside ({top}); every one is listed "
             f"with its reason in {rejects_path}")
-
-
-def _kind(reason: str) -> str:
-    """A reason without its particulars (first clause, digits dropped) for grouping."""
-    head = reason.split(":")[0].split(" (")[0]
-    return "".join(c for c in head if not c.isdigit()).strip()
 
 
 def micrograph_pixel_size_A(table) -> np.ndarray:
