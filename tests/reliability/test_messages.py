@@ -192,3 +192,52 @@ def test_help_says_what_the_tool_does_and_version() -> None:
     assert "thin module" not in said and "--version" in said
     r = run_cli("--version")
     assert r.exit_code == 0 and r.output.strip() == f"cryoclass {__version__}"
+
+
+# ------------------------------------------------------------------ more bad inputs a user tried
+def test_more_bad_inputs_of_a_new_user(project: Project, tmp_path: Path) -> None:
+    import torch
+
+    star = project.write()
+    (tmp_path / "afile").write_text("")
+    said = classify(star, tmp_path / "afile", code=3)
+    assert "afile: cannot write (it is a file, not a folder: choose another --out)" in said
+    if not torch.cuda.is_available():
+        said = classify(star, tmp_path / "o1", "--device", "cuda", code=2)
+        assert "error: --device cuda: no CUDA GPU is available here" in said
+    said = classify(star, tmp_path / "o2", "--project-dir", str(tmp_path / "nope"), code=2)
+    assert "--project-dir" in said and "no such folder" in said
+    said = classify(star, tmp_path / "o3", "--mask-diameter-A", "500", "--resume")
+    assert "warning: --mask-diameter-A 500 Å is larger than the box (32 Å): using 28 Å" in said
+    assert "warning: --resume: " in said and "holds no interrupted run" in said
+    for out in (project.folder, project.folder.parent):
+        r = run_cli("stream", str(project.folder), "--out", str(out), *STREAM,
+                    "--idle-timeout", "0")
+        assert r.exit_code == 2 and "is (or holds) the watched folder" in one_line(r.output)
+
+
+def test_stack_replaced_by_another_box_after_ingestion(tmp_path: Path) -> None:
+    import shutil
+
+    from cryoclass.config import Config
+    from cryoclass.stream import FolderWatcher, Stream
+
+    from .streams import add_micrograph
+
+    watch = tmp_path / "w"
+    add_micrograph(watch, "mic_a", seed=1)
+    add_micrograph(watch, "mic_b", seed=2)
+    cfg = Config(n_classes=2, n_online_em_iters=1, n_full_iters=1, batch_size_per_class=5,
+                 max_res_A=8, device="cpu", remove_duplicates=False)
+    fw = FolderWatcher(watch)
+    with Stream(cfg, tmp_path / "out") as s:
+        for _ in range(2):
+            s.ingest(fw.poll(s.known).ready)
+            s.update()
+        assert s.n_ingested == 40
+        other = tmp_path / "other"
+        add_micrograph(other, "mic_a", seed=5, box=24)
+        shutil.copy(other / "Extract" / "mic_a.mrcs", watch / "Extract" / "mic_a.mrcs")
+        s.finish()
+        assert s.n_processed == 20 and len(s.rejects) == 20
+        assert "stack now holds 24 px images, the stream's are 16 px" in s.rejects[0].reason

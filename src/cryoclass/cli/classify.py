@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options,
+from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
                                    with_config_options)
 from cryoclass.cli.progress import console, iteration_progress
 from cryoclass.config import Config
@@ -44,6 +44,8 @@ def command(
     from cryoclass.jobs.classify import classify
 
     check_cluster_options(cluster, scheduler)
+    if project_dir is not None and not project_dir.is_dir():
+        fail(f"--project-dir {project_dir}: no such folder (image paths are looked up there)")
     board = None
     if dashboard:  # imported only when asked for: the web stack costs seconds of start-up
         from cryoclass.dashboard.launch import start_dashboard

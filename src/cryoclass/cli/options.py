@@ -79,6 +79,11 @@ def with_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
             config = Config(**cfg_kwargs)
         except ValidationError as err:
             fail(describe_errors(err))
+        if config.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                fail("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
         return func(config=config, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=own + config_parameters())  # type: ignore

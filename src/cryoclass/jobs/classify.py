@@ -118,7 +118,8 @@ def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):
     run without ``resume``."""
     if not ckpt.exists():
         if resume:
-            log.info("%s: no checkpoint to resume, starting from the beginning", ckpt.path.parent)
+            log.warning("--resume: %s holds no interrupted run, starting from the beginning",
+                        ckpt.path.parent)
         return None
     payload = ckpt.peek()
     if not resume:

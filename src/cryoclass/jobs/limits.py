@@ -39,6 +39,9 @@ def check_resolution(config: Config, box: int, pixel_size_A: float,
     if config.max_res_A < finest:
         notes.append(f"--max-res-A {config.max_res_A:g} Å is finer than these images hold "
                      f"(box {box} px at {pixel_size_A:g} Å/px): using {finest:.3g} Å")
+    if config.mask_diameter_A is not None and config.mask_diameter_A > box_A:
+        notes.append(f"--mask-diameter-A {config.mask_diameter_A:g} Å is larger than the box "
+                     f"({box_A:g} Å): using {(box - 2) * pixel_size_A:g} Å")
     for note in notes:
         log.warning("%s", note)
     return notes

@@ -21,6 +21,18 @@ class FolderInUse(InputError, RuntimeError):
     """Another cryoclass job holds the output folder (bad input: exit 2)."""
 
 
+def make_output_folder(out: str | Path) -> Path:
+    """Create the output folder (and parents); OutputError if it cannot be (exit 3)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError("it is a file, not a folder: choose another --out", file=out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError.from_os_error(err, out) from None
+    return out
+
+
 def lock_folder(out: str | Path, kind: str) -> int:
     """Lock ``out`` (which must exist) for this process as a ``kind`` job; returns the lock's
     file descriptor (close it to release). :class:`FolderInUse` names the holder."""

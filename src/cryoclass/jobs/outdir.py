@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cryoclass.io import InputError, OutputError
-from cryoclass.jobs.lock import LOCK_NAME, lock_folder
+from cryoclass.jobs.lock import LOCK_NAME, lock_folder, make_output_folder
 
 __all__ = ["LOCK_NAME", "hold", "publish", "remove_stale_temporaries"]
 #: Temporary files of cryoclass.io.atomic (and of ModelState.save) in an output folder.
@@ -32,11 +32,7 @@ STAGING_PREFIX = ".staging-"
 @contextmanager
 def hold(out_dir: str | Path) -> Iterator[Path]:
     """Create ``out_dir`` if needed, lock it for this process and clean stale temporaries."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError.from_os_error(err, out) from None
+    out = make_output_folder(out_dir)
     fd = lock_folder(out, "classify")
     try:
         remove_stale_temporaries(out)

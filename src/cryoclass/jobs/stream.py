@@ -86,6 +86,11 @@ def watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: fl
     yet. In the main thread, Ctrl-C and SIGTERM stop the stream after the update under way
     (``jobs.stopping``; a second one at once).
     """
+    w, o = Path(watch_dir).resolve(), Path(out_dir).resolve()
+    if w == o or o in w.parents:
+        raise ValueError(f"--out {out_dir} is (or holds) the watched folder {watch_dir}: its "
+                         "outputs would be ignored as input and the input never seen; choose "
+                         "an output folder outside it")
     if poll_s < 0:
         raise ValueError(f"--poll must be >= 0 seconds, got {poll_s:g}")
     if idle_timeout_s is not None and idle_timeout_s < 0:

@@ -37,7 +37,7 @@ from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 from cryoclass.io.rejects import now_utc, reason_kind
 from cryoclass.io.stacks import stack_info
 from cryoclass.jobs.limits import check_resolution
-from cryoclass.jobs.lock import lock_folder
+from cryoclass.jobs.lock import lock_folder, make_output_folder
 from cryoclass.outputs.results import write_results
 from cryoclass.stream.checkpoint import StreamCheckpoint, load_checkpoint, save_checkpoint
 from cryoclass.stream.context import StreamContext, UpdateReport
@@ -88,11 +88,7 @@ class Stream:
         self.config = config
         self.estep = estep if estep is not None else LocalEStep()
         self.on_update = on_update
-        self.out = Path(out_dir)
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError.from_os_error(err, self.out) from None
+        self.out = make_output_folder(out_dir)
         self.outputs_every_s = float(outputs_every_s)
         self._lock_fd = lock_folder(self.out, "stream")
         try:
@@ -446,6 +442,9 @@ class Stream:
                 continue
             if int(idx) >= info.n:
                 bad[path] = f"stack now holds {info.n} images, fewer than when ingested"
+            elif info.box != self.ctx.pool.box:
+                bad[path] = (f"stack now holds {info.box} px images, the stream's are "
+                             f"{self.ctx.pool.box} px")
         if not bad:
             return 0
         rows = np.flatnonzero(t[STACK_PATH].isin(list(bad)).to_numpy())
