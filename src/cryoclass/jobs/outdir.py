@@ -1,10 +1,10 @@
 """An output folder owned by one batch job at a time, cleaned of what a killed job left, whose
 outputs are replaced all together.
 
-``hold(out_dir)`` takes the folder's one job lock (``lock.py``: batch and stream jobs share it;
-the OS releases it when the process ends, even by kill -9) and removes what a killed job left: temporary files of atomic writes
-(``.NAME.tmp-XXXXXXXXXXXX.EXT``, see ``cryoclass.io.atomic``) and staging folders. Finished
-outputs are never touched.
+``hold(out_dir)`` takes the folder's one job lock (``lock.py``, shared by batch and stream jobs;
+the OS releases it when the process ends, even by kill -9) and removes what a killed job left:
+temporary files of atomic writes (``.NAME.tmp-XXXXXXXXXXXX.EXT``, see ``cryoclass.io.atomic``)
+and staging folders. Finished outputs are never touched.
 
 ``publish(out_dir, write)`` has ``write`` put every output into a staging folder inside
 ``out_dir``, then moves them into place (renames: they need no disk space). If writing fails
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cryoclass.io import InputError, OutputError
+from cryoclass.io import OutputError
 from cryoclass.jobs.lock import LOCK_NAME, lock_folder, make_output_folder
 
 __all__ = ["LOCK_NAME", "hold", "publish", "remove_stale_temporaries"]
