@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,8 +360,6 @@ class Stream:
 
     def set_aside_reasons(self) -> list[tuple[str, int]]:
         """(reason kind, particles) of the stream's rejects, commonest first."""
-        from collections import Counter
-
         kinds = Counter(reason_kind(r.reason) for r in self.rejects
                         if not (r.row < 0 and r.image_name == ""))
         if self.n_duplicates:
