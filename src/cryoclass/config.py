@@ -6,9 +6,10 @@ validation rule. Batch and streaming read the same fields, so a parameter means 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Config(BaseModel):
@@ -114,8 +115,8 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "Config":
         if self.min_res_A is not None and self.min_res_A <= self.max_res_A:
-            raise ValueError(f"min_res_A ({self.min_res_A} Å) must be larger than max_res_A "
-                             f"({self.max_res_A} Å)")
+            raise ValueError(f"min_res_A ({self.min_res_A:g} Å) must be larger than max_res_A "
+                             f"({self.max_res_A:g} Å)")
         if (self.mask_diameter_outer_A is not None and self.mask_diameter_A is not None
                 and self.mask_diameter_outer_A < self.mask_diameter_A):
             raise ValueError("mask_diameter_outer_A must be >= mask_diameter_A")
@@ -125,3 +126,27 @@ class Config(BaseModel):
     def minibatch_size(self) -> int:
         """Particles per online-EM iteration (batch_size_per_class x n_classes)."""
         return self.batch_size_per_class * self.n_classes
+
+
+def describe_errors(err: ValidationError, flags: bool = True) -> str:
+    """A pydantic ValidationError of Config as short sentences, one per problem, naming each
+    parameter as its command-line option (``--max-res-A``) when ``flags``, else by field name."""
+    names = sorted(Config.model_fields, key=len, reverse=True)
+
+    def name(field: str) -> str:
+        return "--" + field.replace("_", "-") if flags else field
+
+    out = []
+    for e in err.errors():
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        for f in names:
+            msg = re.sub(rf"\b{f}\b", name(f), msg)
+        loc = [str(x) for x in e.get("loc", ()) if str(x) in Config.model_fields]
+        if loc:
+            value = e.get("input")
+            if e.get("type") == "extra_forbidden":
+                msg = f"{name(loc[0])}: not a parameter"
+            else:
+                msg = f"{name(loc[0])} {value!r}: {msg[:1].lower() + msg[1:]}"
+        out.append(msg)
+    return "; ".join(out)

@@ -18,15 +18,17 @@ def test_rejects_round_trip(tmp_path: Path) -> None:
             "000004@Extract/a b.mrcs",
             "image 3 (0-based) of stack x has NaN/Inf pixels",
         ),
-        Reject("p.cs", 0, "000001@s.mrcs", 'constant, "quoted", comma'),
+        Reject("p.cs", 0, "000001@s.mrcs", 'constant, "quoted", comma', "2026-12-04T23:59:00Z"),
     ]
     path = tmp_path / "rejects.csv"
     write_rejects(path, rejects)
-    assert path.read_text().splitlines()[0] == "source,row,image_name,reason"
+    assert path.read_text().splitlines()[0] == "source,row,image_name,reason,time"
     assert read_rejects(path) == rejects
     write_rejects(path, [])
     assert read_rejects(path) == []
     assert [p.name for p in tmp_path.iterdir()] == ["rejects.csv"]
+    path.write_text("source,row,image_name,reason\nx.star,1,1@s.mrcs,why\n")  # older files
+    assert read_rejects(path) == [Reject("x.star", 1, "1@s.mrcs", "why")]
 
 
 def test_bad_rejects_file(tmp_path: Path) -> None:

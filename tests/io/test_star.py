@@ -30,6 +30,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "cryodrgn/sta_testing_bin8.star": dict(n=219, images=True, box=64, psize=1.96),
     "cryojax_trpv1/trpv1_small_stack.star": dict(n=10, images=False, box=48, psize=4.88),
     "micrograph_cleaner_em/Ucsf_stack_1142_DW_autopick.star": dict(not_particles=True),
+    "relion_tutorial_betagal/mtf_k2_200kV.star": dict(not_particles=True),
+    "relion_tutorial_betagal/particles.star": dict(n=1157, images=True, box=64, psize=3.54),
 }
 
 

@@ -20,6 +20,7 @@ import pytest
 from cryoclass.config import Config
 from cryoclass.io import OutputError
 from cryoclass.jobs.classify import classify
+from cryoclass.jobs.lock import LOCK_NAME
 from cryoclass.stream import Stream
 
 from .projects import FAST, Project, one_line, run_cli
@@ -28,7 +29,7 @@ from .projects import FAST, Project, one_line, run_cli
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file of a folder (not the lock), by name."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
-            if p.is_file() and p.name != ".classify.lock"}
+            if p.is_file() and p.name != LOCK_NAME}
 
 
 def no_temporaries(folder: Path) -> bool:

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
+HELP = ("2D classification of cryo-EM particle images, batch or streaming.\n\n"
+        "Reads RELION STAR (3.0-5) and CryoSPARC .cs particles with their MRC stacks, sorts "
+        "them into class averages by maximum likelihood, and writes classes.mrcs, "
+        "particles.star, model.star, particles.cs and a gallery that RELION and CryoSPARC read. "
+        "Bad particles are set aside in rejects.csv. Exit codes: 0 done, 2 bad input, 3 an "
+        "output cannot be written.\n\n"
+        "Start with 'cryoclass demo', or 'cryoclass classify particles.star --out job1 -K 50'; "
+        "'cryoclass COMMAND --help' lists a command's options.")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP,
                   pretty_exceptions_show_locals=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cryoclass import __version__
+
+        typer.echo(f"cryoclass {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit")) -> None:
+    """2D classification of cryo-EM particle images, batch or streaming."""
+
+
+class _Warnings(logging.Handler):
+    """Warnings of the cryoclass loggers as ``warning: MESSAGE`` lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"warning: {record.getMessage()}\n")
 
 
 def _register() -> None:
     from cryoclass.cli import classify, demo, select, serve, simulate, stream
+
+    root = logging.getLogger("cryoclass")
+    if not any(isinstance(h, _Warnings) for h in root.handlers):
+        handler = _Warnings(logging.WARNING)
+        root.addHandler(handler)
+    if app.registered_commands:
+        return
 
     app.command("simulate")(simulate.command)
     app.command("classify")(classify.command)

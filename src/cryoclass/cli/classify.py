@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options,
+from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
                                    with_config_options)
 from cryoclass.cli.progress import console, iteration_progress
 from cryoclass.config import Config
@@ -44,6 +44,8 @@ def command(
     from cryoclass.jobs.classify import classify
 
     check_cluster_options(cluster, scheduler)
+    if project_dir is not None and not project_dir.is_dir():
+        fail(f"--project-dir {project_dir}: no such folder (image paths are looked up there)")
     board = None
     if dashboard:  # imported only when asked for: the web stack costs seconds of start-up
         from cryoclass.dashboard.launch import start_dashboard
@@ -63,10 +65,24 @@ def command(
         raise typer.Exit(EXIT_OUTPUT if isinstance(err, OutputError) else EXIT_INPUT) from None
     for name, p in paths.items():
         console.print(f"{name:15s} {p}", soft_wrap=True)
+    if "rejects" in paths:
+        console.print(set_aside_line(paths["rejects"]), soft_wrap=True, highlight=False)
     if board is not None:
         from cryoclass.dashboard.launch import linger
 
         linger(board, say=console.print)
+
+
+def set_aside_line(rejects_csv: Path) -> str:
+    """'N particles set aside (counts by reason), listed in rejects.csv'."""
+    from cryoclass.io import read_rejects
+    from cryoclass.io.rejects import count_reasons
+
+    rejects = read_rejects(rejects_csv)
+    if not rejects:
+        return "0 particles set aside"
+    why = ", ".join(f"{n} {kind}" for kind, n in count_reasons(rejects))
+    return f"{len(rejects)} particles set aside ({why}), listed in {rejects_csv}"
 
 
 def _initial_classes(path: Path, project_dir: Optional[Path]):

@@ -4,11 +4,25 @@ help text on the command line as in the Python API (``max_res_A`` -> ``--max-res
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import typer
 
-from cryoclass.config import Config
+from pydantic import ValidationError
+
+from cryoclass.config import Config, describe_errors
+
+EXIT_INPUT = 2
+
+
+def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
+    """Print ``error: message`` (one line, no traceback) and exit with ``code``."""
+    from rich.markup import escape
+
+    from cryoclass.cli.progress import console
+
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
 
 #: Help of the execution options --cluster / --scheduler (not Config fields: they do not
 #: change results, only where the E-steps run; see cryoclass.distributed).
@@ -63,8 +77,13 @@ def with_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         cfg_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
         try:
             config = Config(**cfg_kwargs)
-        except ValueError as err:
-            raise typer.BadParameter(str(err)) from None
+        except ValidationError as err:
+            fail(describe_errors(err))
+        if config.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                fail("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
         return func(config=config, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=own + config_parameters())  # type: ignore

@@ -30,6 +30,8 @@ def parse_classes(text: Optional[str]) -> list[int]:
                 continue
             if "-" in part:
                 lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise typer.BadParameter(f"the range {part} is reversed: write {hi}-{lo}")
                 out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))

@@ -39,4 +39,7 @@ def command(
         raise typer.Exit(EXIT_INPUT) from None
     console.print(f"dashboard of {escape(str(job_dir))}: {server.url}  (Ctrl-C to stop)",
                   highlight=False, soft_wrap=True)
+    if not job_dir.exists():
+        console.print(f"note: {escape(str(job_dir))} does not exist yet: the page fills in "
+                      "once a job writes there", highlight=False, soft_wrap=True)
     server.run()

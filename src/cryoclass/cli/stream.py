@@ -8,12 +8,42 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options,
+from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
                                    with_config_options)
 from cryoclass.cli.progress import console
-from cryoclass.config import Config
+from pydantic import ValidationError
+
+from cryoclass.config import Config, describe_errors
 from cryoclass.io import InputError, OutputError
+
+EXIT_INPUT, EXIT_OUTPUT = 2, 3
+#: A stream stopped by Ctrl-C (SIGINT) or SIGTERM, after committing: 128 + the signal number.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+def summary_lines(summary, out: Path) -> list[str]:
+    """The end-of-stream report: every particle found is classified, set aside or waiting."""
+    s = summary
+    lines = [f"stream ended ({s.reason}): {s.n_ingested} particles ingested, {s.n_classified} "
+             f"classified, {s.n_rejected} set aside, {s.n_waiting} still waiting (found "
+             f"{s.n_found} = classified + set aside + still waiting); {s.n_updates} updates in "
+             f"{s.seconds:.1f} s; outputs in {out}"]
+    if s.n_rejected:
+        why = ", ".join(f"{n} {k}" for k, n in s.reasons)
+        lines.append(f"{s.n_rejected} particles set aside ({why}), listed in "
+                     f"{out / 'rejects.csv'}")
+    if s.n_files_set_aside:
+        lines.append(f"{s.n_files_set_aside} STAR file(s) could not be read and were set aside "
+                     f"(listed in {out / 'rejects.csv'}; their particles are not counted)")
+    if s.n_files_waiting:
+        lines.append(f"{s.n_files_waiting} STAR file(s) not readable yet (their particles are "
+                     "not counted)")
+    if s.stopped:
+        lines.append("stopped: run the same command to resume; particles still waiting are "
+                     "picked up then")
+    return lines
 
 
 def _print_update(stream, rep) -> None:
@@ -33,9 +63,10 @@ def command(
                              "stream checkpoint)"),
     policy: Optional[str] = typer.Option(None, "--policy", help="Streaming schedule, online or "
                                          "live (same as --stream-policy)"),
-    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="End when no new "
-                                                 "particle arrived for this many seconds"),
-    poll: float = typer.Option(5.0, "--poll", help="Seconds between polls of the folder"),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", min=0, help="End when "
+                                                 "no new particle was found for this many "
+                                                 "seconds"),
+    poll: float = typer.Option(5.0, "--poll", min=0, help="Seconds between polls of the folder"),
     done_marker: str = typer.Option("DONE", "--done-marker", help="File in WATCH_DIR that "
                                     "ends the stream ('' for none)"),
     pattern: str = typer.Option("*.star", "--pattern", help="STAR file names to watch "
@@ -57,8 +88,8 @@ def command(
     if policy is not None:
         try:
             config = Config(**{**config.model_dump(), "stream_policy": policy})
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--policy") from None
+        except ValidationError as err:
+            fail(describe_errors(err).replace("--stream-policy", "--policy"))
     board = None
     if dashboard:  # imported only when asked for: the web stack costs seconds of start-up
         from cryoclass.dashboard.launch import start_dashboard
@@ -68,15 +99,20 @@ def command(
         summary = watch(watch_dir, config, out, poll_s=poll, idle_timeout_s=idle_timeout,
                         done_marker=done_marker, pattern=pattern, outputs_every_s=write_every,
                         progress=_print_update, cluster=cluster, scheduler=scheduler)
-    except (InputError, FileNotFoundError, RuntimeError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last commit is intact
+        console.print(f"interrupted: {out} holds the last committed update; run the same "
+                      "command to resume", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except OutputError as err:  # disk full ...: the last commit and its outputs are intact
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(3) from None
-    console.print(f"stream ended ({summary.reason}): {summary.n_ingested} particles ingested, "
-                  f"{summary.n_processed} classified, {summary.n_rejected} set aside, "
-                  f"{summary.n_updates} updates in {summary.seconds:.1f} s; outputs in {out}")
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        raise typer.Exit(EXIT_OUTPUT) from None
+    except (InputError, FileNotFoundError, RuntimeError, ValueError) as err:
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    for line in summary_lines(summary, out):
+        console.print(line, soft_wrap=True, highlight=False)
+    if summary.stopped:
+        raise typer.Exit(EXIT_INTERRUPTED if summary.reason == "Ctrl-C" else EXIT_TERMINATED)
     if board is not None:
         from cryoclass.dashboard.launch import linger
 

@@ -9,7 +9,9 @@ Routes (all read-only except the selection ones, which write only ``selection/``
 * ``GET /api/class/{key}/{n}.png`` class average n of classes version key;
 * ``GET /api/files/{name}`` one of the job's outputs (a fixed list of names, nothing else);
 * ``POST /api/mark`` {number, mark: good|bad|null}; ``POST /api/autoselect`` {min_count,
-  max_res_A}; ``POST /api/clear``; ``POST /api/export`` (JSON bodies only).
+  max_res_A} (``AutoSelectBody``, 422 if invalid); ``POST /api/clear``; ``POST /api/export``
+  (JSON bodies only, at most ``guards.MAX_BODY_BYTES``; writes from another site's page are
+  refused by their Origin; no page may frame the dashboard: ``guards.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import hmac
 import json
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (FileResponse, JSONResponse, PlainTextResponse, Response,
                                  StreamingResponse)
@@ -32,11 +35,22 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cryoclass.dashboard.guards import BodyTooLarge, Guards
 from cryoclass.dashboard.jobfiles import download_path
 from cryoclass.dashboard.service import Dashboard
 from cryoclass.outputs.selection import OutputsChanging
 
 STATIC = Path(__file__).with_name("static")
+
+
+class AutoSelectBody(BaseModel):
+    """POST /api/autoselect: classes with at least min_count particles and a resolution of
+    max_res_A Å or better (None: any) are marked good, the others bad."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    min_count: Annotated[int, Field(ge=0, le=10**12)] | None = 0
+    max_res_A: Annotated[float, Field(gt=0, le=1e6)] | None = None
 COOKIE = "cryoclass_token"
 #: Seconds between checks of the job folder for the event stream, and between keep-alives.
 POLL_S = 0.5
@@ -84,11 +98,8 @@ def create_app(dashboard: Dashboard, token: str | None = None,
         return JSONResponse({"ok": True})
 
     async def autoselect(request: Request) -> Response:
-        body = await _json_body(request)
-        min_count = int(body.get("min_count") or 0)
-        max_res = body.get("max_res_A")
-        good = await run_in_threadpool(d.auto_select, min_count,
-                                       float(max_res) if max_res not in (None, "") else None)
+        body = AutoSelectBody.model_validate(await _json_body(request))
+        good = await run_in_threadpool(d.auto_select, body.min_count or 0, body.max_res_A)
         return JSONResponse({"good": good})
 
     async def clear(request: Request) -> Response:
@@ -112,12 +123,11 @@ def create_app(dashboard: Dashboard, token: str | None = None,
         Route("/api/export", export, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    middleware = []
-    if allowed_hosts:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    middleware = [Middleware(Guards, allowed_hosts=allowed_hosts or None)]
     if token:
         middleware.append(Middleware(TokenGate, token=token))
-    handlers = {ValueError: _bad_request, OutputsChanging: _conflict}
+    handlers = {ValueError: _bad_request, OutputsChanging: _conflict,
+                ValidationError: _unprocessable, BodyTooLarge: _too_large}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 
@@ -159,6 +169,17 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     code = 415 if isinstance(exc, _UnsupportedMedia) else 400
     msg = "send application/json" if code == 415 else str(exc)
     return JSONResponse({"error": msg}, status_code=code)
+
+
+async def _unprocessable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                         for e in exc.errors())
+    return JSONResponse({"error": problems}, status_code=422)
+
+
+async def _too_large(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=413)
 
 
 async def _conflict(request: Request, exc: Exception) -> Response:

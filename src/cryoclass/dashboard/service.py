@@ -27,13 +27,14 @@ from cryoclass.dashboard.found import FoundCounter
 from cryoclass.dashboard.images import to_png
 from cryoclass.dashboard.jobfiles import outputs_settled, stamp, version
 from cryoclass.dashboard.marks import BAD, GOOD, Marks
+from cryoclass.io.rejects import reason_kind
 from cryoclass.outputs.selection import (JobClasses, OutputsChanging, export_selection,
                                          read_job_classes)
 
 #: Most points per plotted series (older points are thinned, the latest always kept).
 MAX_POINTS = 300
 #: Files only a streaming job writes (``cryoclass.stream.stream``).
-STREAM_FILES = (".stream.lock", "stream_state.pt", "events.jsonl")
+STREAM_FILES = ("stream_state.pt", "events.jsonl")
 #: Window (s) of the recent throughput.
 RECENT_S = 60.0
 
@@ -311,7 +312,7 @@ class Dashboard:
         try:
             with open(path, newline="", encoding="utf-8") as fh:
                 for rec in csv.DictReader(fh):
-                    kinds[_reason_kind(rec.get("reason", ""))] += 1
+                    kinds[reason_kind(rec.get("reason", ""))] += 1
         except OSError:
             pass
         out = [[k, n] for k, n in kinds.most_common()]
@@ -438,12 +439,6 @@ def _num(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if np.isfinite(f) else None
-
-
-def _reason_kind(reason: str) -> str:
-    """A reason without its particulars (numbers, file names) for grouping."""
-    head = reason.split(":")[0].split(" (")[0]
-    return " ".join("".join(c for c in head if not c.isdigit()).split()) or "unknown"
 
 
 def _short(key: str) -> str:

@@ -6,6 +6,7 @@ mm, plus the internal columns ``_stack_path``, ``_stack_index`` and ``_source_ro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from .columns import (
 from .errors import InputError, show_value
 from .locate import ImageLocations, header_pixel_sizes, locate_images
 from .problems import RowProblems
-from .validate import check_ctf, check_duplicates
+from .validate import check_ctf, check_duplicates, defocus_unit_note
+
+log = logging.getLogger("cryoclass.io")
 
 _NUMERIC_REQUIRED = tuple(c for c in REQUIRED_COLUMNS if c != "rlnImageName")
 _ORIGINS_PX = (
@@ -64,7 +67,14 @@ def _fill_pixel_size(table: pd.DataFrame, locs: ImageLocations, problems: RowPro
         ps = pd.to_numeric(table["rlnImagePixelSize"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
     else:
         ps = np.full(len(table), np.nan)
-    missing = ~(np.isfinite(ps) & (ps > 0))
+    absurd = np.isfinite(ps) & (ps <= 0)  # given but impossible: set aside, never replaced
+    if absurd.any():
+        group = table["rlnOpticsGroup"] if "rlnOpticsGroup" in table.columns else None
+        problems.flag(absurd, lambda row: (
+            f"rlnImagePixelSize {ps[row]:g} Å"
+            + (f" (optics group {group.iloc[row]})" if group is not None else "")
+            + " is not a plausible pixel size: expected > 0 Å"))
+    missing = ~np.isfinite(ps)
     if missing.any():
         header = header_pixel_sizes(problems.file, locs, wanted=missing & problems.ok())
         ps = np.where(missing, header, ps)
@@ -193,6 +203,9 @@ def canonicalize(
         _origins_to_angstrom(table)
     if check_values:
         check_ctf(table, probs)
+        note = defocus_unit_note(table, table[SOURCE_ROW].to_numpy())
+        if note:
+            log.warning("%s: %s", file, note)
     for col in ("rlnPhaseShift", "rlnCtfBfactor"):
         if col not in table.columns:
             table[col] = 0.0

@@ -126,6 +126,8 @@ def read_cs_table(path: str | PathLike[str]) -> pd.DataFrame:
     if missing:
         raise InputError(f"missing required field(s) {', '.join(missing)} in the .cs file", file=p)
     n = len(d)
+    if n == 0:
+        raise InputError("no particles: the particle table has no rows (empty input)", file=p)
     idx = np.asarray(d["blob/idx"], dtype=np.int64)
     paths = _strip_gt(d["blob/path"])
     t = pd.DataFrame(index=pd.RangeIndex(n))

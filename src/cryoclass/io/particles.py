@@ -27,12 +27,14 @@ SCAN_BATCH_BYTES = 256 * 1024**2
 
 @dataclass
 class Reject:
-    """A particle left out, and why. ``row`` is the 0-based data row in ``source``."""
+    """A particle left out, and why. ``row`` is the 0-based data row in ``source`` (-1: a whole
+    file); ``time``: when it was set aside (UTC, ISO 8601; '' if not recorded)."""
 
     source: str
     row: int
     image_name: str
     reason: str
+    time: str = ""
 
 
 @dataclass(eq=False)

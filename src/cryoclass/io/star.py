@@ -76,6 +76,25 @@ def _pick_particle_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.Data
     raise InputError(f"no particle block with rlnImageName among {names}", file=path)
 
 
+def _check_complete_rows(path: Path, particles: pd.DataFrame) -> None:
+    """InputError naming the first row that lacks its last values (a file cut short): STAR
+    values are never empty, so missing trailing values mean the row is incomplete."""
+    if not len(particles) or not particles.shape[1]:
+        return
+    missing = particles.isna().to_numpy()
+    if not missing[:, -1].any():
+        return
+    n_given = particles.shape[1] - np.argmin(missing[:, ::-1], axis=1)
+    n_given[missing.all(axis=1)] = 0
+    cut = missing[:, -1] & np.array([missing[i, n:].all() for i, n in enumerate(n_given)])
+    if cut.any():
+        row = int(np.flatnonzero(cut)[0])
+        raise InputError(f"incomplete row: {n_given[row]} of {particles.shape[1]} values, "
+                         f"{', '.join(particles.columns[n_given[row]:][:3])}"
+                         f"{'...' if particles.shape[1] - n_given[row] > 3 else ''} missing "
+                         "(is the file cut short?)", file=path, row=row)
+
+
 def _merge_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame) -> pd.DataFrame:
     if "rlnOpticsGroup" not in optics.columns:
         raise InputError("data_optics has no rlnOpticsGroup column", file=path)
@@ -118,6 +137,7 @@ def read_star(path: str | PathLike[str]) -> StarContent:
     p = Path(path)
     blocks = _read_blocks(p)
     particles = _pick_particle_block(p, blocks)
+    _check_complete_rows(p, particles)
     optics = blocks.get("optics")
     if optics is None:
         return StarContent(particles=particles.copy(), optics=None, relion30=True)

@@ -87,6 +87,34 @@ def check_ctf(table: pd.DataFrame, problems: RowProblems) -> None:
                       f"({_show(raw.iloc[pos])})")
 
 
+#: Defocus (Å) that real data lies within; values outside are likely in another unit.
+DEFOCUS_USUAL_A = (1_000.0, 100_000.0)
+
+
+def defocus_unit_note(table: pd.DataFrame, rows: np.ndarray | None = None) -> str | None:
+    """A warning when plausible-looking defocus values lie outside DEFOCUS_USUAL_A: which
+    column, how many rows (the first few named, 0-based) and the likely unit; else None.
+    ``rows``: the rows' 0-based data rows in the file (default 0..n-1)."""
+    lo, hi = DEFOCUS_USUAL_A
+    for col in ("rlnDefocusU", "rlnDefocusV"):
+        if col not in table.columns:
+            continue
+        v = pd.to_numeric(table[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        odd = np.isfinite(v) & (v > 0) & ((v < lo) | (v > hi))
+        if not odd.any():
+            continue
+        pos = np.flatnonzero(odd)
+        src = np.arange(len(v)) if rows is None else np.asarray(rows)
+        named = ", ".join(str(int(src[p])) for p in pos[:5]) + (", ..." if pos.size > 5 else "")
+        med = float(np.median(v[pos]))
+        unit = ("µm (x 10,000 for Å)" if med < 20 else "nm (x 10 for Å)" if med < lo
+                else "not Å (over 10 µm)")
+        return (f"{col} of {pos.size} of {len(v)} rows (0-based data rows {named}) lies outside "
+                f"{lo:,.0f}-{hi:,.0f} Å (median {med:g}): it looks like {unit}; cryoclass "
+                "reads defocus in Å, as RELION writes it")
+    return None
+
+
 def check_duplicates(table: pd.DataFrame, problems: RowProblems) -> None:
     """Flag every later row that refers to the same image (stack file + index) as an earlier one.
 

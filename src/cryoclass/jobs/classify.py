@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -24,9 +23,11 @@ from cryoclass.engine.executor import EStepExecutor
 from cryoclass.engine.poses import working_steps
 from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
+from cryoclass.io.rejects import count_reasons
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
 from cryoclass.jobs.execution import executor_for
+from cryoclass.jobs.limits import check_resolution
 from cryoclass.jobs.outdir import hold, publish
 from cryoclass.outputs.results import write_results
 
@@ -84,6 +85,11 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
 def _check_geometry(pset: ParticleSet, config: Config, initial_classes: np.ndarray | None) -> None:
     """Whole-file checks: one box and one pixel size; initial classes of the job's shape."""
     _ = pset.box, pset.pixel_size_A
+    check_resolution(config, pset.box, pset.pixel_size_A, source=pset.source)
+    if config.n_classes > len(pset):
+        log.warning("%d classes for %d particles: at least %d classes will stay empty; choose "
+                    "--classes %d or fewer", config.n_classes, len(pset),
+                    config.n_classes - len(pset), len(pset))
     if initial_classes is not None:
         want = (config.n_classes, pset.box, pset.box)
         got = tuple(np.shape(initial_classes))
@@ -112,7 +118,8 @@ def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):
     run without ``resume``."""
     if not ckpt.exists():
         if resume:
-            log.info("%s: no checkpoint to resume, starting from the beginning", ckpt.path.parent)
+            log.warning("--resume: %s holds no interrupted run, starting from the beginning",
+                        ckpt.path.parent)
         return None
     payload = ckpt.peek()
     if not resume:
@@ -128,16 +135,9 @@ def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):
 
 def no_usable_particles(rejects: list, rejects_path: Path) -> str:
     """Message for a job left with no particle: how many were set aside, the commonest reasons."""
-    kinds = Counter(_kind(r.reason) for r in rejects)
-    top = "; ".join(f"{n} x {k}" for k, n in kinds.most_common(3))
+    top = "; ".join(f"{n} x {k}" for k, n in count_reasons(rejects)[:3])
     return (f"no usable particles: all {len(rejects)} were set aside ({top}); every one is listed "
             f"with its reason in {rejects_path}")
-
-
-def _kind(reason: str) -> str:
-    """A reason without its particulars (first clause, digits dropped) for grouping."""
-    head = reason.split(":")[0].split(" (")[0]
-    return "".join(c for c in head if not c.isdigit()).strip()
 
 
 def micrograph_pixel_size_A(table) -> np.ndarray:

@@ -1,10 +1,10 @@
 """An output folder owned by one batch job at a time, cleaned of what a killed job left, whose
 outputs are replaced all together.
 
-``hold(out_dir)`` takes an exclusive lock (``.classify.lock``; the OS releases it when the process
-ends, even by kill -9) and removes what a killed job left: temporary files of atomic writes
-(``.NAME.tmp-XXXXXXXXXXXX.EXT``, see ``cryoclass.io.atomic``) and staging folders. Finished
-outputs are never touched.
+``hold(out_dir)`` takes the folder's one job lock (``lock.py``, shared by batch and stream jobs;
+the OS releases it when the process ends, even by kill -9) and removes what a killed job left:
+temporary files of atomic writes (``.NAME.tmp-XXXXXXXXXXXX.EXT``, see ``cryoclass.io.atomic``)
+and staging folders. Finished outputs are never touched.
 
 ``publish(out_dir, write)`` has ``write`` put every output into a staging folder inside
 ``out_dir``, then moves them into place (renames: they need no disk space). If writing fails
@@ -13,7 +13,6 @@ outputs are never touched.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
@@ -21,9 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cryoclass.io import InputError, OutputError
+from cryoclass.io import OutputError
+from cryoclass.jobs.lock import LOCK_NAME, lock_folder, make_output_folder
 
-LOCK_NAME = ".classify.lock"
+__all__ = ["LOCK_NAME", "hold", "publish", "remove_stale_temporaries"]
 #: Temporary files of cryoclass.io.atomic (and of ModelState.save) in an output folder.
 TEMP_PATTERNS = (".*.tmp-*", "*.pt*.tmp")
 STAGING_PREFIX = ".staging-"
@@ -32,18 +32,9 @@ STAGING_PREFIX = ".staging-"
 @contextmanager
 def hold(out_dir: str | Path) -> Iterator[Path]:
     """Create ``out_dir`` if needed, lock it for this process and clean stale temporaries."""
-    out = Path(out_dir)
+    out = make_output_folder(out_dir)
+    fd = lock_folder(out, "classify")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise InputError(f"cannot use as output folder ({err.strerror or err})", file=out) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError("another cryoclass classify job is writing into this folder",
-                             file=out) from None
         remove_stale_temporaries(out)
         yield out
     finally:

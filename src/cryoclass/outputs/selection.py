@@ -28,6 +28,10 @@ from cryoclass.outputs.class_match import match_classes
 
 SELECTED_STAR = "selected_particles.star"
 SELECTED_CS = "selected_particles.cs"
+#: Files a classify or stream job writes into its folder (never replaced by a selection).
+JOB_OUTPUTS = frozenset({"classes.mrcs", "particles.star", "particles.cs", "model.star",
+                         "gallery.png", "rejects.csv", "config.json", "events.jsonl",
+                         "stream_state.pt", "batch_state.pt"})
 STATE_DIR = "selection"
 STATE_JSON = "selection.json"
 REFERENCE = "reference_classes.mrcs"
@@ -100,6 +104,18 @@ def auto_select(classes: JobClasses, min_count: int = 0, max_res_A: float | None
     return [int(n) for n in classes.numbers[ok]]
 
 
+def check_export_target(job_dir: str | Path, target: str | Path) -> None:
+    """InputError if writing ``target`` would replace a file of the job in ``job_dir`` (its
+    outputs, checkpoint, log...): only new files and earlier selections may be written there."""
+    job, path = Path(job_dir).resolve(), Path(target).resolve()
+    if path == job:
+        raise InputError("is the job folder itself, not a file to write", file=target)
+    if path.parent == job and path.name not in (SELECTED_STAR, SELECTED_CS) and (
+            path.exists() or path.name in JOB_OUTPUTS):
+        raise InputError(f"is one of the job's own files ({path.name}): choose another --out, "
+                         f"e.g. {job_dir}/{SELECTED_STAR}", file=target)
+
+
 def export_selection(job_dir: str | Path, classes: Iterable[int], out_star: str | Path | None = None,
                      out_cs: str | Path | None = None, with_cs: bool = True,
                      expected_counts: np.ndarray | None = None, attempts: int = 20,
@@ -116,6 +132,8 @@ def export_selection(job_dir: str | Path, classes: Iterable[int], out_star: str 
     chosen = sorted({int(c) for c in classes})
     star_path = Path(out_star) if out_star is not None else job / SELECTED_STAR
     cs_path = Path(out_cs) if out_cs is not None else job / SELECTED_CS
+    for target in (star_path, cs_path) if with_cs else (star_path,):
+        check_export_target(job, target)
     star, cs = _read_consistent(job, with_cs, expected_counts, attempts, wait_s)
     k = int(star["rlnClassNumber"].max()) if len(star) else 0
     bad = [c for c in chosen if not 1 <= c <= max(k, 1)]

@@ -75,6 +75,10 @@ class LivePolicy:
         """The initial run already is a complete batch job: nothing to complete."""
         return False
 
+    def rows_withdrawn(self, rows: np.ndarray) -> None:
+        """Pool rows taken out (their stack is gone): the last pass saw fewer particles."""
+        self.n_at_last_pass -= int(np.count_nonzero(np.asarray(rows) < self.n_at_last_pass))
+
     def state_dict(self) -> dict:
         return {"n_at_last_pass": self.n_at_last_pass}
 

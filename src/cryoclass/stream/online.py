@@ -145,6 +145,9 @@ class OnlinePolicy:
                             mean_loglik=float(np.mean(res.log_likelihood)),
                             seconds={**out.seconds, "mstep": t3 - t2})
 
+    def rows_withdrawn(self, rows: np.ndarray) -> None:
+        """Pool rows taken out (their stack is gone): nothing to adjust."""
+
     def state_dict(self) -> dict:
         return {}
 

@@ -108,6 +108,20 @@ class ParticlePool:
         """Record keys set aside (bad image, wrong box...): never ingested, never retried."""
         self._rejected.update(str(k) for k in keys)
 
+    def withdraw(self, rows: np.ndarray) -> pd.DataFrame:
+        """Take ingested rows (positions) out of the pool for good, e.g. when their stack was
+        deleted: their keys move to the rejected ledger and later rows move up. Returns the rows
+        taken out."""
+        t = self.table
+        gone = np.zeros(len(t), dtype=bool)
+        gone[np.asarray(rows, dtype=np.int64)] = True
+        out, keep = t.loc[gone].reset_index(drop=True), t.loc[~gone].reset_index(drop=True)
+        self._parts, self._table = ([keep] if len(keep) else []), None
+        self._keys = set(keep[KEY].astype(str))
+        self._n = len(keep)
+        self.mark_rejected(out[KEY].to_numpy(dtype=object))
+        return out
+
     @property
     def n_rejected(self) -> int:
         return len(self._rejected)

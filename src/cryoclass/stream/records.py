@@ -58,6 +58,12 @@ class ParticleRecords:
             setattr(self, f.name, np.concatenate([a, np.full(shape, pad.get(f.name, 0),
                                                              dtype=a.dtype)]))
 
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the rows where mask is True (rows withdrawn from the pool)."""
+        for f in fields(self):
+            if f.name != "n_classes":
+                setattr(self, f.name, getattr(self, f.name)[mask])
+
     def set(self, result: ParticleResult, update: int, now_s: float,
             rows: np.ndarray | None = None) -> None:
         """Store an E-step's results. rows: pool rows of ``result`` (default result.index)."""

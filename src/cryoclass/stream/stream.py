@@ -10,15 +10,15 @@ the batch schedule's full passes. After every update the stream commits: one ato
 a folder with a checkpoint resumes it: every committed particle is kept, none is counted twice,
 and particles ingested after the last commit are ingested again by their source.
 
-One process per output folder (a lock file enforces it).
+One job per output folder, batch or stream (``cryoclass.jobs.lock`` enforces it).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +32,13 @@ from cryoclass.engine.em import Engine, ParticleResult
 from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.poses import working_steps
-from cryoclass.io import ParticleSet, Reject, write_stack
+from cryoclass.io import InputError, OutputError, ParticleSet, Reject, write_stack
 from cryoclass.io.canonical import canonicalize
-from cryoclass.io.columns import SOURCE_ROW
+from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
+from cryoclass.io.rejects import now_utc, reason_kind
+from cryoclass.io.stacks import stack_info
+from cryoclass.jobs.limits import check_resolution
+from cryoclass.jobs.lock import lock_folder, make_output_folder
 from cryoclass.outputs.results import write_results
 from cryoclass.stream.checkpoint import StreamCheckpoint, load_checkpoint, save_checkpoint
 from cryoclass.stream.context import StreamContext, UpdateReport
@@ -44,13 +48,13 @@ from cryoclass.stream.online import OnlinePolicy
 from cryoclass.stream.passes import final_pass, n_final_passes
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, ParticlePool, particle_keys
 from cryoclass.stream.records import ParticleRecords
+from cryoclass.stream.geometry import first_geometry
 
 log = logging.getLogger("cryoclass.stream")
 
 #: Config fields that may change when a stream is resumed (execution only).
 RESUMABLE_CHANGES = frozenset({"device", "batch_particles"})
 API_STACKS = "stream_stacks"
-LOCK_NAME = ".stream.lock"
 EVENTS_NAME = "events.jsonl"
 
 
@@ -85,10 +89,9 @@ class Stream:
         self.config = config
         self.estep = estep if estep is not None else LocalEStep()
         self.on_update = on_update
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = make_output_folder(out_dir)
         self.outputs_every_s = float(outputs_every_s)
-        self._lock_fd = _lock(self.out / LOCK_NAME)
+        self._lock_fd = lock_folder(self.out, "stream")
         try:
             self._setup()
         except BaseException:
@@ -114,6 +117,7 @@ class Stream:
         self._ingested_since_commit = 0
         self._last_outputs = 0.0
         self._outputs_stale = False
+        self.n_duplicates = 0
         self.resumed = self._resume()
 
     # ------------------------------------------------------------------ properties
@@ -142,6 +146,11 @@ class Stream:
     def n_updates(self) -> int:
         return self.ctx.updates
 
+    @property
+    def uncommitted(self) -> bool:
+        """True if particles were ingested or withdrawn since the last commit."""
+        return self._ingested_since_commit > 0
+
     def known(self, keys: np.ndarray) -> np.ndarray:
         """(n,) bool: keys already ingested or rejected (the ledger)."""
         return self.ctx.pool.known(keys)
@@ -168,9 +177,10 @@ class Stream:
                        else np.full(len(t), time.time()))
         else:
             arrival = np.broadcast_to(np.asarray(arrival_s, np.float64), (len(t),))
-        ps = ParticleSet(table=t)
         if not self.ctx.pool.has_geometry:
-            self.ctx.pool.set_geometry(ps.box, float(t["rlnImagePixelSize"].iloc[0]))
+            box, apix = first_geometry(t)
+            check_resolution(self.config, box, apix, source=_first_source(t, source))
+            self.ctx.pool.set_geometry(box, apix)
         ok = self._check_rows(t, source)
         t, arrival = t.loc[ok].reset_index(drop=True), arrival[ok]
         if not len(t):
@@ -250,9 +260,8 @@ class Stream:
         for i in np.flatnonzero(dup):
             row = int(t[SOURCE_ROW].iloc[i]) if SOURCE_ROW in t.columns else int(i)
             src = str(t[SOURCE_FILE].iloc[i]) if SOURCE_FILE in t.columns else source
-            self.rejects.append(Reject(source=src, row=row,
-                                       image_name=str(t["rlnImageName"].iloc[i]),
-                                       reason="listed twice: the same image as an earlier row"))
+            self._set_aside(Reject(source=src, row=row, image_name=str(t["rlnImageName"].iloc[i]),
+                                   reason="listed twice: the same image as an earlier row"))
         return t.loc[~dup].reset_index(drop=True)
 
     def _check_rows(self, t: pd.DataFrame, source: str) -> np.ndarray:
@@ -294,9 +303,9 @@ class Stream:
             for i in bad:
                 row = int(t[SOURCE_ROW].iloc[i]) if SOURCE_ROW in t.columns else int(i)
                 src = str(t[SOURCE_FILE].iloc[i]) if SOURCE_FILE in t.columns else source
-                self.rejects.append(Reject(source=src, row=row,
-                                           image_name=str(t["rlnImageName"].iloc[i]),
-                                           reason=reasons[i]))
+                self._set_aside(Reject(source=src, row=row,
+                                       image_name=str(t["rlnImageName"].iloc[i]),
+                                       reason=reasons[i]))
         return ok
 
     def reject_keys(self, keys: dict[str, str | Reject], source: str = "") -> None:
@@ -305,9 +314,57 @@ class Stream:
         of the stream, or rows with an absurd CTF value. Keys already in the ledger are skipped."""
         fresh = [k for k in keys if not self.known(np.array([k], dtype=object))[0]]
         self.ctx.pool.mark_rejected(np.array(fresh, dtype=object))
-        self.rejects += [keys[k] if isinstance(keys[k], Reject) else
-                         Reject(source=source, row=-1, image_name=k, reason=keys[k])
-                         for k in fresh]
+        for k in fresh:
+            self._set_aside(keys[k] if isinstance(keys[k], Reject) else
+                            Reject(source=source, row=-1, image_name=k, reason=keys[k]))
+
+    def set_aside_rows(self, rows: pd.DataFrame, reasons: dict[str, str], prefix: str = ""
+                       ) -> int:
+        """Set aside found rows that were never ingested (e.g. whose stack never became
+        complete), each with its STAR file, row and ``prefix + reasons[key]``. Returns how many
+        were new to the ledger."""
+        if rows is None or not len(rows):
+            return 0
+        keys = rows[KEY].to_numpy(dtype=object)
+        fresh = ~self.known(keys)
+        out = {}
+        for i in np.flatnonzero(fresh):
+            k = str(keys[i])
+            out[k] = Reject(source=str(rows[SOURCE_FILE].iloc[i]) if SOURCE_FILE in rows else "",
+                            row=int(rows[SOURCE_ROW].iloc[i]) if SOURCE_ROW in rows else -1,
+                            image_name=str(rows["rlnImageName"].iloc[i]),
+                            reason=prefix + reasons.get(k, "unknown"))
+        self.reject_keys(out)
+        return len(out)
+
+    def _set_aside(self, reject: Reject) -> None:
+        """Add a reject, stamped with the time it was set aside."""
+        if not reject.time:
+            reject.time = now_utc()
+        self.rejects.append(reject)
+
+    # ------------------------------------------------------------------ accounting
+    def accounting(self, waiting: int = 0) -> dict[str, int]:
+        """Every particle found, in exactly one place: ``classified`` (in particles.star),
+        ``set_aside`` (in rejects.csv: the stream's rejects and duplicate picks), ``waiting``
+        (ingested, not yet processed, + ``waiting`` found rows not ingested yet); ``found`` is
+        their sum; ``files``: whole files set aside (rejects.csv rows with row -1)."""
+        files = sum(1 for r in self.rejects if r.row < 0 and r.image_name == "")
+        rejected = len(self.rejects) - files
+        classified = self.n_processed - self.n_duplicates
+        pending = self.n_ingested - self.n_processed
+        c = {"classified": classified, "set_aside": rejected + self.n_duplicates,
+             "waiting": pending + int(waiting), "files": files}
+        c["found"] = c["classified"] + c["set_aside"] + c["waiting"]
+        return c
+
+    def set_aside_reasons(self) -> list[tuple[str, int]]:
+        """(reason kind, particles) of the stream's rejects, commonest first."""
+        kinds = Counter(reason_kind(r.reason) for r in self.rejects
+                        if not (r.row < 0 and r.image_name == ""))
+        if self.n_duplicates:
+            kinds["duplicate pick"] += self.n_duplicates
+        return kinds.most_common()
 
     # ------------------------------------------------------------------ updates
     def update(self, max_updates: int | None = None, finishing: bool = False
@@ -317,7 +374,9 @@ class Stream:
         while self.ctx.engine is not None and self.policy.due(self.ctx, finishing):
             if max_updates is not None and len(done) >= max_updates:
                 break
-            rep = self.policy.step(self.ctx)
+            rep = self._guarded(lambda: self.policy.step(self.ctx))
+            if rep is None:
+                continue
             self.commit(rep)
             done.append(rep)
         return done
@@ -329,15 +388,81 @@ class Stream:
         if not self.finished:
             self.update(finishing=True)
             while self.final_done == 0 and self.policy.completion_due(self.ctx):
-                self.commit(self.policy.complete_step(self.ctx))
-            if self.ctx.engine is not None and self.ctx.engine.state is not None:
-                for j in range(self.final_done, n_final_passes(self.ctx)):
-                    rep = final_pass(self.ctx, j)
-                    self.final_done = j + 1
-                    self.commit(rep, force_outputs=True)
+                rep = self._guarded(lambda: self.policy.complete_step(self.ctx))
+                if rep is not None:
+                    self.commit(rep)
+            j = self.final_done
+            while (self.ctx.engine is not None and self.ctx.engine.state is not None
+                   and len(self.ctx.pool) and j < n_final_passes(self.ctx)):
+                rep = self._guarded(lambda: final_pass(self.ctx, j))
+                if rep is None:
+                    continue
+                j = self.final_done = j + 1
+                self.commit(rep, force_outputs=True)
             self.finished = True
             self.commit(None, kind="finish", force_outputs=True)
         return self.result()
+
+    def _guarded(self, step: Callable[[], UpdateReport]) -> UpdateReport | None:
+        """Run one update; if an image cannot be read (its stack was deleted, moved or damaged
+        after ingestion), withdraw the particles of every such stack (``withdraw_unreadable``),
+        undo the step's counters and return None (the caller tries again). Other errors, or a
+        read error with no stack to withdraw, are raised."""
+        eng = self.ctx.engine
+        saved = (self.ctx.updates, self.ctx.rng.bit_generator.state,
+                 eng.rng.bit_generator.state if eng is not None else None)
+        try:
+            return step()
+        except OutputError:
+            raise
+        except (InputError, OSError):
+            self.ctx.updates, self.ctx.rng.bit_generator.state = saved[0], saved[1]
+            if eng is not None:
+                eng.rng.bit_generator.state = saved[2]
+            if not self.withdraw_unreadable():
+                raise
+            return None
+
+    def withdraw_unreadable(self) -> int:
+        """Set aside, for good, the ingested particles whose image can no longer be read (stack
+        deleted, moved, truncated or damaged since ingestion): rejects.csv lists each with its
+        file, row, reason and time; the stream goes on without them. The statistics they gave
+        stay in the model until the final passes, which recompute everything from the particles
+        left. Returns how many were withdrawn."""
+        t = self.ctx.pool.table
+        if not len(t):
+            return 0
+        bad: dict[str, str] = {}
+        for path, idx in t.groupby(STACK_PATH, sort=False)[STACK_INDEX].max().items():
+            try:
+                info = stack_info(path)
+            except InputError as err:
+                bad[path] = err.problem
+                continue
+            if int(idx) >= info.n:
+                bad[path] = f"stack now holds {info.n} images, fewer than when ingested"
+            elif info.box != self.ctx.pool.box:
+                bad[path] = (f"stack now holds {info.box} px images, the stream's are "
+                             f"{self.ctx.pool.box} px")
+        if not bad:
+            return 0
+        rows = np.flatnonzero(t[STACK_PATH].isin(list(bad)).to_numpy())
+        mask = np.ones(len(t), dtype=bool)
+        mask[rows] = False
+        self.ctx.records.grow(len(t))
+        self.ctx.records.keep(mask)
+        gone = self.ctx.pool.withdraw(rows)
+        self.policy.rows_withdrawn(rows)
+        for i in range(len(gone)):
+            r = gone.iloc[i]
+            self._set_aside(Reject(
+                source=str(r.get(SOURCE_FILE, "")), row=int(r.get(SOURCE_ROW, -1)),
+                image_name=str(r["rlnImageName"]),
+                reason=f"stack unreadable after ingestion ({bad[r[STACK_PATH]]}): withdrawn"))
+        log.warning("%d particles withdrawn: %d stacks can no longer be read (%s)", len(gone),
+                    len(bad), "; ".join(f"{p}: {why}" for p, why in list(bad.items())[:3]))
+        self._ingested_since_commit += 1  # the withdrawal is committed with the next update
+        return int(len(gone))
 
     def result(self) -> StreamResult:
         """The current model and latest assignments of the processed particles."""
@@ -392,6 +517,7 @@ class Stream:
         if self.config.remove_duplicates:
             res, duplicates = self._without_duplicate_picks(res)
             rejects += duplicates
+            self.n_duplicates = len(duplicates)
         return write_results(self.out, st, res, pool.table, self.config, rejects=rejects,
                              history=self.history, accuracy_deg=psi_step,
                              accuracy_A=shift_step * pool.pixel_size_A)
@@ -521,17 +647,6 @@ class Stream:
         self.close()
 
 
-def _lock(path: Path) -> int:
-    """Hold an exclusive lock on path for the life of the process (released on exit/kill)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RuntimeError(f"another cryoclass stream is running on {path.parent}") from None
-    return fd
-
-
 def _remove_stale_temporaries(out: Path) -> None:
     """Temp files left by a process killed mid-write (ours: the folder is locked)."""
     for pattern in ("*.pt*.tmp", ".*.tmp-*"):
@@ -544,3 +659,8 @@ def _remove_stale_temporaries(out: Path) -> None:
     if stacks.is_dir():
         for p in stacks.glob(".*.tmp-*"):
             p.unlink(missing_ok=True)
+
+
+def _first_source(t: pd.DataFrame, source: str) -> str:
+    """The file the first row came from (for messages)."""
+    return str(t[SOURCE_FILE].iloc[0]) if SOURCE_FILE in t.columns and len(t) else source

@@ -49,12 +49,14 @@ class _StarState:
 class PollResult:
     """ready: canonical rows ready to ingest (with ``_stream_key`` and ``_arrival_s``, the
     latest mtime of the row's STAR and stack, Unix s); waiting: rows seen whose stack is not
-    complete yet, with the reason per key; errors: STAR files that could not be read (path ->
-    message); rejected: rows that can never be used (a bad image name, a CTF value that is not
-    a number or is absurd), key ``STAR path#row`` -> Reject (file, 0-based row, reason)."""
+    complete yet, with the reason per key (``waiting_rows``: those rows, with their STAR file
+    and row); errors: STAR files that could not be read (path -> message); rejected: rows that
+    can never be used (a bad image name, a CTF value that is not a number or is absurd), key
+    ``STAR path#row`` -> Reject (file, 0-based row, reason)."""
 
     ready: pd.DataFrame
     waiting: dict[str, str] = field(default_factory=dict)
+    waiting_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     errors: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, Reject] = field(default_factory=dict)
 
@@ -147,7 +149,8 @@ class FolderWatcher:
                 {p: s.info.box for p, s in status.items() if s.ready}).astype(np.int64)
         still = set(rows.loc[~ok, STACK_PATH])
         self._stacks.forget([p for p, s in status.items() if s.ready and p not in still])
-        return PollResult(ready=ready, waiting=waiting, errors=errors, rejected=rejected)
+        return PollResult(ready=ready, waiting=waiting, errors=errors, rejected=rejected,
+                          waiting_rows=rows.loc[~ok].reset_index(drop=True))
 
 
 def stamp_seconds(stamp: Stamp | None) -> float:
