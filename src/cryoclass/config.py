@@ -23,11 +23,13 @@ class Config(BaseModel):
                              "component beyond 1/max_res_A is used in alignment or class averages.")
     min_res_A: float | None = Field(None, gt=0, description="Minimum alignment resolution (Å): "
                                     "frequencies below 1/min_res_A are left out of the alignment "
-                                    "scores (class averages keep them). Off by default; 40-60 Å for "
-                                    "micelles and nanodiscs.")
+                                    "scores (class averages keep them), from the end of the "
+                                    "annealing on (classes are first built on the full band). "
+                                    "Off by default; 40-60 Å for micelles and nanodiscs.")
     init_res_A: float = Field(25.0, gt=0, description="Working resolution (Å) of the first "
-                              "iterations; it then follows the classes' signal-to-noise, up to "
-                              "max_res_A. With min_res_A set, at most min_res_A / 2.5.")
+                              "iterations; it then follows the resolution the classes' signal "
+                              "supports, up to max_res_A (with min_res_A, at least min_res_A / "
+                              "2.5 once the high-pass applies).")
     init_lowpass_A: float = Field(30.0, gt=0, description="Low-pass (Å) of the random-subset "
                                   "initial classes.")
 
@@ -78,7 +80,8 @@ class Config(BaseModel):
                                   "posterior (RELION-style). Off: uniform prior, which keeps a "
                                   "large blurry class from absorbing weak particles at low SNR.")
     force_max: bool = Field(True, description="Best pose per class, soft over classes "
-                            "(CryoSPARC's 'Force max over poses/shifts').")
+                            "(CryoSPARC's 'Force max over poses/shifts'). Off: marginalise over "
+                            "the poses around the best one, as RELION does.")
 
     # --- model --------------------------------------------------------------------------------
     white_noise: bool = Field(False, description="Flat (white) noise model instead of the "
