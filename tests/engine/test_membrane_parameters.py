@@ -5,7 +5,8 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.em import Engine
-from cryoclass.engine.schedule import load_batch, run_batch
+from cryoclass.engine.source import load_batch
+from cryoclass.schedules.batch import run_batch
 from cryoclass.physics.fourier import lowpass_images
 
 from .conftest import APIX, BOX, make_set

@@ -7,7 +7,7 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine import prepared_cache
 from cryoclass.engine.em import Engine
-from cryoclass.engine.schedule import load_batch
+from cryoclass.engine.source import load_batch
 from cryoclass.physics.fourier import make_band
 
 from .conftest import APIX, BOX, make_set

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cryoclass.config import Config
-from cryoclass.engine.schedule import run_batch
+from cryoclass.schedules.batch import run_batch
 from cryoclass.quality.metrics import adjusted_rand_index
 from cryoclass.stream import Stream
 

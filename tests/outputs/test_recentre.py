@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.outputs.recentre import centre_images, centred_poses
 from cryoclass.physics.masks import density_centre
 from cryoclass.quality.transforms import rotate_images, shift_images

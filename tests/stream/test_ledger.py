@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.stream.events import EventLog, read_events
 from cryoclass.stream.pool import ARRIVAL, KEY, ParticlePool
 from cryoclass.stream.records import ParticleRecords

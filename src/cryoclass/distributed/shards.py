@@ -43,7 +43,7 @@ def make_shard(number: int, index: np.ndarray, table: pd.DataFrame) -> Shard:
 
 
 class ShardSource:
-    """The particles of one shard as a particle source (``cryoclass.engine.schedule``), on a
+    """The particles of one shard as a particle source (``cryoclass.engine.source``), on a
     worker: positions 0..n-1 of ``shard.rows``; images read from their stacks."""
 
     def __init__(self, shard: Shard, box: int, pixel_size_A: float) -> None:

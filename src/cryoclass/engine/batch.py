@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
+from cryoclass.engine.fourier_cache import FourierCache
 from cryoclass.physics.ctf import ctf_2d
 from cryoclass.physics.fourier import Band, PaddedSpectrum, padded_fft, padded_window, rfft_band
 from cryoclass.physics.masks import background_stats
-
-if TYPE_CHECKING:
-    from cryoclass.engine.prepared_cache import FourierCache
 
 CTF_COLUMNS = {
     "defocus_u_A": "rlnDefocusU",
@@ -51,7 +48,7 @@ class ParticleBatch:
     pixel_size_A: float
     skip_ctf: bool = False
     align_images: torch.Tensor | None = None
-    fourier: "FourierCache | None" = None
+    fourier: FourierCache | None = None
     _padded: PaddedSpectrum | None = None
 
     @property

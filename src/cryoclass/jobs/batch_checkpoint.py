@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.em import ParticleResult
 from cryoclass.engine.model import ModelState
-from cryoclass.engine.schedule import BatchPoint, IterationLog
+from cryoclass.engine.particle_result import ParticleResult
+from cryoclass.schedules.batch import BatchPoint, IterationLog
 from cryoclass.io import InputError, ParticleSet, atomic_write
 from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 
@@ -120,7 +120,7 @@ def _point_dict(p: BatchPoint) -> dict[str, Any]:
         "rng": p.rng,
         "engine_rng": p.engine_rng,
         "torch_rng": p.torch_rng,
-        "final": None if p.final is None else asdict(p.final),
+        "final": None if p.final is None else p.final.to_dict(),
     }
 
 

@@ -22,7 +22,7 @@ from cryoclass.config import Config
 from cryoclass.engine.device import pick_device
 from cryoclass.engine.executor import EStepExecutor
 from cryoclass.engine.poses import working_steps
-from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_batch
+from cryoclass.schedules.batch import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
@@ -161,6 +161,4 @@ def set_aside_duplicates(pset: ParticleSet, result: ClassificationResult, min_se
         return
     pset.rejects.extend(duplicate_rejects(rows.reset_index(drop=True), drop, reasons,
                                          str(pset.source or "")))
-    keep = np.setdiff1d(np.arange(p.index.size), drop)
-    for f in p.__dataclass_fields__:
-        setattr(p, f, getattr(p, f)[keep])
+    result.particles = p.take(np.setdiff1d(np.arange(p.index.size), drop))

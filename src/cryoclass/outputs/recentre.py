@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.physics.fourier import fourier_shift_images
 from cryoclass.physics.masks import density_centre
 

@@ -21,8 +21,8 @@ import pandas as pd
 import starfile
 
 from cryoclass.config import Config
-from cryoclass.engine.em import ParticleResult
 from cryoclass.engine.model import ModelState
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.io import atomic_write, write_cs, write_rejects, write_stack, write_star
 from cryoclass.io.particles import Reject
 from cryoclass.outputs.montage import save_montage

@@ -2,8 +2,8 @@
 
 Every particle is identified by a key (by default ``<absolute stack path>@<0-based index>``), so
 the same image referenced by two STAR files, or a STAR that is re-read, is ingested only once.
-The pool is a ``ParticleSource`` (see ``cryoclass.engine.schedule``): ``table``, ``box``,
-``pixel_size_A``, ``len()`` and ``images(idx)``, so the engine's ``load_batch`` and ``full_pass``
+The pool is a ``ParticleSource`` (see ``cryoclass.engine.source``): ``table``, ``box``,
+``pixel_size_A``, ``len()`` and ``images(idx)``, so ``load_batch`` and the schedules' ``full_pass``
 work on it directly. Rows are in ingestion order and never change position.
 """
 

@@ -409,7 +409,7 @@ class Stream:
         if drop.size == 0:
             return res, []
         keep = np.setdiff1d(np.arange(res.index.size), drop)
-        kept = ParticleResult(**{f: getattr(res, f)[keep] for f in res.__dataclass_fields__})
+        kept = res.take(keep)
         return kept, duplicate_rejects(rows, drop, reasons, "")
 
     def _history_entry(self, rep: UpdateReport) -> dict:
