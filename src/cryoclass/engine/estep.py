@@ -16,27 +16,9 @@ excluded from alignment (below 1/min_res) carry 1/sigma2 = 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from cryoclass.physics.fourier import Band, shift_phase
-
-
-@dataclass
-class EStepResult:
-    """Per particle (n) and class (K): best pose and class posterior.
-
-    best_score (n, K): log-likelihood (up to a per-particle constant) of the best pose in each class;
-    best_rot, best_shift (n, K) long: indices into the pose grid; posterior (n, K): class
-    probabilities at the current temperature; log_evidence (n,): logsumexp of tempered scores.
-    """
-
-    best_score: torch.Tensor
-    best_rot: torch.Tensor
-    best_shift: torch.Tensor
-    posterior: torch.Tensor
-    log_evidence: torch.Tensor
 
 
 #: Largest shifted-reference matrix (bytes) that score_best_poses builds; above it, the shifts are
