@@ -97,3 +97,20 @@ def test_classify_runs_on_real_particle_files(name, tmp_path):
     assert star["rlnClassNumber"].between(1, 2).all()
     assert np.isfinite(mrcfile.read(paths["classes"])).all()
     assert (paths["gallery"]).exists()
+
+
+def test_pose_accuracy_follows_the_mask_diameter(sim, tmp_path):
+    """model.star's pose accuracies are sized for the particle radius the job aligned with
+    (mask_diameter_A / 2), as a stream's are, not for a fixed 0.85 of the box."""
+    from cryoclass.engine.poses import working_steps
+
+    cfg = Config(n_classes=3, n_online_em_iters=2, n_full_iters=1, max_res_A=12.0,
+                 batch_size_per_class=50, psi_step_deg=1.0, mask_diameter_A=60.0, seed=0)
+    result, paths = classify(sim / "particles.star", cfg, tmp_path / "out")
+    assert result.particle_radius_A == pytest.approx(30.0)
+    res_A = 48 * APIX / result.state.r_work
+    want = working_steps(res_A, APIX, 30.0, cfg.psi_step_deg, cfg.shift_step_px)[0]
+    old = working_steps(res_A, APIX, 0.85 * 48 * APIX / 2, cfg.psi_step_deg, cfg.shift_step_px)[0]
+    assert want != pytest.approx(old)
+    got = starfile.read(paths["model_star"])["model_classes"]["rlnAccuracyRotations"]
+    assert np.allclose(got, want)

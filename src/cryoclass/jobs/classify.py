@@ -69,9 +69,8 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
         if config.remove_duplicates:
             set_aside_duplicates(pset, result, config.min_separation_A)
         res_A = result.state.box * result.state.pixel_size_A / max(result.state.r_work, 1e-6)
-        psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, 0.85 * pset.box *
-                                             pset.pixel_size_A / 2, config.psi_step_deg,
-                                             config.shift_step_px)
+        psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, result.particle_radius_A,
+                                             config.psi_step_deg, config.shift_step_px)
         refs = reference_path(out / "classes.mrcs", project_dir, pset.source)
         paths = publish(out, lambda folder: write_results(
             folder, result.state, result.particles, pset.table, config, rejects=pset.rejects,

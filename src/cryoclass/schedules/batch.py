@@ -43,11 +43,13 @@ class IterationLog:
 
 @dataclass
 class ClassificationResult:
-    """Final model and per-particle assignments (arrays in particle-table order)."""
+    """Final model and per-particle assignments (arrays in particle-table order); the particle
+    radius (Å) the pose steps were sized for (``Engine.particle_radius_A``)."""
 
     state: ModelState
     particles: ParticleResult
     log: list[IterationLog] = field(default_factory=list)
+    particle_radius_A: float | None = None
 
 
 Progress = Callable[[str, int, int, IterationLog | None], None]
@@ -148,7 +150,7 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
         if progress:
             progress("full", config.n_online_em_iters + j + 1, total, entry)
     engine.state.history = [e.__dict__ for e in log]
-    return ClassificationResult(engine.state, final, log)
+    return ClassificationResult(engine.state, final, log, engine.particle_radius_A)
 
 
 def _start_from(engine: Engine, classes: np.ndarray) -> None:
