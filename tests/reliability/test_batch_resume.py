@@ -121,10 +121,10 @@ def test_resume_counts_each_step_once(dataset, tmp_path, monkeypatch):
     real = BatchCheckpoint.save
     monkeypatch.setattr(BatchCheckpoint, "save",
                         lambda self, s, p: (steps.append(p.step), real(self, s, p))[1])
-    result, _ = classify(dataset, job_config(), out, resume=True)
+    result = classify(dataset, job_config(), out, resume=True)
     assert steps == list(range(5, STEPS + 1))
     assert [e.iteration for e in result.log] == list(range(1, STEPS + 1))
-    assert result.state.distinct_seen == N  # after the full passes: every particle once
+    assert result.model.distinct_seen == N  # after the full passes: every particle once
 
 
 def test_interrupted_folder_is_not_overwritten_without_resume(dataset, tmp_path, monkeypatch):

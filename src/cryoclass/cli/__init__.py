@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
@@ -20,5 +22,10 @@ def _register() -> None:
 
 
 def main() -> None:
+    # torch's OpenMP threads spin-wait by default, which starves other processes (a streaming
+    # watcher, the dashboard, a second job) on small machines. libgomp reads this once, when
+    # torch loads: so here, before any subcommand imports torch, and only for the program
+    # (a library import leaves the caller's environment alone).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _register()
     app()

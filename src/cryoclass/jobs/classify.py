@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,8 @@ import numpy as np
 from cryoclass.config import Config
 from cryoclass.engine.device import pick_device
 from cryoclass.engine.executor import EStepExecutor
+from cryoclass.engine.model import ModelState
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import working_steps
 from cryoclass.schedules.batch import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
@@ -33,20 +36,39 @@ from cryoclass.outputs.results import write_results
 log = logging.getLogger("cryoclass")
 
 
+@dataclass
+class ClassifyResult:
+    """A finished batch 2D classification.
+
+    classes: (K, D, D) float32 class averages, in the model's order (as the engine left them:
+    not re-centred, not sorted); assignments: per kept particle (n) its class (0-based index into
+    ``classes``), pose and posterior, ``index`` = its row in the particle table read;
+    paths: name -> written file ('classes', 'particles_star', 'particles_cs', 'model_star',
+    'gallery', 'rejects', 'config'), whose class numbers follow the written (sorted) order;
+    model: the final model state; log: one entry per iteration.
+    """
+
+    classes: np.ndarray
+    assignments: ParticleResult
+    paths: dict[str, Path]
+    model: ModelState
+    log: list[IterationLog] = field(default_factory=list)
+
+
 def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str | Path,
              project_dir: str | Path | None = None,
              progress: Callable[[str, int, int, IterationLog | None], None] | None = None,
              resume: bool = False, initial_classes: np.ndarray | None = None,
              cluster: str | None = None, scheduler: str | None = None,
              estep: EStepExecutor | None = None,
-             ) -> tuple[ClassificationResult, dict[str, Path]]:
+             ) -> ClassifyResult:
     """Classify particles (a STAR/.cs path or a ParticleSet) and write all outputs to out_dir.
 
     Particles that cannot be used are set aside (listed in rejects.csv with the reason), never
     silently dropped. ``resume``: continue the run checkpointed in out_dir (without it, a folder
     holding an unfinished run is refused). ``initial_classes``: (K, D, D) class averages to
-    start from (e.g. ``read_relion_class2d(...).classes``). Returns the result and the written
-    paths. Raises :class:`InputError` for whole-file problems or when no particle is usable.
+    start from (e.g. ``read_relion_class2d(...).classes``). Returns a ``ClassifyResult``
+    (classes, assignments, written paths). Raises :class:`InputError` for whole-file problems or when no particle is usable.
     ``cluster`` ('local:N', 'slurm:N') / ``scheduler`` (an address), or ``estep`` (e.g. a
     ``cryoclass.distributed.DaskEStep`` on your own client): run the E-steps on a Dask cluster
     (same results).
@@ -77,7 +99,9 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
             history=[e.__dict__ for e in result.log], accuracy_deg=psi_step,
             accuracy_A=shift_step * pset.pixel_size_A, classes_path=refs))
     log.info("classified %d particles in %.1f s", len(pset), time.perf_counter() - t0)
-    return result, paths
+    return ClassifyResult(classes=result.state.class_images.detach().cpu().numpy(),
+                          assignments=result.particles, paths=paths, model=result.state,
+                          log=list(result.log))
 
 
 def _check_geometry(pset: ParticleSet, config: Config, initial_classes: np.ndarray | None) -> None:
