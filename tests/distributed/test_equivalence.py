@@ -95,6 +95,9 @@ class CountingSource:
         self.reads += len(idx)
         return self.pset.images(idx)
 
+    def ctf_params(self, idx):
+        return self.pset.ctf_params(idx)
+
 
 def test_one_estep_equals_single_process_and_client_reads_no_image(particles, config, client):
     """A minibatch and a full pass on the cluster: the local results bit for bit; the workers

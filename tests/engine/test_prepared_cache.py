@@ -27,6 +27,9 @@ class CountingSource:
         self.read += len(idx)
         return self.src.images(idx)
 
+    def ctf_params(self, idx):
+        return self.src.ctf_params(idx)
+
 
 def _engine(min_res=None) -> Engine:
     return Engine(Config(n_classes=3, max_res_A=9.0, min_res_A=min_res), BOX, APIX)
