@@ -33,14 +33,6 @@ BOX, APIX, VIEWS, N = 32, 5.0, 4, 240
 CHUNKS = (60, 60, 60, 60)   # streaming deliveries (particles)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_config(**overrides) -> Config:
     """K = 4, minibatch 80, 6 online-EM iterations annealed over 1..4, 2 full passes in chunks
     of 64 particles (4 chunks for 240 particles)."""
