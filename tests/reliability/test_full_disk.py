@@ -19,7 +19,6 @@ import pytest
 
 from cryoclass.config import Config
 from cryoclass.io import OutputError
-from cryoclass.jobs.classify import classify
 from cryoclass.stream import Stream
 
 from .projects import FAST, Project, one_line, run_cli

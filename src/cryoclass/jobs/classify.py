@@ -28,9 +28,10 @@ from cryoclass.engine.poses import working_steps
 from cryoclass.schedules.batch import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
-from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
 from cryoclass.jobs.execution import executor_for
 from cryoclass.jobs.outdir import hold, publish
+from cryoclass.outputs.duplicates import (duplicate_rejects, find_duplicates,
+                                          micrograph_pixel_size_A)
 from cryoclass.outputs.results import write_results
 
 log = logging.getLogger("cryoclass")
@@ -161,15 +162,6 @@ def _kind(reason: str) -> str:
     """A reason without its particulars (first clause, digits dropped) for grouping."""
     head = reason.split(":")[0].split(" (")[0]
     return "".join(c for c in head if not c.isdigit()).strip()
-
-
-def micrograph_pixel_size_A(table) -> np.ndarray:
-    """Å per pixel of the pick coordinates: the micrograph's pixel size when the table has it,
-    else the particles' (coordinates of unbinned extraction)."""
-    for col in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize", "rlnImagePixelSize"):
-        if col in table.columns:
-            return table[col].to_numpy(float)
-    return np.ones(len(table))
 
 
 def set_aside_duplicates(pset: ParticleSet, result: ClassificationResult, min_sep_A: float

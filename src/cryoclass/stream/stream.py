@@ -400,8 +400,8 @@ class Stream:
         """The current results less duplicate picks (same micrograph, closer than
         min_separation_A: the lower-posterior copies), and rejects naming them. Recomputed at
         each output, as posteriors change while particles arrive; the ledger is untouched."""
-        from cryoclass.jobs.classify import micrograph_pixel_size_A
-        from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+        from cryoclass.outputs.duplicates import (duplicate_rejects, find_duplicates,
+                                                  micrograph_pixel_size_A)
 
         rows = self.ctx.pool.table.iloc[res.index].reset_index(drop=True)
         drop, reasons = find_duplicates(rows, res.max_prob, self.config.min_separation_A,

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+from cryoclass.outputs.duplicates import duplicate_rejects, find_duplicates
 
 
 def test_injected_duplicates_are_flagged_and_best_copy_kept():

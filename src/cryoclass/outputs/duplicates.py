@@ -2,7 +2,8 @@
 
 Needs rlnMicrographName and rlnCoordinateX/Y (pixels of the micrograph, as RELION writes them;
 CryoSPARC's location/* are converted to these on reading). Of each group of duplicates the particle
-with the highest posterior is kept; the others are set aside with the reason.
+with the highest posterior is kept; the others are set aside with the reason, when the outputs are
+written (batch: once at the end; streaming: at each output, as posteriors change).
 """
 
 from __future__ import annotations
@@ -67,3 +68,12 @@ def duplicate_rejects(table: pd.DataFrame, rows: np.ndarray, reasons: list[str],
         out.append(Reject(source=src, row=row, image_name=str(table["rlnImageName"].iloc[r]),
                           reason=why))
     return out
+
+
+def micrograph_pixel_size_A(table) -> np.ndarray:
+    """Å per pixel of the pick coordinates: the micrograph's pixel size when the table has it,
+    else the particles' (coordinates of unbinned extraction)."""
+    for col in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize", "rlnImagePixelSize"):
+        if col in table.columns:
+            return table[col].to_numpy(float)
+    return np.ones(len(table))
