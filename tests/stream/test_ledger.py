@@ -50,6 +50,12 @@ def test_records_latest_result_and_pending():
     assert list(out.index) == [1, 3] and list(out.cls) == [2, 0]
     assert list(rec.last_update[[1, 3]]) == [5, 5]
 
+    rec.keep(np.array([True, False, True, True]))      # row 1 withdrawn: later rows move up
+    assert len(rec) == 3 and list(rec.cls) == [-1, -1, 0] and list(rec.processed) == [2]
+    assert list(rec.result().index) == [2] and list(rec.last_update) == [-1, -1, 5]
+    back = ParticleRecords.from_dict(rec.to_dict())
+    assert list(back.cls) == [-1, -1, 0] and back.latest.posterior.shape == (3, 3)
+
 
 def test_event_log_cuts_partial_line_and_replays(tmp_path):
     path = tmp_path / "events.jsonl"

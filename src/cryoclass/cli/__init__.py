@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
@@ -22,6 +20,8 @@ def _register() -> None:
 
 
 def main() -> None:
+    import os
+
     # torch's OpenMP threads spin-wait by default, which starves other processes (a streaming
     # watcher, the dashboard, a second job) on small machines. libgomp reads this once, when
     # torch loads: so here, before any subcommand imports torch, and only for the program

@@ -2,7 +2,7 @@
 streaming) call three things:
 
 - ``initialise(batch)``: random-subset classes and the first noise spectrum;
-- ``expectation(batch, temperature_factor)``: E-step for a batch -> per-particle results + the
+- ``expectation(batch, factor)``: E-step for a batch -> per-particle results + the
   batch's sufficient statistics;
 - ``absorb(batch_stats, n_new, replace=...)``: blend statistics into the model and rebuild the class
   averages (Wiener), noise spectrum, priors, resolution and working band (classes are

@@ -47,6 +47,14 @@ class ParticleRecords:
         self.last_update = np.concatenate([self.last_update, np.full(m, -1, np.int64)])
         self.processed_at = np.concatenate([self.processed_at, np.zeros(m, np.float64)])
 
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the rows where mask (n,) bool is True (rows withdrawn from the pool); the
+        rows after them move up, as in the pool."""
+        self.latest = self.latest.take(mask)
+        self.latest.index = np.arange(len(self.latest), dtype=np.int64)
+        self.last_update = self.last_update[mask]
+        self.processed_at = self.processed_at[mask]
+
     def set(self, result: ParticleResult, update: int, now_s: float,
             rows: np.ndarray | None = None) -> None:
         """Store an E-step's results. rows: pool rows of ``result`` (default result.index)."""
