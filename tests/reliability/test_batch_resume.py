@@ -188,3 +188,10 @@ def _spy(run_batch, called):
         return run_batch(*args, resume=resume, **kwargs)
 
     return wrapper
+
+
+def test_settings_changes_that_block_a_resume():
+    """One check for batch and streaming: every changed setting but device / batch_particles."""
+    saved = Config(n_classes=5, device="cpu")
+    assert Config(n_classes=5, device="cuda", batch_particles=64).changes_from(saved) == []
+    assert Config(n_classes=6, device="cpu").changes_from(saved) == ["n_classes: 5 -> 6"]

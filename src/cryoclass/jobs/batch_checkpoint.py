@@ -28,8 +28,6 @@ from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 
 CHECKPOINT_NAME = "batch_state.pt"
 FORMAT_VERSION = 1
-#: Config fields that may change when a job is resumed (execution only).
-RESUMABLE_CHANGES = frozenset({"device", "batch_particles"})
 
 
 def particles_fingerprint(pset: ParticleSet) -> str:
@@ -96,11 +94,9 @@ class BatchCheckpoint:
         particles."""
         payload = self.peek()
         saved = Config(**payload["config"])
-        diff = [k for k in Config.model_fields
-                if getattr(saved, k) != getattr(self.config, k) and k not in RESUMABLE_CHANGES]
+        diff = self.config.changes_from(saved)
         if diff:
-            changes = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(self.config, k)!r}"
-                                for k in diff)
+            changes = ", ".join(diff)
             raise InputError(f"holds a run with different settings ({changes}); resume with the "
                              "same settings, or use a new output folder", file=self.path)
         if payload["fingerprint"] != self.fingerprint:

@@ -476,11 +476,9 @@ class Stream:
             return False
         x = ck.extra
         saved = Config(**x["config"])
-        diff = [k for k in Config.model_fields
-                if getattr(saved, k) != getattr(self.config, k) and k not in RESUMABLE_CHANGES]
+        diff = self.config.changes_from(saved)
         if diff:
-            changes = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(self.config, k)!r}"
-                                for k in diff)
+            changes = ", ".join(diff)
             raise ValueError(f"{self.out} holds a stream run with different settings "
                              f"({changes}); use a new output folder or the same settings")
         self.policy.load_state_dict(x["policy_state"])
