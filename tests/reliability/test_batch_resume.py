@@ -16,8 +16,9 @@ import starfile
 from cryoclass.config import Config
 from cryoclass.io import InputError
 from cryoclass.jobs import classify as classify_module
-from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME, BatchCheckpoint, total_steps
+from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME, BatchCheckpoint
 from cryoclass.jobs.classify import classify
+from cryoclass.schedules.batch import batch_steps
 from cryoclass.simulate import simulate_dataset
 
 from .projects import run_cli
@@ -90,7 +91,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, call: int, after_save: bool) -> No
     monkeypatch.setattr(BatchCheckpoint, "save", save)
 
 
-STEPS = total_steps(job_config())
+STEPS = batch_steps(job_config())
 
 
 @pytest.mark.parametrize("call,after_save", [(1, False), (3, True), (6, False), (7, True),

@@ -22,7 +22,7 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.particle_result import ParticleResult
-from cryoclass.schedules.batch import BatchPoint, IterationLog
+from cryoclass.schedules.batch import BatchPoint, IterationLog, batch_steps
 from cryoclass.io import InputError, ParticleSet, atomic_write
 from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 
@@ -41,11 +41,6 @@ def particles_fingerprint(pset: ParticleSet) -> str:
         if col in t.columns:
             h.update("\n".join(map(str, t[col].tolist())).encode())
     return h.hexdigest()
-
-
-def total_steps(config: Config) -> int:
-    """Online-EM iterations + full passes of a batch job."""
-    return config.n_online_em_iters + max(config.n_full_iters, 1)
 
 
 class BatchCheckpoint:
@@ -67,7 +62,7 @@ class BatchCheckpoint:
             "fingerprint": self.fingerprint,
             "model": state.to_dict(),
             "point": _point_dict(point),
-            "finished": point.step >= total_steps(self.config),
+            "finished": point.step >= batch_steps(self.config),
         }
         with atomic_write(self.path, "wb", encoding=None) as fh:
             torch.save(payload, fh)
@@ -87,7 +82,7 @@ class BatchCheckpoint:
     def describe(self, payload: dict[str, Any]) -> str:
         """'step i of n' of a checkpoint."""
         saved = Config(**payload["config"])
-        return f"step {payload['point']['step']} of {total_steps(saved)}"
+        return f"step {payload['point']['step']} of {batch_steps(saved)}"
 
     def load(self, device: torch.device | str = "cpu") -> tuple[ModelState, BatchPoint]:
         """The saved (model, point); :class:`InputError` if it belongs to other settings or other

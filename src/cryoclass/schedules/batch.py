@@ -78,6 +78,11 @@ class BatchPoint:
 Checkpoint = Callable[[ModelState, BatchPoint], None]
 
 
+def batch_steps(config: Config) -> int:
+    """Steps of a batch job: its online-EM iterations, then its final passes."""
+    return config.n_online_em_iters + len(final_passes(config))
+
+
 def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None,
               checkpoint: Checkpoint | None = None,
               resume: tuple[ModelState, BatchPoint] | None = None,
@@ -98,7 +103,7 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
     rng = np.random.default_rng(config.seed + 1)
     n = len(source)
     mb = min(config.minibatch_size, n)
-    total = config.n_online_em_iters + max(config.n_full_iters, 1)
+    total = batch_steps(config)
     log: list[IterationLog] = []
     torch.manual_seed(config.seed)
     final: ParticleResult | None = None
