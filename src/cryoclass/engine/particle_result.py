@@ -46,11 +46,11 @@ class ParticleResult:
         return cls(*[np.concatenate([getattr(p, f) for p in parts]) for f in cls.names()])
 
     @classmethod
-    def unprocessed(cls, n: int, n_classes: int) -> ParticleResult:
-        """n placeholder rows (index 0..n-1) for particles never E-stepped: class -1, poses and
-        scores 0, posterior (n, K) float32 zeros."""
+    def unprocessed(cls, n: int, n_classes: int, first_row: int = 0) -> ParticleResult:
+        """n placeholder rows (index first_row, first_row + 1, ...) for particles never
+        E-stepped: class -1, poses and scores 0, posterior (n, K) float32 zeros."""
         f = np.zeros(n, dtype=np.float64)
-        return cls(index=np.arange(n, dtype=np.int64), cls=np.full(n, -1, dtype=np.int64),
+        return cls(index=np.arange(first_row, first_row + n, dtype=np.int64), cls=np.full(n, -1, dtype=np.int64),
                    psi_deg=f, tx=f.copy(), ty=f.copy(), max_prob=f.copy(),
                    n_significant=np.zeros(n, dtype=np.int64), log_likelihood=f.copy(),
                    posterior=np.zeros((n, n_classes), dtype=np.float32))

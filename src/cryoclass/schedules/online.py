@@ -40,17 +40,16 @@ class OnlineStep:
 
 def online_step(engine: Engine, estep: EStepExecutor, source: ParticleSource, rows: np.ndarray,
                 n_new_distinct: int, record: Callable[[ParticleResult], None] | None = None,
-                batch: ParticleBatch | None = None, factor: float | None = None) -> OnlineStep:
+                batch: ParticleBatch | None = None) -> OnlineStep:
     """One online-EM step on rows (sorted, of ``source``) with the model in ``engine``.
 
     n_new_distinct: how many of the rows were never processed before (for the statistics'
     scale, ``Engine.absorb``); record(result): stores the particles' results, after any
-    re-seeding moved some to a restarted class; batch: the rows already prepared, if at hand;
-    factor: the annealing factor (default: that of the particles processed so far).
+    re-seeding moved some to a restarted class; batch: the rows already prepared, if at hand.
+    The annealing factor is that of the particles processed so far (``annealing.py``).
     """
     cfg = engine.cfg
-    if factor is None:
-        factor = annealing_factor(cfg, engine.state.processed)
+    factor = annealing_factor(cfg, engine.state.processed)
     out = estep.minibatch(engine, source, rows, factor, batch=batch)
     t0 = time.perf_counter()
     engine.absorb(out.stats, int(np.size(rows)), int(n_new_distinct))

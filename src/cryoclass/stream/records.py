@@ -42,7 +42,7 @@ class ParticleRecords:
         m = n - len(self)
         if m <= 0:
             return
-        pad = ParticleResult.unprocessed(n, self.n_classes).take(np.arange(len(self), n))
+        pad = ParticleResult.unprocessed(m, self.n_classes, first_row=len(self))
         self.latest = ParticleResult.concat([self.latest, pad])
         self.last_update = np.concatenate([self.last_update, np.full(m, -1, np.int64)])
         self.processed_at = np.concatenate([self.processed_at, np.zeros(m, np.float64)])
