@@ -30,8 +30,7 @@ from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
 from cryoclass.jobs.execution import executor_for
 from cryoclass.jobs.outdir import hold, publish
-from cryoclass.outputs.duplicates import (duplicate_rejects, find_duplicates,
-                                          micrograph_pixel_size_A)
+from cryoclass.outputs.duplicates import without_duplicate_picks
 from cryoclass.outputs.results import write_results
 
 log = logging.getLogger("cryoclass")
@@ -169,11 +168,6 @@ def set_aside_duplicates(pset: ParticleSet, result: ClassificationResult, min_se
     """Move duplicate picks (all but the highest-posterior one of each group) from the result
     into pset.rejects."""
     p = result.particles
-    rows = pset.table.iloc[p.index]
-    drop, reasons = find_duplicates(rows.reset_index(drop=True), p.max_prob, min_sep_A,
-                                    micrograph_pixel_size_A(rows))
-    if drop.size == 0:
-        return
-    pset.rejects.extend(duplicate_rejects(rows.reset_index(drop=True), drop, reasons,
-                                         str(pset.source or "")))
-    result.particles = p.take(np.setdiff1d(np.arange(p.index.size), drop))
+    result.particles, rejects = without_duplicate_picks(pset.table.iloc[p.index], p, min_sep_A,
+                                                        str(pset.source or ""))
+    pset.rejects.extend(rejects)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.io.particles import Reject
 
 
@@ -77,3 +78,17 @@ def micrograph_pixel_size_A(table) -> np.ndarray:
         if col in table.columns:
             return table[col].to_numpy(float)
     return np.ones(len(table))
+
+
+def without_duplicate_picks(rows: pd.DataFrame, result: ParticleResult, min_separation_A: float,
+                            source: str = "") -> tuple[ParticleResult, list[Reject]]:
+    """``result`` less its duplicate picks (same micrograph, closer than min_separation_A: all
+    but the highest-posterior one of each group), and rejects naming them (``source``: the
+    particle file). rows: the particle table's rows of ``result.index``, in that order."""
+    rows = rows.reset_index(drop=True)
+    drop, reasons = find_duplicates(rows, result.max_prob, min_separation_A,
+                                    micrograph_pixel_size_A(rows))
+    if drop.size == 0:
+        return result, []
+    keep = np.setdiff1d(np.arange(len(result)), drop)
+    return result.take(keep), duplicate_rejects(rows, drop, reasons, source)

@@ -400,17 +400,10 @@ class Stream:
         """The current results less duplicate picks (same micrograph, closer than
         min_separation_A: the lower-posterior copies), and rejects naming them. Recomputed at
         each output, as posteriors change while particles arrive; the ledger is untouched."""
-        from cryoclass.outputs.duplicates import (duplicate_rejects, find_duplicates,
-                                                  micrograph_pixel_size_A)
+        from cryoclass.outputs.duplicates import without_duplicate_picks
 
-        rows = self.ctx.pool.table.iloc[res.index].reset_index(drop=True)
-        drop, reasons = find_duplicates(rows, res.max_prob, self.config.min_separation_A,
-                                        micrograph_pixel_size_A(rows))
-        if drop.size == 0:
-            return res, []
-        keep = np.setdiff1d(np.arange(res.index.size), drop)
-        kept = res.take(keep)
-        return kept, duplicate_rejects(rows, drop, reasons, "")
+        return without_duplicate_picks(self.ctx.pool.table.iloc[res.index], res,
+                                       self.config.min_separation_A)
 
     def _history_entry(self, rep: UpdateReport) -> dict:
         eng = self.ctx.engine
