@@ -1,10 +1,10 @@
-# Two entry points (see README): `make demo` and `make test`. Both create .venv and install
+# Two entry points (see README): `make demo` and `make test` (lint, import contracts, tests). Both create .venv and install
 # everything they need; on machines without an NVIDIA GPU the CPU build of torch is installed first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: setup browser relion demo test clean
+.PHONY: setup browser relion demo lint test clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,7 +40,13 @@ relion:
 demo: setup
 	$(VENV)/bin/cryoclass demo --out demo_out
 
-test: setup browser relion
+# ruff (lint rules in pyproject.toml) and import-linter (the package's layers, no cycles): CI
+# fails on a broken layer before any test runs.
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+test: setup browser relion lint
 	$(PY) -m pytest -q
 
 clean:

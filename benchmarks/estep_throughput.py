@@ -23,6 +23,7 @@ from cryoclass.engine.device import pick_device
 from cryoclass.engine.em import Engine
 from cryoclass.engine.estep import score_best_poses
 from cryoclass.engine.references import rotated_references
+from cryoclass.io.columns import ctf_parameters
 
 
 def sgemm_peak(device: torch.device, size: int = 2048, reps: int = 5, trials: int = 3) -> float:
@@ -64,7 +65,7 @@ def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.devic
     table = pd.DataFrame({"rlnDefocusU": rng.uniform(8e3, 3e4, n), "rlnDefocusV": 1.5e4,
                           "rlnDefocusAngle": 10.0, "rlnVoltage": 300.0,
                           "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1})
-    return prepare_batch(np.arange(n), images, table, apix, eng.mask, eng.mask_radius_px,
+    return prepare_batch(np.arange(n), images, ctf_parameters(table), apix, eng.mask, eng.mask_radius_px,
                          False, False, dev)
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.schedule import run_batch
+from cryoclass.schedules.batch import run_batch
 from cryoclass.io import read_particles
 from cryoclass.quality import adjusted_rand_index
 from cryoclass.simulate import simulate_dataset

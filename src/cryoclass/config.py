@@ -115,6 +115,14 @@ class Config(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     batch_particles: int = Field(256, ge=1, description="Particles per E-step chunk (memory).")
 
+    def changes_from(self, saved: Config) -> list[str]:
+        """Why a run checkpointed with the settings ``saved`` cannot be resumed with these: one
+        'name: old -> new' per setting that differs, but for those that do not change results
+        (device, batch_particles); empty when it can be resumed."""
+        resumable = {"device", "batch_particles"}
+        return [f"{k}: {getattr(saved, k)!r} -> {getattr(self, k)!r}" for k in Config.model_fields
+                if k not in resumable and getattr(saved, k) != getattr(self, k)]
+
     @model_validator(mode="after")
     def _check(self) -> "Config":
         if self.min_res_A is not None and self.min_res_A <= self.max_res_A:

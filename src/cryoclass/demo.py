@@ -37,7 +37,7 @@ def run_demo(out_dir: str | Path, n_particles: int = 2000, n_classes: int = 10, 
                            seed=seed)
     t_sim = time.perf_counter() - t0
     cfg = demo_config(n_classes, seed)
-    result, paths = classify(sim.particles_star, cfg, out / "classify", progress=progress)
+    paths = classify(sim.particles_star, cfg, out / "classify", progress=progress).paths
     t_cls = time.perf_counter() - t0 - t_sim
     parts = starfile.read(paths["particles_star"])["particles"]
     import mrcfile

@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from cryoclass.config import Config
 from cryoclass.simulate import simulate_dataset
@@ -31,14 +30,6 @@ def small_config(**overrides) -> Config:
                 device="cpu", initial_uncertainty_factor=8.0)
     base.update(overrides)
     return Config(**base)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

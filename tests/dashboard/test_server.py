@@ -167,3 +167,21 @@ def test_event_stream_announces_changes(job):
         assert f'data: "{d.version()}"' in "".join(msgs)
     finally:
         appmod.POLL_S = before
+
+
+def test_batch_progress_counts_the_steps_the_schedule_runs(tmp_path):
+    """The dashboard's step total of a running batch job is the schedule's (online-EM
+    iterations + final passes), read from the checkpoint's settings."""
+    import torch
+
+    from cryoclass.config import Config
+    from cryoclass.dashboard.batch_live import read_batch_checkpoint
+
+    cfg = Config(n_classes=2, n_online_em_iters=3, n_full_iters=2)
+    k, d = 2, 8
+    model = {"class_images": torch.zeros(k, d, d), "stats": {"weight": torch.ones(2, k)},
+             "resolution_A": torch.full((k,), 20.0), "pixel_size_A": 3.0}
+    torch.save({"model": model, "config": cfg.model_dump(), "point": {"step": 1, "log": []}},
+               tmp_path / "batch_state.pt")
+    prog = read_batch_checkpoint(tmp_path / "batch_state.pt")
+    assert prog is not None and (prog.step, prog.total) == (1, 5)

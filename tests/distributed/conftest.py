@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.schedule import ClassificationResult, run_batch
+from cryoclass.schedules.batch import ClassificationResult, run_batch
 from cryoclass.io import ParticleSet, read_particles
 from cryoclass.simulate import simulate_dataset
 from cryoclass.stream import Stream
@@ -31,14 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 BOX, APIX, VIEWS, N = 32, 5.0, 4, 240
 CHUNKS = (60, 60, 60, 60)   # streaming deliveries (particles)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small_config(**overrides) -> Config:
@@ -129,7 +121,7 @@ def _stream_job(particles: ParticleSet, config: Config, out: Path, estep=None):
 
 def _in_order(parts):
     order = np.argsort(parts.index)
-    return {f: np.asarray(getattr(parts, f))[order] for f in parts.__dataclass_fields__}
+    return parts.take(order).to_dict()
 
 
 def _assert_identical(a_state, a_parts, b_state, b_parts) -> None:

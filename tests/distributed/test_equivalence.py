@@ -16,7 +16,9 @@ from distributed import get_task_stream
 from cryoclass.distributed import DaskEStep, LazyBatch, open_client, parse_cluster
 from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import LocalEStep
-from cryoclass.engine.schedule import load_batch, run_batch
+from cryoclass.engine.particle_result import ParticleResult
+from cryoclass.engine.source import load_batch
+from cryoclass.schedules.batch import run_batch
 
 STEP_FIELDS = ("iteration", "phase", "n_particles", "temperature", "work_res_A", "mean_loglik",
                "reseeded")
@@ -93,6 +95,9 @@ class CountingSource:
         self.reads += len(idx)
         return self.pset.images(idx)
 
+    def ctf_params(self, idx):
+        return self.pset.ctf_params(idx)
+
 
 def test_one_estep_equals_single_process_and_client_reads_no_image(particles, config, client):
     """A minibatch and a full pass on the cluster: the local results bit for bit; the workers
@@ -115,14 +120,14 @@ def test_one_estep_equals_single_process_and_client_reads_no_image(particles, co
     assert out.temperature == local.temperature > 1.0  # one temperature for the minibatch
     for name in ("num", "den", "weight", "noise_power", "noise_count"):
         assert torch.equal(getattr(out.stats, name), getattr(local.stats, name)), name
-    for f in local.result.__dataclass_fields__:
+    for f in ParticleResult.names():
         np.testing.assert_array_equal(getattr(out.result, f), getattr(local.result, f), f)
     l_res, l_stats, l_temp = here.full(engine, particles)
     assert temp == l_temp
     for name in ("num", "den", "weight", "noise_power", "noise_count"):
         assert torch.equal(getattr(stats, name), getattr(l_stats, name)), name
     np.testing.assert_array_equal(res.index, np.arange(240))
-    for f in l_res.__dataclass_fields__:
+    for f in ParticleResult.names():
         np.testing.assert_array_equal(getattr(res, f), getattr(l_res, f), f)
 
     assert isinstance(out.batch, LazyBatch) and not out.batch.loaded

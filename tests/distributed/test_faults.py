@@ -16,7 +16,7 @@ import pytest
 from cryoclass.distributed import DaskEStep, open_client, parse_cluster
 from cryoclass.distributed.tasks import KILL_ENV
 from cryoclass.engine.executor import LocalEStep
-from cryoclass.engine.schedule import run_batch
+from cryoclass.schedules.batch import run_batch
 
 
 @pytest.fixture()

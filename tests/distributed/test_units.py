@@ -22,7 +22,7 @@ from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import (LocalEStep, ShardPlan, full_pass_shards,
                                        minibatch_shards)
 from cryoclass.engine.mstep import Statistics
-from cryoclass.engine.schedule import load_batch
+from cryoclass.engine.source import load_batch
 from cryoclass.jobs.execution import check_execution, executor_for
 
 

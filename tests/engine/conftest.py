@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cryoclass.io.columns import ctf_parameters
 from cryoclass.physics.ctf import ctf_2d, rfft_frequencies
 
 BOX, APIX = 48, 3.0
@@ -60,6 +61,9 @@ class ArraySource:
 
     def images(self, idx: np.ndarray) -> np.ndarray:
         return self._images[np.asarray(idx)]
+
+    def ctf_params(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return ctf_parameters(self.table.iloc[np.asarray(idx)])
 
     def add(self, pattern: torch.Tensor) -> None:
         """Add (n, D, D) to the raw images (as if it were in the micrograph)."""

@@ -9,7 +9,7 @@ from cryoclass.engine.estep import score_best_poses, score_coarse_to_fine
 from cryoclass.engine.mstep import Assignments, Statistics, accumulate, wiener_averages
 from cryoclass.engine.poses import psi_grid, shift_grid
 from cryoclass.engine.references import rotated_references
-from cryoclass.engine.schedule import load_batch
+from cryoclass.engine.source import load_batch
 from cryoclass.physics.fourier import band_to_image, make_band, rfft_band
 
 from .conftest import APIX, BOX, make_set, render

@@ -5,7 +5,9 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.em import Engine
-from cryoclass.engine.schedule import load_batch, run_batch
+from cryoclass.engine.source import load_batch
+from cryoclass.schedules.annealing import annealing_factor
+from cryoclass.schedules.batch import run_batch
 from cryoclass.physics.fourier import lowpass_images
 
 from .conftest import APIX, BOX, make_set
@@ -55,7 +57,8 @@ def test_min_res_starts_when_the_annealing_ends():
     for _ in range(4):                       # minibatches of 60 particles: 1, 2, 3, 4
         _, inv = eng.alignment_band()
         active.append(bool((inv == 0).any()))
-        eng.absorb(eng.expectation(batch, eng.temperature_factor(eng.state.processed))[1], 60, 60)
+        factor = annealing_factor(cfg, eng.state.processed)
+        eng.absorb(eng.expectation(batch, factor)[1], 60, 60)
     assert active == [False, False, False, True]
     assert eng.state.r_work >= 2.5 * eng.r_min - 1e-6
 

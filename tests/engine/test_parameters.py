@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.schedule import run_batch
+from cryoclass.schedules.batch import run_batch
 
 from .conftest import APIX, BOX, make_set, render
 
@@ -45,7 +45,7 @@ def test_max_res_limits_alignment_and_class_power():
 def test_white_noise_flattens_the_noise_model(noisy_set):
     src, _ = noisy_set
     from cryoclass.engine.em import Engine
-    from cryoclass.engine.schedule import load_batch
+    from cryoclass.engine.source import load_batch
     for white in (False, True):
         eng = Engine(Config(white_noise=white, max_res_A=7.0, **FAST), BOX, APIX)
         eng.initialise(load_batch(eng, src, np.arange(len(src))))
@@ -91,7 +91,7 @@ def test_force_max_off_marginalises_over_poses(noisy_set):
     log-sum over poses, and the classification is still right."""
     src, truth = noisy_set
     from cryoclass.engine.em import Engine
-    from cryoclass.engine.schedule import load_batch
+    from cryoclass.engine.source import load_batch
     batch_pairs = {}
     for force in (True, False):
         eng = Engine(Config(force_max=force, max_res_A=7.0, **FAST), BOX, APIX)

@@ -7,7 +7,7 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine import prepared_cache
 from cryoclass.engine.em import Engine
-from cryoclass.engine.schedule import load_batch
+from cryoclass.engine.source import load_batch
 from cryoclass.physics.fourier import make_band
 
 from .conftest import APIX, BOX, make_set
@@ -26,6 +26,9 @@ class CountingSource:
     def images(self, idx):
         self.read += len(idx)
         return self.src.images(idx)
+
+    def ctf_params(self, idx):
+        return self.src.ctf_params(idx)
 
 
 def _engine(min_res=None) -> Engine:

@@ -31,7 +31,7 @@ def sim(tmp_path_factory):
 @pytest.mark.slow
 def test_batch_classification_recovers_the_views(sim, tmp_path):
     cfg = Config(n_classes=6, max_res_A=7.5, seed=0)
-    result, paths = classify(sim / "particles.star", cfg, tmp_path / "out")
+    paths = classify(sim / "particles.star", cfg, tmp_path / "out").paths
     parts = starfile.read(paths["particles_star"])["particles"]
     score = score_against_truth(sim, parts, mrcfile.read(paths["classes"]), APIX)
     assert score.n_matched == 1500
@@ -89,11 +89,31 @@ def test_classify_runs_on_real_particle_files(name, tmp_path):
         pytest.skip(f"../shared/data not found ({path})")
     cfg = Config(n_classes=2, max_res_A=30.0, n_online_em_iters=2, n_full_iters=1,
                  batch_size_per_class=4)
-    result, paths = classify(path, cfg, tmp_path / "out")
+    result = classify(path, cfg, tmp_path / "out")
+    paths = result.paths
     from cryoclass.io import read_particles, read_rejects
     star = starfile.read(paths["particles_star"])["particles"]
+    assert result.classes.shape[0] == 2 and len(result.assignments) == len(star)
+    assert result.assignments.cls.max() < 2
     # every particle is either classified or listed as set aside, never silently dropped
     assert len(star) + len(read_rejects(paths["rejects"])) == len(read_particles(path))
     assert star["rlnClassNumber"].between(1, 2).all()
     assert np.isfinite(mrcfile.read(paths["classes"])).all()
     assert (paths["gallery"]).exists()
+
+
+def test_pose_accuracy_follows_the_mask_diameter(sim, tmp_path):
+    """model.star's pose accuracies are sized for the particle radius the job aligned with
+    (mask_diameter_A / 2), as a stream's are, not for a fixed 0.85 of the box."""
+    from cryoclass.engine.poses import working_steps
+
+    cfg = Config(n_classes=3, n_online_em_iters=2, n_full_iters=1, max_res_A=12.0,
+                 batch_size_per_class=50, psi_step_deg=1.0, mask_diameter_A=60.0, seed=0)
+    result = classify(sim / "particles.star", cfg, tmp_path / "out")
+    paths = result.paths
+    res_A = 48 * APIX / result.model.r_work
+    want = working_steps(res_A, APIX, 30.0, cfg.psi_step_deg, cfg.shift_step_px)[0]
+    old = working_steps(res_A, APIX, 0.85 * 48 * APIX / 2, cfg.psi_step_deg, cfg.shift_step_px)[0]
+    assert want != pytest.approx(old)
+    got = starfile.read(paths["model_star"])["model_classes"]["rlnAccuracyRotations"]
+    assert np.allclose(got, want)

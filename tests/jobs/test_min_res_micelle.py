@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from cryoclass.config import Config
-from cryoclass.engine.schedule import run_batch
+from cryoclass.io.columns import ctf_parameters
 from cryoclass.quality.metrics import adjusted_rand_index
+from cryoclass.schedules.batch import run_batch
 from cryoclass.stream import Stream
 
 from .micelle_data import APIX, BOX, micelle_set
@@ -28,6 +29,9 @@ class _Arrays:
 
     def images(self, idx: np.ndarray) -> np.ndarray:
         return self._images[np.asarray(idx)]
+
+    def ctf_params(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return ctf_parameters(self.table.iloc[np.asarray(idx)])
 
 
 def _config(min_res: float | None) -> Config:

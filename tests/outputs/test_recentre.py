@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.outputs.recentre import centre_images, centred_poses
 from cryoclass.physics.masks import density_centre
 from cryoclass.quality.transforms import rotate_images, shift_images
@@ -62,3 +62,17 @@ def test_moving_never_wraps_density_round_the_box():
     # the weak part left the box on the right; a periodic shift would bring it (0.2) in on the
     # left. What is left there is the sub-pixel shift's ringing of these hard edges.
     assert np.abs(moved[0, :, :18]).max() < 0.05
+
+
+def test_classes_without_signal_stay_where_they_are():
+    """A noise class's centre of mass is a noise blob: classes whose resolution shows no signal
+    (999 Å) are neither moved nor have their particles' origins changed."""
+    from cryoclass.outputs.recentre import centred_classes
+
+    classes = torch.stack([_blob_image(6.0, -4.0), _blob_image(-3.0, 5.0)])
+    res = _result([0, 1], [30.0, 200.0], [1.5, -2.0], [-1.0, 2.5])
+    moved, new = centred_classes(classes, res, 0.2, has_signal=np.array([True, False]))
+    assert np.abs(density_centre(torch.as_tensor(moved[:1]), 0.2).numpy()).max() < 0.05
+    np.testing.assert_array_equal(moved[1], classes[1].numpy())
+    assert (new.tx[1], new.ty[1]) == (res.tx[1], res.ty[1])
+    assert new.tx[0] != res.tx[0]

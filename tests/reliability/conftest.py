@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from cryoclass.io import clear_stack_cache
 
@@ -29,10 +28,3 @@ def _fresh_stack_cache() -> Iterator[None]:
     clear_stack_cache()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """One torch thread (the small tensors here run faster so on the shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -16,8 +16,9 @@ import starfile
 from cryoclass.config import Config
 from cryoclass.io import InputError
 from cryoclass.jobs import classify as classify_module
-from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME, BatchCheckpoint, total_steps
+from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME, BatchCheckpoint
 from cryoclass.jobs.classify import classify
+from cryoclass.schedules.batch import batch_steps
 from cryoclass.simulate import simulate_dataset
 
 from .projects import run_cli
@@ -90,7 +91,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, call: int, after_save: bool) -> No
     monkeypatch.setattr(BatchCheckpoint, "save", save)
 
 
-STEPS = total_steps(job_config())
+STEPS = batch_steps(job_config())
 
 
 @pytest.mark.parametrize("call,after_save", [(1, False), (3, True), (6, False), (7, True),
@@ -121,10 +122,10 @@ def test_resume_counts_each_step_once(dataset, tmp_path, monkeypatch):
     real = BatchCheckpoint.save
     monkeypatch.setattr(BatchCheckpoint, "save",
                         lambda self, s, p: (steps.append(p.step), real(self, s, p))[1])
-    result, _ = classify(dataset, job_config(), out, resume=True)
+    result = classify(dataset, job_config(), out, resume=True)
     assert steps == list(range(5, STEPS + 1))
     assert [e.iteration for e in result.log] == list(range(1, STEPS + 1))
-    assert result.state.distinct_seen == N  # after the full passes: every particle once
+    assert result.model.distinct_seen == N  # after the full passes: every particle once
 
 
 def test_interrupted_folder_is_not_overwritten_without_resume(dataset, tmp_path, monkeypatch):
@@ -188,3 +189,10 @@ def _spy(run_batch, called):
         return run_batch(*args, resume=resume, **kwargs)
 
     return wrapper
+
+
+def test_settings_changes_that_block_a_resume():
+    """One check for batch and streaming: every changed setting but device / batch_particles."""
+    saved = Config(n_classes=5, device="cpu")
+    assert Config(n_classes=5, device="cuda", batch_particles=64).changes_from(saved) == []
+    assert Config(n_classes=6, device="cpu").changes_from(saved) == ["n_classes: 5 -> 6"]

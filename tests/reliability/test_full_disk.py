@@ -19,8 +19,7 @@ import pytest
 
 from cryoclass.config import Config
 from cryoclass.io import OutputError
-from cryoclass.jobs.classify import classify
-from cryoclass.jobs.lock import LOCK_NAME
+from cryoclass.io.lock import LOCK_NAME
 from cryoclass.stream import Stream
 
 from .projects import FAST, Project, one_line, run_cli

@@ -26,7 +26,8 @@ import starfile
 import torch
 
 from cryoclass.simulate import SimulationConfig, simulate_dataset
-from cryoclass.stream import feed_simulation, read_events
+from cryoclass.simulate.feed import feed_simulation
+from cryoclass.stream import read_events
 
 from .whole import Watcher, broken_outputs
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

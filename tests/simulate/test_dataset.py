@@ -145,7 +145,7 @@ def test_ctf_sign_and_padding():
     sim = Simulation(cfg)
     idx = np.arange(8)
     clean, signal, _ = sim.render(idx)
-    d, p = 48, 96
+    p = 96
     big = torch.zeros(8, p, p)
     big[:, 24:72, 24:72] = clean
     ctf = ctf_rfft(p, 3.0, sim.defocus_u[idx], sim.defocus_v[idx], sim.defocus_angle[idx], 300.0,

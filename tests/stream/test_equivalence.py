@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from cryoclass.engine.em import Engine
-from cryoclass.engine.schedule import load_batch, run_batch
+from cryoclass.engine.executor import LocalEStep
+from cryoclass.engine.source import load_batch
+from cryoclass.schedules.batch import run_batch
+from cryoclass.schedules.online import online_step
 from cryoclass.quality import adjusted_rand_index as ari
 from cryoclass.stream import Stream
 
@@ -81,8 +84,7 @@ def test_one_minibatch_is_the_batch_start(particles, config_for, tmp_path):
     engine = Engine(cfg, sub.box, sub.pixel_size_A, "cpu")
     batch = load_batch(engine, sub, np.arange(mb))
     engine.initialise(batch)
-    _, stats, _ = engine.expectation(batch, engine.temperature_factor(0.0))
-    engine.absorb(stats, mb, mb)
+    online_step(engine, LocalEStep(), sub, np.arange(mb), mb, batch=batch)
     assert torch.allclose(streamed, engine.state.class_images, atol=1e-5)
 
     with Stream(cfg, tmp_path / "chunks", outputs_every_s=1e9) as s:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.stream.events import EventLog, read_events
 from cryoclass.stream.pool import ARRIVAL, KEY, ParticlePool
 from cryoclass.stream.records import ParticleRecords
@@ -49,6 +49,12 @@ def test_records_latest_result_and_pending():
     out = rec.result()
     assert list(out.index) == [1, 3] and list(out.cls) == [2, 0]
     assert list(rec.last_update[[1, 3]]) == [5, 5]
+
+    rec.keep(np.array([True, False, True, True]))      # row 1 withdrawn: later rows move up
+    assert len(rec) == 3 and list(rec.cls) == [-1, -1, 0] and list(rec.processed) == [2]
+    assert list(rec.result().index) == [2] and list(rec.last_update) == [-1, -1, 5]
+    back = ParticleRecords.from_dict(rec.to_dict())
+    assert list(back.cls) == [-1, -1, 0] and back.latest.posterior.shape == (3, 3)
 
 
 def test_event_log_cuts_partial_line_and_replays(tmp_path):

@@ -17,7 +17,8 @@ import starfile
 import torch
 
 from cryoclass.simulate import SimulationConfig
-from cryoclass.stream import Stream, feed_simulation, read_events
+from cryoclass.simulate.feed import feed_simulation
+from cryoclass.stream import Stream, read_events
 from cryoclass.stream import stream as stream_module
 from cryoclass.stream.checkpoint import CHECKPOINT_NAME
 from cryoclass.stream.events import EventLog

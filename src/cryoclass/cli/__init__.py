@@ -60,5 +60,12 @@ def _register() -> None:
 
 
 def main() -> None:
+    import os
+
+    # torch's OpenMP threads spin-wait by default, which starves other processes (a streaming
+    # watcher, the dashboard, a second job) on small machines. libgomp reads this once, when
+    # torch loads: so here, before any subcommand imports torch, and only for the program
+    # (a library import leaves the caller's environment alone).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _register()
     app()

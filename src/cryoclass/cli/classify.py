@@ -54,9 +54,9 @@ def command(
     try:
         initial = _initial_classes(init_classes, project_dir) if init_classes else None
         with iteration_progress("2D classification") as cb:
-            _, paths = classify(particles, config, out, project_dir=project_dir, progress=cb,
-                                resume=resume, initial_classes=initial, cluster=cluster,
-                                scheduler=scheduler)
+            paths = classify(particles, config, out, project_dir=project_dir, progress=cb,
+                             resume=resume, initial_classes=initial, cluster=cluster,
+                             scheduler=scheduler).paths
     except InputError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INPUT) from None

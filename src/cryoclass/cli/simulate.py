@@ -112,9 +112,9 @@ def command(
 
 
 def _stream(folder: Path, rate: float, console: Console, **params) -> None:
-    """Write the data set into folder at rate particles/s (see cryoclass.stream.feed)."""
+    """Write the data set into folder at rate particles/s (see cryoclass.simulate.feed)."""
     from cryoclass.simulate import SimulationConfig
-    from cryoclass.stream.feed import feed_simulation
+    from cryoclass.simulate.feed import feed_simulation
 
     try:
         cfg = SimulationConfig(**params).validate()

@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECKPOINT_NAME = "batch_state.pt"
+from cryoclass.config import Config
+from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME
+from cryoclass.schedules.batch import batch_steps
+
+__all__ = ["CHECKPOINT_NAME", "BatchProgress", "read_batch_checkpoint"]
 
 
 @dataclass
@@ -39,7 +43,7 @@ def read_batch_checkpoint(path: Path) -> BatchProgress | None:
         point = payload.get("point", {})
         weights = np.asarray(_np(model["stats"]["weight"]), np.float64)
         weights = weights.sum(0) if weights.ndim > 1 else weights
-        total = int(cfg.get("n_online_em_iters", 0)) + max(int(cfg.get("n_full_iters", 1)), 1)
+        total = batch_steps(Config(**cfg))
         return BatchProgress(images=np.asarray(_np(model["class_images"]), np.float32),
                              weights=weights,
                              resolution_A=np.asarray(_np(model["resolution_A"]), np.float64),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,14 +35,15 @@ import torch
 from cryoclass.distributed import tasks
 from cryoclass.distributed.shards import Shard, make_shard
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import FULL_SHARD_CHUNKS, EStepOutput, LocalEStep, ShardPlan
 from cryoclass.engine.mstep import Statistics
+from cryoclass.engine.particle_result import ParticleResult
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from cryoclass.engine.schedule import ParticleSource
+    from cryoclass.engine.source import ParticleSource
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _tensor_bytes(*tensors: torch.Tensor | None) -> int:
 
 
 def _result_bytes(res: ParticleResult) -> int:
-    return sum(np.asarray(getattr(res, f.name)).nbytes for f in fields(ParticleResult))
+    return res.nbytes()
 
 
 def _shard_bytes(shard: Shard) -> int:
@@ -89,7 +90,7 @@ class LazyBatch:
         if name.startswith("__"):
             raise AttributeError(name)
         if self.__dict__["_batch"] is None:
-            from cryoclass.engine.schedule import load_batch
+            from cryoclass.engine.source import load_batch
 
             self.__dict__["_batch"] = load_batch(self._engine, self._source, self._idx)
         return getattr(self.__dict__["_batch"], name)
@@ -179,8 +180,6 @@ class DaskEStep:
                 ) -> tuple[ParticleResult, Statistics]:
         """Results concatenated and statistics summed in shard order (each shard once),
         gathering one shard at a time."""
-        from cryoclass.engine.schedule import concat_results
-
         total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
                                  engine.device)
         parts: list[ParticleResult] = []
@@ -192,4 +191,4 @@ class DaskEStep:
             self.traffic.results += out[1].nbytes + _result_bytes(out[0])
             if temps is not None:
                 temps.extend(out[2])
-        return concat_results(parts), total
+        return ParticleResult.concat(parts), total

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cryoclass.engine.batch import CTF_COLUMNS
 from cryoclass.io import ParticleSet
-from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
+from cryoclass.io.columns import CTF_COLUMNS, SOURCE_ROW, STACK_INDEX, STACK_PATH
 
 #: Metadata columns a shard carries (those present in the table).
 SHARD_COLUMNS = (STACK_PATH, STACK_INDEX, SOURCE_ROW, "rlnImageName", *CTF_COLUMNS.values())
@@ -43,7 +42,7 @@ def make_shard(number: int, index: np.ndarray, table: pd.DataFrame) -> Shard:
 
 
 class ShardSource:
-    """The particles of one shard as a particle source (``cryoclass.engine.schedule``), on a
+    """The particles of one shard as a particle source (``cryoclass.engine.source``), on a
     worker: positions 0..n-1 of ``shard.rows``; images read from their stacks."""
 
     def __init__(self, shard: Shard, box: int, pixel_size_A: float) -> None:
@@ -57,3 +56,6 @@ class ShardSource:
 
     def images(self, idx: np.ndarray) -> np.ndarray:
         return self._set.images(idx)
+
+    def ctf_params(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return self._set.ctf_params(idx)

@@ -1,7 +1,7 @@
 """What Dask workers run: pure functions of (settings, broadcast model, shard).
 
 A task reads its shard's particles itself (``ShardSource``), prepares them as the local schedule
-does (``engine.schedule.load_batch``) and E-steps them with an engine built once per worker and
+does (``engine.source.load_batch``) and E-steps them with an engine built once per worker and
 given the broadcast model. Nothing is accumulated across tasks, so a task lost with its worker is
 simply run again (same inputs, same output) and every shard is summed exactly once, by the client.
 The only thing a worker keeps between tasks is a cache: the rotated class averages of the
@@ -29,9 +29,10 @@ from cryoclass.config import Config
 from cryoclass.distributed.cluster import worker_device
 from cryoclass.distributed.shards import Shard, ShardSource
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.engine.em import Engine, ParticleResult, Scored
+from cryoclass.engine.em import Engine, Scored
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import Statistics
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.references import RotatedReferences
 
 KILL_ENV = "CRYOCLASS_DASK_KILL_ONCE"
@@ -174,7 +175,7 @@ def load_shard(engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | 
                ) -> ParticleBatch:
     """Read and prepare the shard's particles (positions ``rows`` of it, default all), as the
     local schedule does; the batch's index is the job's row numbers."""
-    from cryoclass.engine.schedule import load_batch
+    from cryoclass.engine.source import load_batch
 
     pos = np.arange(shard.n) if rows is None else np.asarray(rows)
     batch = load_batch(engine, ShardSource(shard, geom.box, geom.pixel_size_A), pos)
@@ -229,14 +230,13 @@ def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, 
     chunks of ``config.batch_particles``, statistics summed in chunk order); the chunks'
     temperatures."""
     from cryoclass.engine.executor import full_pass_shard
-    from cryoclass.engine.schedule import concat_results
 
     maybe_die("full")
     eng = worker_engine(config, geom, state)
     parts, stats, temps, refs = full_pass_shard(
         eng, lambda pos: load_shard(eng, shard, geom, pos), shard.n, hard, _cached_refs(state))
     _keep_refs(state, refs)
-    return concat_results(parts), pack(stats), temps
+    return ParticleResult.concat(parts), pack(stats), temps
 
 
 def maybe_die(phase: str) -> None:

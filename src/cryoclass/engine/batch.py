@@ -1,38 +1,21 @@
 """A batch of particles made ready for the engine: normalised, masked, Fourier-transformed.
 
-Nothing here knows whether particles came from a file or a stream: a ParticleBatch is built from
-an image array and the matching rows of the metadata table (RELION column names).
+Nothing here knows whether particles came from a file or a stream, or what format described them:
+a ParticleBatch is built from an image array and the particles' CTF parameters in physical units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
+from cryoclass.engine.fourier_cache import FourierCache
 from cryoclass.physics.ctf import ctf_2d
 from cryoclass.physics.fourier import Band, PaddedSpectrum, padded_fft, padded_window, rfft_band
 from cryoclass.physics.masks import background_stats
-
-if TYPE_CHECKING:
-    from cryoclass.engine.prepared_cache import FourierCache
-
-CTF_COLUMNS = {
-    "defocus_u_A": "rlnDefocusU",
-    "defocus_v_A": "rlnDefocusV",
-    "astig_angle_deg": "rlnDefocusAngle",
-    "voltage_kV": "rlnVoltage",
-    "cs_mm": "rlnSphericalAberration",
-    "amp_contrast": "rlnAmplitudeContrast",
-    "phase_shift_deg": "rlnPhaseShift",
-    "bfactor_A2": "rlnCtfBfactor",
-}
-_CTF_DEFAULTS = {"phase_shift_deg": 0.0, "bfactor_A2": 0.0}
-
 
 @dataclass
 class ParticleBatch:
@@ -51,7 +34,7 @@ class ParticleBatch:
     pixel_size_A: float
     skip_ctf: bool = False
     align_images: torch.Tensor | None = None
-    fourier: "FourierCache | None" = None
+    fourier: FourierCache | None = None
     _padded: PaddedSpectrum | None = None
 
     @property
@@ -124,24 +107,22 @@ class ParticleBatch:
         return ctf_2d(kx * scale, ky * scale, **p)
 
 
-def ctf_params_from_table(rows: pd.DataFrame, device: torch.device | str = "cpu"
-                          ) -> dict[str, torch.Tensor]:
-    """CTF parameter tensors (n,) from table rows with RELION column names."""
-    out = {}
-    for name, col in CTF_COLUMNS.items():
-        if col in rows.columns:
-            vals = np.array(rows[col], dtype=np.float64)
-        else:
-            vals = np.full(len(rows), _CTF_DEFAULTS.get(name, np.nan))
-        out[name] = torch.as_tensor(vals, dtype=torch.float32, device=device)
-    return out
+def ctf_tensors(ctf: dict[str, np.ndarray], device: torch.device | str = "cpu"
+                ) -> dict[str, torch.Tensor]:
+    """CTF parameters in physical units (name -> (n,) array: defocus_u_A, defocus_v_A,
+    astig_angle_deg, voltage_kV, cs_mm, amp_contrast, phase_shift_deg, bfactor_A2) as float32
+    tensors on ``device``."""
+    return {name: torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32,
+                                  device=device) for name, v in ctf.items()}
 
 
-def prepare_batch(index: np.ndarray, images: np.ndarray, rows: pd.DataFrame, pixel_size_A: float,
+def prepare_batch(index: np.ndarray, images: np.ndarray, ctf: dict[str, np.ndarray],
+                  pixel_size_A: float,
                   mask: torch.Tensor, mask_radius_px: float, invert_contrast: bool,
                   skip_ctf: bool, device: torch.device, highpass_radius: float = 0.0
                   ) -> ParticleBatch:
-    """Normalise, mask and package raw particle images (n, D, D) with their table rows.
+    """Normalise, mask and package raw particle images (n, D, D) with their CTF parameters
+    (physical units, see ``ctf_tensors``).
 
     Normalisation as RELION --norm: background outside mask_radius_px to mean 0, sd 1; then the
     soft mask (zero outside). invert_contrast multiplies by -1 (dark-protein stacks).
@@ -166,7 +147,7 @@ def prepare_batch(index: np.ndarray, images: np.ndarray, rows: pd.DataFrame, pix
     return ParticleBatch(
         index=torch.as_tensor(np.asarray(index), dtype=torch.long, device=device),
         images=x,
-        ctf_params=ctf_params_from_table(rows, device),
+        ctf_params=ctf_tensors(ctf, device),
         pixel_size_A=float(pixel_size_A),
         skip_ctf=skip_ctf,
         align_images=align,

@@ -1,7 +1,8 @@
-"""The one EM engine. Schedules (batch online EM + full passes, streaming) call three things:
+"""The one EM engine. Schedules (``cryoclass.schedules``: batch online EM + full passes,
+streaming) call three things:
 
 - ``initialise(batch)``: random-subset classes and the first noise spectrum;
-- ``expectation(batch, temperature_factor)``: E-step for a batch -> per-particle results + the
+- ``expectation(batch, factor)``: E-step for a batch -> per-particle results + the
   batch's sufficient statistics;
 - ``absorb(batch_stats, n_new, replace=...)``: blend statistics into the model and rebuild the class
   averages (Wiener), noise spectrum, priors, resolution and working band (classes are
@@ -10,7 +11,8 @@
 Temperatures: the posterior over classes is softmax(score / T + log prior) with
 T = max(1, f * spread / 4), spread the typical sd of a particle's class scores and f the annealing factor
 (``initial_uncertainty_factor`` falling linearly to 0 over the annealing window, measured in
-minibatches of particles processed, so batch and streaming anneal identically).
+minibatches of particles processed, so batch and streaming anneal identically; the schedules
+decide it, ``cryoclass.schedules.annealing``, and when to re-seed empty classes).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from cryoclass.engine.evidence import best_cross_by_shell, significant_resolutio
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
                                     noise_spectrum, wiener_averages)
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
+from cryoclass.engine.prepared_cache import PreparedCache
 from cryoclass.engine.references import RotatedReferences, rotated_references
 from cryoclass.physics.fourier import Band, band_to_image, make_band, rfft_band, shell_sum
 from cryoclass.physics.masks import soft_circular_mask
@@ -52,28 +56,7 @@ RESEED_FRACTION = 0.15
 MARGINAL_CLASSES = 4
 MIN_POSE_WEIGHT = 1e-2
 EMPTY_CLASS_RESOLUTION_A = 999.0
-MIN_BAND_RATIO = 2.5   # first working radius >= this x the min_res radius
-
-
-@dataclass
-class ParticleResult:
-    """Per-particle outcome of an E-step (n particles).
-
-    index (n,) rows of the particle table; cls (n,) best class (0-based); psi_deg, tx, ty (n,) its
-    pose (degrees, pixels, RELION-style model, see poses.py); max_prob (n,) its posterior;
-    n_significant (n,) classes with posterior > 1 %; log_likelihood (n,) best tempered score;
-    posterior (n, K).
-    """
-
-    index: np.ndarray
-    cls: np.ndarray
-    psi_deg: np.ndarray
-    tx: np.ndarray
-    ty: np.ndarray
-    max_prob: np.ndarray
-    n_significant: np.ndarray
-    log_likelihood: np.ndarray
-    posterior: np.ndarray
+MIN_BAND_RATIO = 2.5   # working radius >= this x the min_res radius once the high-pass applies
 
 
 def pairs_weight_table(pairs: Assignments, n: int, k: int) -> torch.Tensor:
@@ -126,6 +109,8 @@ class Engine:
         self.rng = np.random.default_rng(config.seed)
         self.coarse_dtype = gemm_dtype(config.coarse_precision, self.device)
         self.state: ModelState | None = None
+        # prepared images kept between iterations (``engine/source.py:load_batch``)
+        self.prepared_cache: PreparedCache | None = None
 
     # ------------------------------------------------------------------ set-up
     def res_A(self, r: float) -> float:
@@ -216,26 +201,11 @@ class Engine:
         """Whether the minimum alignment resolution applies now (set, and the annealing over)."""
         return self.r_min > 0 and self.state is not None and self.state.highpass_on
 
-    def temperature_factor(self, processed: float) -> float:
-        """Annealing factor f: initial_uncertainty_factor until sigma_anneal_start minibatches of
-        particles have been processed, then linearly to 0 over sigma_anneal_iters minibatches.
-
-        In a batch job one minibatch is one online-EM iteration; in a stream the count is of
-        particles as they arrive, so both modes anneal on the same amount of data."""
-        p = processed / float(self.cfg.minibatch_size)
-        start, length = self.cfg.sigma_anneal_start, self.cfg.sigma_anneal_iters
-        f0 = self.cfg.initial_uncertainty_factor
-        if p <= start:
-            return f0
-        if length <= 0 or p >= start + length:
-            return 0.0
-        return f0 * (1.0 - (p - start) / length)
-
     def expectation(self, batch: ParticleBatch, factor: float, hard: bool = False,
                     noise: bool = True) -> tuple[ParticleResult, Statistics, float]:
         """E-step on a batch and its sufficient statistics (not yet absorbed).
 
-        factor: annealing factor (see temperature_factor); hard: one-hot posteriors.
+        factor: annealing factor (``cryoclass.schedules.annealing``); hard: one-hot posteriors.
         Returns per-particle results, the batch statistics, and the temperature used.
         Same as ``conclude(batch, s, batch_temperature(factor, s.best))`` with ``s = score(batch)``:
         a sharded E-step scores the shards, takes the temperature of all their scores, then

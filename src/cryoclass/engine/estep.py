@@ -23,22 +23,6 @@ import torch
 from cryoclass.physics.fourier import Band, shift_phase
 
 
-@dataclass
-class EStepResult:
-    """Per particle (n) and class (K): best pose and class posterior.
-
-    best_score (n, K): log-likelihood (up to a per-particle constant) of the best pose in each class;
-    best_rot, best_shift (n, K) long: indices into the pose grid; posterior (n, K): class
-    probabilities at the current temperature; log_evidence (n,): logsumexp of tempered scores.
-    """
-
-    best_score: torch.Tensor
-    best_rot: torch.Tensor
-    best_shift: torch.Tensor
-    posterior: torch.Tensor
-    log_evidence: torch.Tensor
-
-
 #: Largest shifted-reference matrix (bytes) that score_best_poses builds; above it, the shifts are
 #: applied to the particles instead (same scores, more elementwise work per particle).
 SHIFTED_REFS_BUDGET = 512 << 20

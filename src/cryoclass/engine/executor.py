@@ -31,19 +31,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.em import Engine
 from cryoclass.engine.memory import release_free_memory
 from cryoclass.engine.mstep import Statistics
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.references import RotatedReferences
+from cryoclass.engine.source import ParticleSource, load_batch
 
-if TYPE_CHECKING:
-    from cryoclass.engine.schedule import ParticleSource
 
 
 @dataclass
@@ -62,13 +62,13 @@ class EStepOutput:
 class EStepExecutor(Protocol):
     """Runs E-steps for a schedule (see module docstring)."""
 
-    def minibatch(self, engine: Engine, source: "ParticleSource", idx: np.ndarray, factor: float,
+    def minibatch(self, engine: Engine, source: ParticleSource, idx: np.ndarray, factor: float,
                   batch: ParticleBatch | None = None) -> EStepOutput:
         """E-step of rows idx of source at annealing factor ``factor``, as one batch (one
         temperature for all of them). ``batch``: those rows already prepared, if at hand."""
         ...
 
-    def full(self, engine: Engine, source: "ParticleSource", hard: bool = False
+    def full(self, engine: Engine, source: ParticleSource, hard: bool = False
              ) -> tuple[ParticleResult, Statistics, float]:
         """E-step of every particle at factor 0 in chunks of ``config.batch_particles`` (each
         chunk its own temperature): results in row order, summed statistics, mean temperature."""
@@ -179,23 +179,19 @@ class LocalEStep:
                  full_shard_chunks: int = FULL_SHARD_CHUNKS) -> None:
         self.plan = ShardPlan(shard_size, full_shard_chunks)
 
-    def minibatch(self, engine: Engine, source: "ParticleSource", idx: np.ndarray, factor: float,
+    def minibatch(self, engine: Engine, source: ParticleSource, idx: np.ndarray, factor: float,
                   batch: ParticleBatch | None = None) -> EStepOutput:
-        from cryoclass.engine.schedule import concat_results, load_batch
-
         t0 = time.perf_counter()
         if batch is None:
             batch = load_batch(engine, source, idx)
         t1 = time.perf_counter()
         shards = [batch.rows(s) for s in self.plan.minibatch(engine, batch.n)]
         parts, stats, temp = sharded_expectation(engine, shards, factor)
-        return EStepOutput(batch, concat_results(parts), stats, temp,
+        return EStepOutput(batch, ParticleResult.concat(parts), stats, temp,
                            {"read": t1 - t0, "estep": time.perf_counter() - t1})
 
-    def full(self, engine: Engine, source: "ParticleSource", hard: bool = False
+    def full(self, engine: Engine, source: ParticleSource, hard: bool = False
              ) -> tuple[ParticleResult, Statistics, float]:
-        from cryoclass.engine.schedule import concat_results, load_batch
-
         n = len(source)
         total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
                                  engine.device)
@@ -209,4 +205,4 @@ class LocalEStep:
             total.add_(stats)
             parts.extend(res)
             temps.extend(t)
-        return concat_results(parts), total, float(np.mean(temps))
+        return ParticleResult.concat(parts), total, float(np.mean(temps))

@@ -1,13 +1,11 @@
 """The model one engine updates, in batch and streaming alike: class averages, running
-statistics, noise spectrum, class priors, working resolution and counters; checkpointed atomically.
+statistics, noise spectrum, class priors, working resolution and counters. Checkpoints hold its
+``to_dict()`` and are written by the jobs through ``io.atomic_write`` (the engine writes no file).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -73,24 +71,3 @@ class ModelState:
             stats.setdefault(name, torch.zeros(k, n_shells, device=stats["weight"].device))
         d["stats"] = Statistics(**stats)
         return ModelState(**d)
-
-    def save(self, path: str | Path, extra: dict | None = None) -> None:
-        """Write a checkpoint atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"model": self.to_dict(), "extra": extra or {}}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    @staticmethod
-    def load(path: str | Path, device: torch.device | str = "cpu") -> tuple["ModelState", dict]:
-        payload = torch.load(path, map_location=device, weights_only=False)
-        return ModelState.from_dict(payload["model"]), payload.get("extra", {})

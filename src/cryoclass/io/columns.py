@@ -105,3 +105,30 @@ def normalize_dtypes(table: pd.DataFrame) -> None:
     for col in STRING_COLUMNS + (STACK_PATH,):
         if col in table.columns:
             table[col] = table[col].astype(str)
+
+
+#: The CTF parameters the engine takes (name with unit) and their canonical columns.
+CTF_COLUMNS: dict[str, str] = {
+    "defocus_u_A": "rlnDefocusU",
+    "defocus_v_A": "rlnDefocusV",
+    "astig_angle_deg": "rlnDefocusAngle",
+    "voltage_kV": "rlnVoltage",
+    "cs_mm": "rlnSphericalAberration",
+    "amp_contrast": "rlnAmplitudeContrast",
+    "phase_shift_deg": "rlnPhaseShift",
+    "bfactor_A2": "rlnCtfBfactor",
+}
+#: Values of CTF parameters a table may leave out (the others are NaN when missing).
+CTF_DEFAULTS: dict[str, float] = {"phase_shift_deg": 0.0, "bfactor_A2": 0.0}
+
+
+def ctf_parameters(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The CTF parameters of table rows in physical units: name (see CTF_COLUMNS) -> (n,)
+    float64 (Å, degrees, kV, mm, fraction, Å^2)."""
+    out = {}
+    for name, col in CTF_COLUMNS.items():
+        if col in rows.columns:
+            out[name] = np.array(rows[col], dtype=np.float64)
+        else:
+            out[name] = np.full(len(rows), CTF_DEFAULTS.get(name, np.nan))
+    return out

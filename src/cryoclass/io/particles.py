@@ -13,7 +13,7 @@ import pandas as pd
 
 from .canonical import canonicalize
 from .problems import RowProblems
-from .columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
+from .columns import SOURCE_ROW, STACK_INDEX, STACK_PATH, ctf_parameters
 from .cs import read_cs_table
 from .errors import InputError
 from .stacks import read_images, stack_shape
@@ -137,6 +137,11 @@ class ParticleSet:
         t = self.table
         row = int(t[SOURCE_ROW].iloc[pos]) if SOURCE_ROW in t.columns else pos
         return row, str(t["rlnImageName"].iloc[pos]) if "rlnImageName" in t.columns else ""
+
+    def ctf_params(self, idx: IndexLike) -> dict[str, np.ndarray]:
+        """CTF parameters of particles ``idx`` in physical units (``columns.ctf_parameters``:
+        name -> (len(idx),) float64)."""
+        return ctf_parameters(self.table.iloc[self._positions(idx)])
 
     def images(self, idx: IndexLike) -> np.ndarray:
         """Load images of particles ``idx`` (positions in ``table``): float32 ``(len(idx), D, D)``.

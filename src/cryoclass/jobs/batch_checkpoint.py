@@ -20,16 +20,14 @@ import numpy as np
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.em import ParticleResult
 from cryoclass.engine.model import ModelState
-from cryoclass.engine.schedule import BatchPoint, IterationLog
+from cryoclass.engine.particle_result import ParticleResult
+from cryoclass.schedules.batch import BatchPoint, IterationLog, batch_steps
 from cryoclass.io import InputError, ParticleSet, atomic_write
 from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 
 CHECKPOINT_NAME = "batch_state.pt"
 FORMAT_VERSION = 1
-#: Config fields that may change when a job is resumed (execution only).
-RESUMABLE_CHANGES = frozenset({"device", "batch_particles"})
 
 
 def particles_fingerprint(pset: ParticleSet) -> str:
@@ -43,11 +41,6 @@ def particles_fingerprint(pset: ParticleSet) -> str:
         if col in t.columns:
             h.update("\n".join(map(str, t[col].tolist())).encode())
     return h.hexdigest()
-
-
-def total_steps(config: Config) -> int:
-    """Online-EM iterations + full passes of a batch job."""
-    return config.n_online_em_iters + max(config.n_full_iters, 1)
 
 
 class BatchCheckpoint:
@@ -69,7 +62,7 @@ class BatchCheckpoint:
             "fingerprint": self.fingerprint,
             "model": state.to_dict(),
             "point": _point_dict(point),
-            "finished": point.step >= total_steps(self.config),
+            "finished": point.step >= batch_steps(self.config),
         }
         with atomic_write(self.path, "wb", encoding=None) as fh:
             torch.save(payload, fh)
@@ -89,18 +82,16 @@ class BatchCheckpoint:
     def describe(self, payload: dict[str, Any]) -> str:
         """'step i of n' of a checkpoint."""
         saved = Config(**payload["config"])
-        return f"step {payload['point']['step']} of {total_steps(saved)}"
+        return f"step {payload['point']['step']} of {batch_steps(saved)}"
 
     def load(self, device: torch.device | str = "cpu") -> tuple[ModelState, BatchPoint]:
         """The saved (model, point); :class:`InputError` if it belongs to other settings or other
         particles."""
         payload = self.peek()
         saved = Config(**payload["config"])
-        diff = [k for k in Config.model_fields
-                if getattr(saved, k) != getattr(self.config, k) and k not in RESUMABLE_CHANGES]
+        diff = self.config.changes_from(saved)
         if diff:
-            changes = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(self.config, k)!r}"
-                                for k in diff)
+            changes = ", ".join(diff)
             raise InputError(f"holds a run with different settings ({changes}); resume with the "
                              "same settings, or use a new output folder", file=self.path)
         if payload["fingerprint"] != self.fingerprint:
@@ -120,7 +111,7 @@ def _point_dict(p: BatchPoint) -> dict[str, Any]:
         "rng": p.rng,
         "engine_rng": p.engine_rng,
         "torch_rng": p.torch_rng,
-        "final": None if p.final is None else asdict(p.final),
+        "final": None if p.final is None else p.final.to_dict(),
     }
 
 

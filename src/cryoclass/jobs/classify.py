@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,18 +21,39 @@ import numpy as np
 from cryoclass.config import Config
 from cryoclass.engine.device import pick_device
 from cryoclass.engine.executor import EStepExecutor
+from cryoclass.engine.model import ModelState
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import working_steps
-from cryoclass.engine.schedule import ClassificationResult, IterationLog, run_batch
+from cryoclass.schedules.batch import ClassificationResult, IterationLog, run_batch
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.io.rejects import count_reasons
 from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
-from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
 from cryoclass.jobs.execution import executor_for
-from cryoclass.jobs.limits import check_resolution
+from cryoclass.io.limits import check_resolution
 from cryoclass.jobs.outdir import hold, publish
+from cryoclass.outputs.duplicates import without_duplicate_picks
 from cryoclass.outputs.results import write_results
 
 log = logging.getLogger("cryoclass")
+
+
+@dataclass
+class ClassifyResult:
+    """A finished batch 2D classification.
+
+    classes: (K, D, D) float32 class averages, in the model's order (as the engine left them:
+    not re-centred, not sorted); assignments: per kept particle (n) its class (0-based index into
+    ``classes``), pose and posterior, ``index`` = its row in the particle table read;
+    paths: name -> written file ('classes', 'particles_star', 'particles_cs', 'model_star',
+    'gallery', 'rejects', 'config'), whose class numbers follow the written (sorted) order;
+    model: the final model state; log: one entry per iteration.
+    """
+
+    classes: np.ndarray
+    assignments: ParticleResult
+    paths: dict[str, Path]
+    model: ModelState
+    log: list[IterationLog] = field(default_factory=list)
 
 
 def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str | Path,
@@ -40,14 +62,14 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
              resume: bool = False, initial_classes: np.ndarray | None = None,
              cluster: str | None = None, scheduler: str | None = None,
              estep: EStepExecutor | None = None,
-             ) -> tuple[ClassificationResult, dict[str, Path]]:
+             ) -> ClassifyResult:
     """Classify particles (a STAR/.cs path or a ParticleSet) and write all outputs to out_dir.
 
     Particles that cannot be used are set aside (listed in rejects.csv with the reason), never
     silently dropped. ``resume``: continue the run checkpointed in out_dir (without it, a folder
     holding an unfinished run is refused). ``initial_classes``: (K, D, D) class averages to
-    start from (e.g. ``read_relion_class2d(...).classes``). Returns the result and the written
-    paths. Raises :class:`InputError` for whole-file problems or when no particle is usable.
+    start from (e.g. ``read_relion_class2d(...).classes``). Returns a ``ClassifyResult``
+    (classes, assignments, written paths). Raises :class:`InputError` for whole-file problems or when no particle is usable.
     ``cluster`` ('local:N', 'slurm:N') / ``scheduler`` (an address), or ``estep`` (e.g. a
     ``cryoclass.distributed.DaskEStep`` on your own client): run the E-steps on a Dask cluster
     (same results).
@@ -70,16 +92,17 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
         if config.remove_duplicates:
             set_aside_duplicates(pset, result, config.min_separation_A)
         res_A = result.state.box * result.state.pixel_size_A / max(result.state.r_work, 1e-6)
-        psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, 0.85 * pset.box *
-                                             pset.pixel_size_A / 2, config.psi_step_deg,
-                                             config.shift_step_px)
+        psi_step, shift_step = working_steps(res_A, pset.pixel_size_A, result.particle_radius_A,
+                                             config.psi_step_deg, config.shift_step_px)
         refs = reference_path(out / "classes.mrcs", project_dir, pset.source)
         paths = publish(out, lambda folder: write_results(
             folder, result.state, result.particles, pset.table, config, rejects=pset.rejects,
             history=[e.__dict__ for e in result.log], accuracy_deg=psi_step,
             accuracy_A=shift_step * pset.pixel_size_A, classes_path=refs))
     log.info("classified %d particles in %.1f s", len(pset), time.perf_counter() - t0)
-    return result, paths
+    return ClassifyResult(classes=result.state.class_images.detach().cpu().numpy(),
+                          assignments=result.particles, paths=paths, model=result.state,
+                          log=list(result.log))
 
 
 def _check_geometry(pset: ParticleSet, config: Config, initial_classes: np.ndarray | None) -> None:
@@ -140,13 +163,6 @@ def no_usable_particles(rejects: list, rejects_path: Path) -> str:
             f"with its reason in {rejects_path}")
 
 
-def micrograph_pixel_size_A(table) -> np.ndarray:
-    """Å per pixel of the pick coordinates: the micrograph's pixel size when the table has it,
-    else the particles' (coordinates of unbinned extraction)."""
-    for col in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize", "rlnImagePixelSize"):
-        if col in table.columns:
-            return table[col].to_numpy(float)
-    return np.ones(len(table))
 
 
 def set_aside_duplicates(pset: ParticleSet, result: ClassificationResult, min_sep_A: float
@@ -154,13 +170,6 @@ def set_aside_duplicates(pset: ParticleSet, result: ClassificationResult, min_se
     """Move duplicate picks (all but the highest-posterior one of each group) from the result
     into pset.rejects."""
     p = result.particles
-    rows = pset.table.iloc[p.index]
-    drop, reasons = find_duplicates(rows.reset_index(drop=True), p.max_prob, min_sep_A,
-                                    micrograph_pixel_size_A(rows))
-    if drop.size == 0:
-        return
-    pset.rejects.extend(duplicate_rejects(rows.reset_index(drop=True), drop, reasons,
-                                         str(pset.source or "")))
-    keep = np.setdiff1d(np.arange(p.index.size), drop)
-    for f in p.__dataclass_fields__:
-        setattr(p, f, getattr(p, f)[keep])
+    result.particles, rejects = without_duplicate_picks(pset.table.iloc[p.index], p, min_sep_A,
+                                                        str(pset.source or ""))
+    pset.rejects.extend(rejects)

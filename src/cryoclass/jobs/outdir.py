@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cryoclass.io import OutputError
-from cryoclass.jobs.lock import LOCK_NAME, lock_folder, make_output_folder
+from cryoclass.io.lock import LOCK_NAME, lock_folder, make_output_folder
 
 __all__ = ["LOCK_NAME", "hold", "publish", "remove_stale_temporaries"]
 #: Temporary files of cryoclass.io.atomic (and of ModelState.save) in an output folder.

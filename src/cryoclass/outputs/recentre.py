@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.physics.fourier import fourier_shift_images
 from cryoclass.physics.masks import density_centre
 
@@ -53,8 +53,15 @@ def centred_poses(result: ParticleResult, m: np.ndarray) -> ParticleResult:
     return replace(result, tx=result.tx + c * mx + s * my, ty=result.ty - s * mx + c * my)
 
 
-def centred_classes(images: torch.Tensor, result: ParticleResult, threshold: float
-                    ) -> tuple[np.ndarray, ParticleResult]:
-    """``centre_images`` and the matching ``centred_poses``: what the outputs write."""
+def centred_classes(images: torch.Tensor, result: ParticleResult, threshold: float,
+                    has_signal: np.ndarray | None = None) -> tuple[np.ndarray, ParticleResult]:
+    """``centre_images`` and the matching ``centred_poses``: what the outputs write.
+
+    has_signal: (K,) bool, classes whose resolution shows signal; the others (noise, empty) are
+    left where they are: the centre of mass of a noise pattern is a noise blob."""
     moved, m = centre_images(images, threshold)
+    if has_signal is not None:
+        keep = ~np.asarray(has_signal, dtype=bool)
+        m[keep] = 0.0
+        moved[keep] = images.detach().float().cpu().numpy()[keep]
     return moved, centred_poses(result, m)

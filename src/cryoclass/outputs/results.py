@@ -21,8 +21,9 @@ import pandas as pd
 import starfile
 
 from cryoclass.config import Config
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.em import EMPTY_CLASS_RESOLUTION_A
 from cryoclass.engine.model import ModelState
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.io import atomic_write, write_cs, write_rejects, write_stack, write_star
 from cryoclass.io.particles import Reject
 from cryoclass.outputs.montage import save_montage
@@ -122,7 +123,9 @@ def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult
     out.mkdir(parents=True, exist_ok=True)
     summary = class_order(state, result, config.sort_classes)
     if config.recenter:
-        images, result = centred_classes(state.class_images, result, config.recenter_threshold)
+        has_signal = state.resolution_A.detach().cpu().numpy() < EMPTY_CLASS_RESOLUTION_A
+        images, result = centred_classes(state.class_images, result, config.recenter_threshold,
+                                         has_signal)
     else:
         images = state.class_images.detach().cpu().numpy().astype(np.float32)
     images = images[summary.order]

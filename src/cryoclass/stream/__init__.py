@@ -7,7 +7,9 @@ Public API::
         .ingest(table) / .update() / .finish() / .result()
     FolderWatcher(watch_dir)           new/growing STAR files + complete stacks, polled
     cryoclass.jobs.stream.watch(watch_dir, config, out_dir)   the watch loop (``cryoclass stream``)
-    feed_simulation(out_dir, sim_config, rate)   a simulated pipeline writing micrographs
+
+A simulated pipeline that writes micrographs into a watched folder at a given rate is
+``cryoclass.simulate.feed.feed_simulation``.
 
 Schedules (``config.stream_policy``): "online" (online EM on arrivals, ``online.py``) and "live"
 (CryoSPARC Live, corrected: ``live.py``). Both drive the one ``cryoclass.engine.em.Engine``.
@@ -15,9 +17,8 @@ Schedules (``config.stream_policy``): "online" (online EM on arrivals, ``online.
 
 from cryoclass.stream.context import UpdateReport
 from cryoclass.stream.events import EventLog, read_events
-from cryoclass.stream.feed import FeedResult, feed_simulation
 from cryoclass.stream.stream import Stream, StreamResult
 from cryoclass.stream.watcher import DONE_MARKER, FolderWatcher, PollResult
 
-__all__ = ["DONE_MARKER", "EventLog", "FeedResult", "FolderWatcher", "PollResult", "Stream",
-           "StreamResult", "UpdateReport", "feed_simulation", "read_events"]
+__all__ = ["DONE_MARKER", "EventLog", "FolderWatcher", "PollResult", "Stream", "StreamResult",
+           "UpdateReport", "read_events"]

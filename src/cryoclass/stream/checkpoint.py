@@ -1,7 +1,7 @@
 """The stream's one commit point: ``stream_state.pt``, written atomically after every update.
 
-It holds the engine's :class:`ModelState` (via ``ModelState.save``, with everything else as its
-``extra``): the ingestion ledger and particle table, every particle's latest assignment, the
+It holds the engine's :class:`ModelState` (``ModelState.to_dict``, with everything else as its
+``extra``, written by ``io.atomic_write``): the ingestion ledger and particle table, every particle's latest assignment, the
 policy's counters, random-generator states, rejects and the events of the last commit. Either the
 old or the new file is on disk at any moment, so a process killed at any point resumes from a
 consistent state: particles ingested after the last commit are simply ingested again.
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from cryoclass.engine.model import ModelState
-from cryoclass.io import OutputError, atomic_write
+from cryoclass.io import atomic_write
 
 CHECKPOINT_NAME = "stream_state.pt"
 FORMAT_VERSION = 1
@@ -38,16 +38,10 @@ def save_checkpoint(out_dir: str | Path, ckpt: StreamCheckpoint) -> Path:
     """Write out_dir/stream_state.pt atomically; returns its path."""
     path = Path(out_dir) / CHECKPOINT_NAME
     extra = dict(ckpt.extra, format_version=FORMAT_VERSION)
-    if ckpt.state is not None:
-        try:
-            ckpt.state.save(path, extra=extra)
-        except OutputError:
-            raise
-        except OSError as err:  # disk full ...: name the file; the previous one is intact
-            raise OutputError.from_os_error(err, path) from err
-    else:
-        with atomic_write(path, "wb", encoding=None) as fh:
-            torch.save({"model": None, "extra": extra}, fh)
+    model = ckpt.state.to_dict() if ckpt.state is not None else None
+    # disk full ...: an OutputError naming the file; the previous one is intact
+    with atomic_write(path, "wb", encoding=None) as fh:
+        torch.save({"model": model, "extra": extra}, fh)
     return path
 
 

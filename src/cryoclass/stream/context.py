@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cryoclass.config import Config
-from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import EStepExecutor, LocalEStep
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.stream.pool import ParticlePool
 from cryoclass.stream.records import ParticleRecords
 

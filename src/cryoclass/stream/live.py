@@ -1,7 +1,7 @@
 """The CryoSPARC Live streaming schedule, corrected as its developers proposed.
 
 1. Wait until batch_size_per_class x n_classes x n_online_em_iters particles have arrived, then
-   classify those with a normal 2D run (``engine.schedule.run_batch``: the batch schedule, with
+   classify those with a normal 2D run (``schedules.batch.run_batch``: the batch schedule, with
    the same engine and every parameter honoured: max_res_A, white_noise, skip_ctf, ...).
 2. Then, each time batch_size_per_class x n_classes x 2 more particles have arrived, run one full
    iteration over all particles so far (cost grows with everything seen: kept for comparison).
@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from cryoclass.engine.schedule import run_batch
 from cryoclass.io import ParticleSet
+from cryoclass.schedules.batch import run_batch
 from cryoclass.stream.context import StreamContext, UpdateReport
 from cryoclass.stream.passes import one_full_pass
 

@@ -4,8 +4,9 @@ Each update takes the particles not processed yet (oldest first, at most one bat
 batch_size_per_class x n_classes, so annealing moves in steps no larger than the batch job's),
 adds up to ``stream_revisit`` times as many older particles (least recently processed first, ties
 broken at random) while the stream is in its online-EM phase, E-steps them together at the
-annealing factor of the particles processed so far (``Engine.temperature_factor``), and absorbs
-the statistics as the batch schedule does. The work per update is proportional to the new
+annealing factor of the particles processed so far, and absorbs the statistics as the batch
+schedule does: each update is the schedule layer's one online-EM step
+(``cryoclass.schedules.online.online_step``). The work per update is proportional to the new
 particles, never to all particles seen.
 
 Warm-up: until one minibatch of distinct particles has arrived, each update starts afresh from all
@@ -27,7 +28,8 @@ import time
 
 import numpy as np
 
-from cryoclass.engine.schedule import load_batch
+from cryoclass.engine.source import load_batch
+from cryoclass.schedules.online import OnlineStep, online_step
 from cryoclass.stream.context import StreamContext, UpdateReport
 
 
@@ -76,20 +78,8 @@ class OnlinePolicy:
             return self._warm_up(ctx, t0)
         old = choose_revisits(ctx, self.revisit_budget(ctx, new.size))
         rows = np.sort(np.concatenate([new, old]))
-        factor = engine.temperature_factor(engine.state.processed)
-        out = ctx.estep.minibatch(engine, ctx.pool, rows, factor)
-        res, temp = out.result, out.temperature
-        t2 = time.perf_counter()
-        engine.absorb(out.stats, int(rows.size), int(new.size))
-        reseeded = []
-        if cfg.reseed_empty and factor > 0:
-            reseeded = engine.reseed_empty(out.batch, res)
-        ctx.record(res)
-        t3 = time.perf_counter()
-        return UpdateReport(phase="online", rows=rows, new_rows=new, temperature=temp,
-                            factor=factor, reseeded=len(reseeded),
-                            mean_loglik=float(np.mean(res.log_likelihood)),
-                            seconds={**out.seconds, "mstep": t3 - t2})
+        step = online_step(engine, ctx.estep, ctx.pool, rows, int(new.size), record=ctx.record)
+        return _report("online", rows, new, step)
 
     def _warm_up(self, ctx: StreamContext, t0: float) -> UpdateReport:
         """Until one minibatch of particles has arrived: start afresh from all of them, as the
@@ -102,18 +92,11 @@ class OnlinePolicy:
         batch = load_batch(engine, ctx.pool, rows)
         engine.initialise(batch)
         t1 = time.perf_counter()
-        factor = engine.temperature_factor(0.0)
-        out = ctx.estep.minibatch(engine, ctx.pool, rows, factor, batch=batch)
-        res, temp = out.result, out.temperature
-        t2 = time.perf_counter()
-        engine.absorb(out.stats, int(rows.size), int(rows.size))
-        reseeded = engine.reseed_empty(batch, res) if cfg.reseed_empty and factor > 0 else []
-        ctx.record(res)
-        t3 = time.perf_counter()
-        return UpdateReport(phase="warmup", rows=rows, new_rows=new, temperature=temp,
-                            factor=factor, reseeded=len(reseeded),
-                            mean_loglik=float(np.mean(res.log_likelihood)),
-                            seconds={"read": t1 - t0, "estep": t2 - t1, "mstep": t3 - t2})
+        step = online_step(engine, ctx.estep, ctx.pool, rows, int(rows.size), record=ctx.record,
+                           batch=batch)
+        step.seconds = {"read": t1 - t0, "estep": step.seconds["estep"],
+                        "mstep": step.seconds["mstep"]}
+        return _report("warmup", rows, new, step)
 
     def online_phase_target(self, ctx: StreamContext) -> int:
         """Particles the batch schedule processes in its online-EM phase for this pool."""
@@ -131,19 +114,8 @@ class OnlinePolicy:
         ctx.updates += 1
         n = len(ctx.pool)
         rows = np.sort(ctx.rng.choice(n, size=min(cfg.minibatch_size, n), replace=False))
-        factor = engine.temperature_factor(engine.state.processed)
-        out = ctx.estep.minibatch(engine, ctx.pool, rows, factor)
-        res, temp = out.result, out.temperature
-        t2 = time.perf_counter()
-        engine.absorb(out.stats, int(rows.size), 0)
-        reseeded = (engine.reseed_empty(out.batch, res) if cfg.reseed_empty and factor > 0
-                    else [])
-        ctx.record(res)
-        t3 = time.perf_counter()
-        return UpdateReport(phase="complete", rows=rows, new_rows=rows[:0], temperature=temp,
-                            factor=factor, reseeded=len(reseeded),
-                            mean_loglik=float(np.mean(res.log_likelihood)),
-                            seconds={**out.seconds, "mstep": t3 - t2})
+        step = online_step(engine, ctx.estep, ctx.pool, rows, 0, record=ctx.record)
+        return _report("complete", rows, rows[:0], step)
 
     def rows_withdrawn(self, rows: np.ndarray) -> None:
         """Pool rows taken out (their stack is gone): nothing to adjust."""
@@ -153,3 +125,11 @@ class OnlinePolicy:
 
     def load_state_dict(self, d: dict) -> None:
         pass
+
+
+def _report(phase: str, rows: np.ndarray, new: np.ndarray, step: OnlineStep) -> UpdateReport:
+    """The update report of an online-EM step on rows (new: those processed for the first
+    time)."""
+    return UpdateReport(phase=phase, rows=rows, new_rows=new, temperature=step.temperature,
+                        factor=step.factor, reseeded=len(step.reseeded),
+                        mean_loglik=step.mean_loglik, seconds=step.seconds)

@@ -2,8 +2,8 @@
 
 Every particle is identified by a key (by default ``<absolute stack path>@<0-based index>``), so
 the same image referenced by two STAR files, or a STAR that is re-read, is ingested only once.
-The pool is a ``ParticleSource`` (see ``cryoclass.engine.schedule``): ``table``, ``box``,
-``pixel_size_A``, ``len()`` and ``images(idx)``, so the engine's ``load_batch`` and ``full_pass``
+The pool is a ``ParticleSource`` (see ``cryoclass.engine.source``): ``box``,
+``pixel_size_A``, ``len()``, ``images(idx)`` and ``ctf_params(idx)``, so ``load_batch`` and the schedules' ``full_pass``
 work on it directly. Rows are in ingestion order and never change position.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cryoclass.io import ParticleSet
-from cryoclass.io.columns import STACK_INDEX, STACK_PATH
+from cryoclass.io.columns import STACK_INDEX, STACK_PATH, ctf_parameters
 
 #: Internal column: when the particle's files appeared (Unix seconds, file mtime).
 ARRIVAL = "_arrival_s"
@@ -94,6 +94,10 @@ class ParticlePool:
     def images(self, idx: np.ndarray) -> np.ndarray:
         """float32 (len(idx), D, D) images of rows idx, read from their stacks."""
         return ParticleSet(table=self.table).images(np.asarray(idx))
+
+    def ctf_params(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """CTF parameters of rows idx in physical units (name -> (len(idx),) float64)."""
+        return ctf_parameters(self.table.iloc[np.asarray(idx)])
 
     # ------------------------------------------------------------------ ledger
     def __contains__(self, key: str) -> bool:

@@ -3,80 +3,64 @@ last processed: what the stream's outputs list, and how revisits pick the stales
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from cryoclass.engine.em import ParticleResult
+from cryoclass.engine.particle_result import ParticleResult
 
 
 @dataclass
 class ParticleRecords:
     """Arrays over the pool's rows (n), growing as particles are ingested.
 
-    cls (n,) int, -1 = never processed; psi_deg, tx, ty (n,) pose (degrees, pixels);
-    max_prob, log_likelihood (n,) float; n_significant (n,) int; posterior (n, K) float32;
+    latest: a ParticleResult over all n rows (index = pool row; cls -1 = never processed);
     last_update (n,) int, the update that last processed the particle (-1 = never);
     processed_at (n,) float, Unix seconds of that update (latency = processed_at - arrival).
     """
 
     n_classes: int
-    cls: np.ndarray
-    psi_deg: np.ndarray
-    tx: np.ndarray
-    ty: np.ndarray
-    max_prob: np.ndarray
-    n_significant: np.ndarray
-    log_likelihood: np.ndarray
-    posterior: np.ndarray
+    latest: ParticleResult
     last_update: np.ndarray
     processed_at: np.ndarray
 
     @staticmethod
-    def empty(n_classes: int) -> "ParticleRecords":
-        f = np.empty(0, dtype=np.float64)
-        return ParticleRecords(
-            n_classes=n_classes, cls=np.empty(0, np.int64), psi_deg=f, tx=f.copy(), ty=f.copy(),
-            max_prob=f.copy(), n_significant=np.empty(0, np.int64), log_likelihood=f.copy(),
-            posterior=np.empty((0, n_classes), np.float32), last_update=np.empty(0, np.int64),
-            processed_at=f.copy())
+    def empty(n_classes: int) -> ParticleRecords:
+        return ParticleRecords(n_classes, ParticleResult.unprocessed(0, n_classes),
+                               np.empty(0, np.int64), np.empty(0, np.float64))
 
     def __len__(self) -> int:
-        return int(self.cls.size)
+        return len(self.latest)
+
+    @property
+    def cls(self) -> np.ndarray:
+        """(n,) latest class of every row (-1 = never processed)."""
+        return self.latest.cls
 
     def grow(self, n: int) -> None:
         """Extend to n rows (new rows unprocessed)."""
         m = n - len(self)
         if m <= 0:
             return
-        pad = {"cls": -1, "last_update": -1, "n_significant": 0}
-        for f in fields(self):
-            if f.name == "n_classes":
-                continue
-            a = getattr(self, f.name)
-            shape = (m,) + a.shape[1:]
-            setattr(self, f.name, np.concatenate([a, np.full(shape, pad.get(f.name, 0),
-                                                             dtype=a.dtype)]))
+        pad = ParticleResult.unprocessed(m, self.n_classes, first_row=len(self))
+        self.latest = ParticleResult.concat([self.latest, pad])
+        self.last_update = np.concatenate([self.last_update, np.full(m, -1, np.int64)])
+        self.processed_at = np.concatenate([self.processed_at, np.zeros(m, np.float64)])
 
     def keep(self, mask: np.ndarray) -> None:
-        """Keep only the rows where mask is True (rows withdrawn from the pool)."""
-        for f in fields(self):
-            if f.name != "n_classes":
-                setattr(self, f.name, getattr(self, f.name)[mask])
+        """Keep only the rows where mask (n,) bool is True (rows withdrawn from the pool); the
+        rows after them move up, as in the pool."""
+        self.latest = self.latest.take(mask)
+        self.latest.index = np.arange(len(self.latest), dtype=np.int64)
+        self.last_update = self.last_update[mask]
+        self.processed_at = self.processed_at[mask]
 
     def set(self, result: ParticleResult, update: int, now_s: float,
             rows: np.ndarray | None = None) -> None:
         """Store an E-step's results. rows: pool rows of ``result`` (default result.index)."""
         r = np.asarray(result.index if rows is None else rows, dtype=np.int64)
         self.grow(int(r.max()) + 1 if r.size else 0)
-        self.cls[r] = result.cls
-        self.psi_deg[r] = result.psi_deg
-        self.tx[r] = result.tx
-        self.ty[r] = result.ty
-        self.max_prob[r] = result.max_prob
-        self.n_significant[r] = result.n_significant
-        self.log_likelihood[r] = result.log_likelihood
-        self.posterior[r] = result.posterior
+        self.latest.put(r, result, index=False)
         self.last_update[r] = update
         self.processed_at[r] = now_s
 
@@ -93,11 +77,7 @@ class ParticleRecords:
     def result(self, rows: np.ndarray | None = None) -> ParticleResult:
         """A ParticleResult of the processed rows (index = pool rows), for write_results."""
         r = self.processed if rows is None else np.asarray(rows, dtype=np.int64)
-        return ParticleResult(index=r, cls=self.cls[r], psi_deg=self.psi_deg[r], tx=self.tx[r],
-                              ty=self.ty[r], max_prob=self.max_prob[r],
-                              n_significant=self.n_significant[r],
-                              log_likelihood=self.log_likelihood[r],
-                              posterior=self.posterior[r])
+        return self.latest.take(r)
 
     def class_counts(self) -> np.ndarray:
         """(K,) particles per class (latest assignments)."""
@@ -105,8 +85,15 @@ class ParticleRecords:
         return np.bincount(c, minlength=self.n_classes)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Flat name -> array (the checkpoint's format: the result's arrays but its index, which
+        is 0..n-1, and the two update columns)."""
+        d = {k: v for k, v in self.latest.to_dict().items() if k != "index"}
+        return {"n_classes": self.n_classes, **d, "last_update": self.last_update,
+                "processed_at": self.processed_at}
 
     @staticmethod
-    def from_dict(d: dict) -> "ParticleRecords":
-        return ParticleRecords(**d)
+    def from_dict(d: dict) -> ParticleRecords:
+        n = int(np.asarray(d["cls"]).size)
+        latest = ParticleResult(index=np.arange(n, dtype=np.int64),
+                                **{f: d[f] for f in ParticleResult.names() if f != "index"})
+        return ParticleRecords(int(d["n_classes"]), latest, d["last_update"], d["processed_at"])

@@ -10,7 +10,7 @@ the batch schedule's full passes. After every update the stream commits: one ato
 a folder with a checkpoint resumes it: every committed particle is kept, none is counted twice,
 and particles ingested after the last commit are ingested again by their source.
 
-One job per output folder, batch or stream (``cryoclass.jobs.lock`` enforces it).
+One job per output folder, batch or stream (``cryoclass.io.lock`` enforces it).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from cryoclass.io.canonical import canonicalize
 from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 from cryoclass.io.rejects import now_utc, reason_kind
 from cryoclass.io.stacks import stack_info
-from cryoclass.jobs.limits import check_resolution
-from cryoclass.jobs.lock import lock_folder, make_output_folder
+from cryoclass.io.limits import check_resolution
+from cryoclass.io.lock import lock_folder, make_output_folder
 from cryoclass.outputs.results import write_results
 from cryoclass.stream.checkpoint import StreamCheckpoint, load_checkpoint, save_checkpoint
 from cryoclass.stream.context import StreamContext, UpdateReport
@@ -53,7 +53,6 @@ from cryoclass.stream.geometry import first_geometry
 log = logging.getLogger("cryoclass.stream")
 
 #: Config fields that may change when a stream is resumed (execution only).
-RESUMABLE_CHANGES = frozenset({"device", "batch_particles"})
 API_STACKS = "stream_stacks"
 EVENTS_NAME = "events.jsonl"
 
@@ -526,17 +525,10 @@ class Stream:
         """The current results less duplicate picks (same micrograph, closer than
         min_separation_A: the lower-posterior copies), and rejects naming them. Recomputed at
         each output, as posteriors change while particles arrive; the ledger is untouched."""
-        from cryoclass.jobs.classify import micrograph_pixel_size_A
-        from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+        from cryoclass.outputs.duplicates import without_duplicate_picks
 
-        rows = self.ctx.pool.table.iloc[res.index].reset_index(drop=True)
-        drop, reasons = find_duplicates(rows, res.max_prob, self.config.min_separation_A,
-                                        micrograph_pixel_size_A(rows))
-        if drop.size == 0:
-            return res, []
-        keep = np.setdiff1d(np.arange(res.index.size), drop)
-        kept = ParticleResult(**{f: getattr(res, f)[keep] for f in res.__dataclass_fields__})
-        return kept, duplicate_rejects(rows, drop, reasons, "")
+        return without_duplicate_picks(self.ctx.pool.table.iloc[res.index], res,
+                                       self.config.min_separation_A)
 
     def _history_entry(self, rep: UpdateReport) -> dict:
         eng = self.ctx.engine
@@ -602,11 +594,9 @@ class Stream:
             return False
         x = ck.extra
         saved = Config(**x["config"])
-        diff = [k for k in Config.model_fields
-                if getattr(saved, k) != getattr(self.config, k) and k not in RESUMABLE_CHANGES]
+        diff = self.config.changes_from(saved)
         if diff:
-            changes = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(self.config, k)!r}"
-                                for k in diff)
+            changes = ", ".join(diff)
             raise ValueError(f"{self.out} holds a stream run with different settings "
                              f"({changes}); use a new output folder or the same settings")
         self.policy.load_state_dict(x["policy_state"])

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from cryoclass.io import InputError, OutputError
+from cryoclass.io.errors import InputError, OutputError
 
 LOCK_NAME = ".cryoclass.lock"
 

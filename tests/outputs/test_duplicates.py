@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from cryoclass.jobs.duplicates import duplicate_rejects, find_duplicates
+from cryoclass.outputs.duplicates import duplicate_rejects, find_duplicates
 
 
 def test_injected_duplicates_are_flagged_and_best_copy_kept():
@@ -36,3 +36,19 @@ def test_no_coordinates_no_duplicates():
     table = pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"]})
     drop, _ = find_duplicates(table, np.ones(2), 20.0, 1.0)
     assert drop.size == 0
+
+
+def test_without_duplicate_picks_drops_the_lower_posterior_copy():
+    """The one function batch and streaming set duplicate picks aside with."""
+    from cryoclass.engine.particle_result import ParticleResult
+    from cryoclass.outputs.duplicates import without_duplicate_picks
+
+    rows = pd.DataFrame({"rlnMicrographName": ["m.mrc"] * 3, "rlnCoordinateX": [0.0, 3.0, 500.0],
+                         "rlnCoordinateY": [0.0, 0.0, 0.0],
+                         "rlnImageName": ["1@a.mrcs", "2@a.mrcs", "3@a.mrcs"]},
+                        index=[7, 8, 9])
+    res = ParticleResult.unprocessed(3, 2, first_row=7)
+    res.max_prob = np.array([0.4, 0.9, 0.5])
+    kept, rejects = without_duplicate_picks(rows, res, 20.0, "p.star")
+    assert list(kept.index) == [8, 9]
+    assert [r.image_name for r in rejects] == ["1@a.mrcs"] and rejects[0].source == "p.star"

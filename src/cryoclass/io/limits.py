@@ -11,7 +11,7 @@ import logging
 from os import PathLike
 
 from cryoclass.config import Config
-from cryoclass.io import InputError
+from cryoclass.io.errors import InputError
 
 log = logging.getLogger("cryoclass")
 

@@ -2,7 +2,8 @@
 
 Needs rlnMicrographName and rlnCoordinateX/Y (pixels of the micrograph, as RELION writes them;
 CryoSPARC's location/* are converted to these on reading). Of each group of duplicates the particle
-with the highest posterior is kept; the others are set aside with the reason.
+with the highest posterior is kept; the others are set aside with the reason, when the outputs are
+written (batch: once at the end; streaming: at each output, as posteriors change).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.io.particles import Reject
 
 
@@ -67,3 +69,26 @@ def duplicate_rejects(table: pd.DataFrame, rows: np.ndarray, reasons: list[str],
         out.append(Reject(source=src, row=row, image_name=str(table["rlnImageName"].iloc[r]),
                           reason=why))
     return out
+
+
+def micrograph_pixel_size_A(table) -> np.ndarray:
+    """Å per pixel of the pick coordinates: the micrograph's pixel size when the table has it,
+    else the particles' (coordinates of unbinned extraction)."""
+    for col in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize", "rlnImagePixelSize"):
+        if col in table.columns:
+            return table[col].to_numpy(float)
+    return np.ones(len(table))
+
+
+def without_duplicate_picks(rows: pd.DataFrame, result: ParticleResult, min_separation_A: float,
+                            source: str = "") -> tuple[ParticleResult, list[Reject]]:
+    """``result`` less its duplicate picks (same micrograph, closer than min_separation_A: all
+    but the highest-posterior one of each group), and rejects naming them (``source``: the
+    particle file). rows: the particle table's rows of ``result.index``, in that order."""
+    rows = rows.reset_index(drop=True)
+    drop, reasons = find_duplicates(rows, result.max_prob, min_separation_A,
+                                    micrograph_pixel_size_A(rows))
+    if drop.size == 0:
+        return result, []
+    keep = np.setdiff1d(np.arange(len(result)), drop)
+    return result.take(keep), duplicate_rejects(rows, drop, reasons, source)

@@ -1,36 +1,29 @@
 """Batch schedule (CryoSPARC-style 2D job): online EM on fresh random minibatches with the noise
 model annealed by particles seen, then full iterations over all particles.
 
-The particle source is anything with ``len()``, ``table`` (RELION column names), ``box``,
-``pixel_size_A`` and ``images(idx) -> (n, D, D)`` (a ``cryoclass.io.ParticleSet``).
+The steps are the schedule layer's (``online.py``: one online-EM step; ``passes.py``: the
+closing passes), the same a stream takes. The particle source is a ``ParticleSource``
+(``cryoclass.engine.source``), e.g. a ``cryoclass.io.ParticleSet``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.batch import ParticleBatch, ctf_params_from_table, prepare_batch
 from cryoclass.engine.device import pick_device
-from cryoclass.engine.em import Engine, ParticleResult
+from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.engine.model import ModelState
-from cryoclass.engine.prepared_cache import PreparedCache
-
-
-class ParticleSource(Protocol):
-    table: pd.DataFrame
-    box: int
-    pixel_size_A: float
-
-    def __len__(self) -> int: ...
-    def images(self, idx: np.ndarray) -> np.ndarray: ...
+from cryoclass.engine.particle_result import ParticleResult
+from cryoclass.engine.source import ParticleSource, load_batch
+from cryoclass.schedules.online import online_step
+from cryoclass.schedules.passes import final_passes, full_pass
 
 
 @dataclass
@@ -50,11 +43,13 @@ class IterationLog:
 
 @dataclass
 class ClassificationResult:
-    """Final model and per-particle assignments (arrays in particle-table order)."""
+    """Final model and per-particle assignments (arrays in particle-table order); the particle
+    radius (Å) the pose steps were sized for (``Engine.particle_radius_A``)."""
 
     state: ModelState
     particles: ParticleResult
     log: list[IterationLog] = field(default_factory=list)
+    particle_radius_A: float | None = None
 
 
 Progress = Callable[[str, int, int, IterationLog | None], None]
@@ -83,63 +78,9 @@ class BatchPoint:
 Checkpoint = Callable[[ModelState, BatchPoint], None]
 
 
-def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> ParticleBatch:
-    """Read and prepare particles idx (rows of source.table); particles prepared before are
-    taken from the engine's in-memory cache (``prepared_cache.py``)."""
-    idx = np.asarray(idx, dtype=np.int64)
-    cache = _cache(engine, source)
-    todo = cache.missing(idx, len(source)) if cache is not None else idx
-    if todo.size == idx.size:
-        batch = _read_and_prepare(engine, source, idx)
-        if cache is not None:
-            cache.store(batch)
-            batch.fourier = cache.fourier
-        return batch
-    if todo.size:
-        cache.store(_read_and_prepare(engine, source, todo))
-    images, align = cache.take(idx, engine.device)
-    return ParticleBatch(index=torch.as_tensor(idx, device=engine.device), images=images,
-                         ctf_params=ctf_params_from_table(source.table.iloc[idx], engine.device),
-                         pixel_size_A=float(source.pixel_size_A), skip_ctf=engine.cfg.skip_ctf,
-                         align_images=align, fourier=cache.fourier)
-
-
-def _read_and_prepare(engine: Engine, source: ParticleSource, idx: np.ndarray) -> ParticleBatch:
-    images = source.images(idx)
-    rows = source.table.iloc[idx]
-    return prepare_batch(idx, images, rows, source.pixel_size_A, engine.mask,
-                         engine.mask_radius_px, engine.cfg.invert_contrast, engine.cfg.skip_ctf,
-                         engine.device, highpass_radius=engine.r_min)
-
-
-def _cache(engine: Engine, source: ParticleSource) -> PreparedCache | None:
-    """The engine's cache for this source (a new one when the source changed); None for a
-    source that does not declare its images immutable (``images_immutable``)."""
-    if not getattr(source, "images_immutable", False):
-        return None
-    cache = getattr(engine, "prepared_cache", None)
-    if cache is None or not cache.serves(source):
-        cache = PreparedCache(source, engine.box, two_copies=engine.r_min > 0)
-        engine.prepared_cache = cache
-    return cache
-
-
-def full_pass(engine: Engine, source: ParticleSource, hard: bool = False,
-              update: bool = True, estep: EStepExecutor | None = None
-              ) -> tuple[ParticleResult, float]:
-    """E-step over all particles in chunks; with update, replace the statistics by the pass's.
-    estep: where the E-steps run (default: here, ``engine.executor.LocalEStep``)."""
-    n = len(source)
-    res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
-    if update:
-        engine.state.distinct_seen = 0
-        engine.absorb(stats, n, n, replace=True)
-    return res, temp
-
-
-def concat_results(parts: list[ParticleResult]) -> ParticleResult:
-    return ParticleResult(*[np.concatenate([getattr(p, f) for p in parts])
-                            for f in ParticleResult.__dataclass_fields__])
+def batch_steps(config: Config) -> int:
+    """Steps of a batch job: its online-EM iterations, then its final passes."""
+    return config.n_online_em_iters + len(final_passes(config))
 
 
 def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None,
@@ -162,7 +103,7 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
     rng = np.random.default_rng(config.seed + 1)
     n = len(source)
     mb = min(config.minibatch_size, n)
-    total = config.n_online_em_iters + max(config.n_full_iters, 1)
+    total = batch_steps(config)
     log: list[IterationLog] = []
     torch.manual_seed(config.seed)
     final: ParticleResult | None = None
@@ -190,33 +131,23 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
     for it in range(done, config.n_online_em_iters):
         t0 = time.perf_counter()
         idx = np.sort(rng.choice(n, size=mb, replace=False))
-        factor = engine.temperature_factor(engine.state.processed)
-        out = estep.minibatch(engine, source, idx, factor)
-        res, bstats, temp = out.result, out.stats, out.temperature
         new_distinct = int((~seen[idx]).sum())
         seen[idx] = True
-        engine.absorb(bstats, len(idx), new_distinct)
-        reseeded = []
-        if config.reseed_empty and factor > 0:
-            reseeded = engine.reseed_empty(out.batch, res)
-        entry = IterationLog(it + 1, "online", len(idx), temp,
-                             engine.res_A(engine.state.r_work),
-                             float(np.mean(res.log_likelihood)),
-                             time.perf_counter() - t0, len(reseeded))
+        step = online_step(engine, estep, source, idx, new_distinct)
+        entry = IterationLog(it + 1, "online", len(idx), step.temperature,
+                             engine.res_A(engine.state.r_work), step.mean_loglik,
+                             time.perf_counter() - t0, len(step.reseeded))
         log.append(entry)
         save(it + 1)
         if progress:
             progress("online", it + 1, total, entry)
 
-    n_full = max(config.n_full_iters, 1)
-    for j in range(max(0, done - config.n_online_em_iters), n_full):
+    passes = final_passes(config)
+    for j in range(max(0, done - config.n_online_em_iters), len(passes)):
         t0 = time.perf_counter()
-        last = j == n_full - 1
-        update = config.n_full_iters > 0
-        final, temp = full_pass(engine, source,
-                                hard=last and config.hard_classify_last_iter, update=update,
-                                estep=estep)
-        entry = IterationLog(config.n_online_em_iters + j + 1, "full" if update else "assign", n,
+        p = passes[j]
+        final, temp = full_pass(engine, source, hard=p.hard, update=p.update, estep=estep)
+        entry = IterationLog(config.n_online_em_iters + j + 1, p.phase, n,
                              temp, engine.res_A(engine.state.r_work),
                              float(np.mean(final.log_likelihood)), time.perf_counter() - t0)
         log.append(entry)
@@ -224,7 +155,7 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
         if progress:
             progress("full", config.n_online_em_iters + j + 1, total, entry)
     engine.state.history = [e.__dict__ for e in log]
-    return ClassificationResult(engine.state, final, log)
+    return ClassificationResult(engine.state, final, log, engine.particle_radius_A)
 
 
 def _start_from(engine: Engine, classes: np.ndarray) -> None:

@@ -1,0 +1,50 @@
+"""Full passes (an E-step over every particle) and how a classification ends, the same for a
+batch job and a stream: max(n_full_iters, 1) passes, the last one hard when
+hard_classify_last_iter; with n_full_iters = 0, one assignment pass that leaves the model as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryoclass.config import Config
+from cryoclass.engine.em import Engine
+from cryoclass.engine.executor import EStepExecutor, LocalEStep
+from cryoclass.engine.particle_result import ParticleResult
+from cryoclass.engine.source import ParticleSource
+
+
+@dataclass(frozen=True)
+class FinalPass:
+    """One of the closing passes: hard (one-hot posteriors), update (the pass's statistics
+    replace the model's; False: assign only)."""
+
+    hard: bool
+    update: bool
+
+    @property
+    def phase(self) -> str:
+        """'full' for a pass that updates the model, 'assign' for one that does not."""
+        return "full" if self.update else "assign"
+
+
+def final_passes(config: Config) -> list[FinalPass]:
+    """The passes that end a classification (module docstring), in order."""
+    n = max(config.n_full_iters, 1)
+    update = config.n_full_iters > 0
+    return [FinalPass(hard=j == n - 1 and config.hard_classify_last_iter, update=update)
+            for j in range(n)]
+
+
+def full_pass(engine: Engine, source: ParticleSource, hard: bool = False,
+              update: bool = True, estep: EStepExecutor | None = None
+              ) -> tuple[ParticleResult, float]:
+    """E-step over all particles in chunks at annealing factor 0; with update, replace the
+    statistics by the pass's. estep: where the E-steps run (default: here, ``LocalEStep``).
+    Returns the particles' results (row order) and the mean temperature."""
+    n = len(source)
+    res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
+    if update:
+        engine.state.distinct_seen = 0
+        engine.absorb(stats, n, n, replace=True)
+    return res, temp
