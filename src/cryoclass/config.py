@@ -81,7 +81,8 @@ class Config(BaseModel):
                                   "large blurry class from absorbing weak particles at low SNR.")
     force_max: bool = Field(True, description="Best pose per class, soft over classes "
                             "(CryoSPARC's 'Force max over poses/shifts'). Off: marginalise over "
-                            "the poses around the best one, as RELION does.")
+                            "the poses around the best one, as RELION does (better on several "
+                            "low-SNR sets, worse on others; ~1.6x the time: see the README).")
 
     # --- model --------------------------------------------------------------------------------
     white_noise: bool = Field(False, description="Flat (white) noise model instead of the "

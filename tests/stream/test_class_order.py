@@ -20,8 +20,10 @@ def _run(particles, config, out):
         with mrcfile.open(out / "classes.mrcs", permissive=True) as m:
             written = m.data.copy()
         star = starfile.read(out / "particles.star", always_dict=True)["particles"]
-        # recenter (default on) moves each written class onto its centre of mass
+        # recenter (default on) moves each written class with signal onto its centre of mass
         engine, _ = centre_images(stream.state.class_images, stream.config.recenter_threshold)
+        noise = (stream.state.resolution_A >= 999.0).numpy()
+        engine[noise] = stream.state.class_images.numpy()[noise]
         seen.append((engine, written,
                      star["rlnClassNumber"].to_numpy()))
 

@@ -55,6 +55,7 @@ RESEED_FRACTION = 0.15
 # of its best classes; poses below MIN_POSE_WEIGHT of the particle's best pose are dropped.
 MARGINAL_CLASSES = 4
 MIN_POSE_WEIGHT = 1e-2
+MARGINAL_POSES = 4   # most probable poses kept per class (the M-step's cost grows with them)
 EMPTY_CLASS_RESOLUTION_A = 999.0
 MIN_BAND_RATIO = 2.5   # working radius >= this x the min_res radius once the high-pass applies
 
@@ -360,19 +361,23 @@ class Engine:
     def _spread_over_poses(self, pairs: Assignments, post: torch.Tensor, near: PoseNeighbourhood,
                            temperature: float, poses: PoseGrid) -> Assignments:
         """force_max off: pairs of the classes in ``near`` are replaced by their neighbourhood's
-        poses, weighted by the class weight x softmax(pose score / T); poses under
-        MIN_POSE_WEIGHT of the particle's largest weight are dropped, weights renormalised."""
+        MARGINAL_POSES most probable poses, weighted by the class weight x softmax(pose score /
+        T); poses under MIN_POSE_WEIGHT of the particle's largest weight are dropped, weights
+        renormalised."""
         n, m_top, p = near.score.shape
         local = (pairs.cls[:, None] == near.cls[pairs.row]).any(1)                # (pairs,)
         rows = torch.arange(n, device=self.device)[:, None, None].expand(n, m_top, p)
         cls = near.cls[:, :, None].expand(n, m_top, p)
         w_cls = torch.gather(pairs_weight_table(pairs, n, post.shape[1]), 1, near.cls)
         w = w_cls[:, :, None] * torch.softmax(near.score / temperature, dim=2)       # (n, M, P)
+        w, top_p = w.topk(min(MARGINAL_POSES, p), dim=2)                          # (n, M, P')
+        pick = (rows[:, :, :top_p.shape[2]], cls[:, :, :top_p.shape[2]],
+                torch.gather(near.rot, 2, top_p), torch.gather(near.shift, 2, top_p))
         keep_pairs = ~local
-        row = torch.cat([pairs.row[keep_pairs], rows.reshape(-1)])
-        c = torch.cat([pairs.cls[keep_pairs], cls.reshape(-1)])
-        r_i = torch.cat([pairs.rot[keep_pairs], near.rot.reshape(-1)])
-        s_i = torch.cat([pairs.shift[keep_pairs], near.shift.reshape(-1)])
+        row = torch.cat([pairs.row[keep_pairs], pick[0].reshape(-1)])
+        c = torch.cat([pairs.cls[keep_pairs], pick[1].reshape(-1)])
+        r_i = torch.cat([pairs.rot[keep_pairs], pick[2].reshape(-1)])
+        s_i = torch.cat([pairs.shift[keep_pairs], pick[3].reshape(-1)])
         ww = torch.cat([pairs.weight[keep_pairs], w.reshape(-1)])
         top = torch.zeros(n, device=self.device).scatter_reduce_(0, row, ww, "amax")
         keep = ww >= MIN_POSE_WEIGHT * top[row]
