@@ -109,3 +109,21 @@ def test_min_res_left_out_of_alignment(particles, config_for, tmp_path, spy):
     for inv, r in zip(spy["inv"][first:], spy["radius"][first:]):
         assert (inv.numpy()[r >= r_min] > 0).all()
     assert s.state.highpass_on
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_pure_noise_claims_no_resolution(policy, particles, config_for, tmp_path):
+    """As in batch: a stream of pure noise (the data set's CTFs, its images replaced by noise)
+    ends with every class at 999 Å and the working band where it started."""
+    table = particles.table.iloc[:N].reset_index(drop=True)
+    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    table = table.drop(columns=["rlnImageName"], errors="ignore")
+    noise = np.random.default_rng(3).standard_normal((N, 32, 32)).astype(np.float32)
+    cfg = fast(config_for, policy)
+    with Stream(cfg, tmp_path / "noise", outputs_every_s=1e9) as s:
+        for a in range(0, N, 40):
+            s.add_particles(noise[a:a + 40], table.iloc[a:a + 40].reset_index(drop=True),
+                            pixel_size_A=5.0)
+        res = s.finish()
+    assert (res.state.resolution_A.numpy() == 999.0).all()
+    assert res.state.r_work <= 32 * 5.0 / cfg.init_res_A + 1e-6
