@@ -114,6 +114,12 @@ def _stream(star: Path, out: Path, **settings) -> np.ndarray:
     return np.asarray(res.particles.cls)
 
 
+def test_execution_fields_are_the_resumable_ones():
+    from cryoclass.config import EXECUTION_FIELDS
+
+    assert set(EXECUTION) == EXECUTION_FIELDS
+
+
 def test_every_field_is_covered():
     covered = set(BATCH) | set(STREAM) | set(EXECUTION)
     assert set(Config.model_fields) == covered, (

@@ -12,6 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
+#: Settings that say where and in what pieces the work runs, never what it computes: a job may
+#: resume with them changed (tests/test_config.py checks that they leave the result as it is).
+EXECUTION_FIELDS = frozenset({"device", "batch_particles"})
+
+
 class Config(BaseModel):
     """Parameters of a 2D classification job (units in each field's description)."""
 
@@ -120,9 +125,8 @@ class Config(BaseModel):
         """Why a run checkpointed with the settings ``saved`` cannot be resumed with these: one
         'name: old -> new' per setting that differs, but for those that do not change results
         (device, batch_particles); empty when it can be resumed."""
-        resumable = {"device", "batch_particles"}
         return [f"{k}: {getattr(saved, k)!r} -> {getattr(self, k)!r}" for k in Config.model_fields
-                if k not in resumable and getattr(saved, k) != getattr(self, k)]
+                if k not in EXECUTION_FIELDS and getattr(saved, k) != getattr(self, k)]
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
