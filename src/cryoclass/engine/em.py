@@ -72,6 +72,7 @@ class Scored:
 
     band: the alignment band (F points); poses: the pose grid; refs: the rotated class averages
     ((K, R, F) complex ``refs.values``); X: (n, F) complex particle coefficients; ctf: (n, F);
+    inv_sigma2: (F,) the alignment weights (0 below min_res_A once it applies);
     best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid;
     nearby: with force_max off, the scores of the poses around the best ones (else None).
     """
@@ -81,6 +82,7 @@ class Scored:
     refs: RotatedReferences
     X: torch.Tensor
     ctf: torch.Tensor
+    inv_sigma2: torch.Tensor
     best: torch.Tensor
     rot: torch.Tensor
     shf: torch.Tensor
@@ -238,7 +240,7 @@ class Engine:
             top = best.topk(min(MARGINAL_CLASSES, best.shape[1]), dim=1).indices
             nearby = neighbourhood_scores(X, ctf, inv_sigma2, refs.values, poses.shifts,
                                           poses.shift_step, band, top, rot, shf)
-        return Scored(band, poses, refs, X, ctf, best, rot, shf, nearby)
+        return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby)
 
     def _coarse_matrix(self, refs: RotatedReferences, poses: PoseGrid, band: Band
                        ) -> torch.Tensor | None:
@@ -325,7 +327,6 @@ class Engine:
         k = st.n_classes
         halves = scored.refs.memo(("halves", psi.numel()), lambda: rotated_references(
             st.half_images.reshape(2 * k, self.box, self.box), band, psi))          # (2K, R, F)
-        _, inv_sigma2 = self.alignment_band()
         other = 1 - self.half_of(batch.index)
         for h in (0, 1):
             rows = torch.nonzero(other == h).squeeze(1)
@@ -335,7 +336,7 @@ class Engine:
             matrix = scored.refs.memo(("halves_matrix", h, psi.numel()), lambda: (
                 shifted_reference_matrix(refs, shifts, band, self.coarse_dtype)))
             cls, cls_c, cross, cross_c = best_cross_by_shell(
-                scored.X[rows], scored.ctf[rows], inv_sigma2, refs, matrix, shifts, band,
+                scored.X[rows], scored.ctf[rows], scored.inv_sigma2, refs, matrix, shifts, band,
                 self.n_shells)
             stats.evidence.index_add_(0, cls, cross)
             stats.evidence.index_add_(0, cls_c, -cross_c)
@@ -366,18 +367,16 @@ class Engine:
         renormalised."""
         n, m_top, p = near.score.shape
         local = (pairs.cls[:, None] == near.cls[pairs.row]).any(1)                # (pairs,)
-        rows = torch.arange(n, device=self.device)[:, None, None].expand(n, m_top, p)
-        cls = near.cls[:, :, None].expand(n, m_top, p)
         w_cls = torch.gather(pairs_weight_table(pairs, n, post.shape[1]), 1, near.cls)
         w = w_cls[:, :, None] * torch.softmax(near.score / temperature, dim=2)       # (n, M, P)
         w, top_p = w.topk(min(MARGINAL_POSES, p), dim=2)                          # (n, M, P')
-        pick = (rows[:, :, :top_p.shape[2]], cls[:, :, :top_p.shape[2]],
-                torch.gather(near.rot, 2, top_p), torch.gather(near.shift, 2, top_p))
+        shape = top_p.shape
         keep_pairs = ~local
-        row = torch.cat([pairs.row[keep_pairs], pick[0].reshape(-1)])
-        c = torch.cat([pairs.cls[keep_pairs], pick[1].reshape(-1)])
-        r_i = torch.cat([pairs.rot[keep_pairs], pick[2].reshape(-1)])
-        s_i = torch.cat([pairs.shift[keep_pairs], pick[3].reshape(-1)])
+        row = torch.cat([pairs.row[keep_pairs],
+                         torch.arange(n, device=self.device)[:, None, None].expand(shape).reshape(-1)])
+        c = torch.cat([pairs.cls[keep_pairs], near.cls[:, :, None].expand(shape).reshape(-1)])
+        r_i = torch.cat([pairs.rot[keep_pairs], torch.gather(near.rot, 2, top_p).reshape(-1)])
+        s_i = torch.cat([pairs.shift[keep_pairs], torch.gather(near.shift, 2, top_p).reshape(-1)])
         ww = torch.cat([pairs.weight[keep_pairs], w.reshape(-1)])
         top = torch.zeros(n, device=self.device).scatter_reduce_(0, row, ww, "amax")
         keep = ww >= MIN_POSE_WEIGHT * top[row]
@@ -420,10 +419,10 @@ class Engine:
     def _update_highpass(self, full_pass: bool = False) -> None:
         """Start the minimum alignment resolution once the annealing has ended (in minibatches
         of particles processed, so batch and streaming start it at the same point), or after a
-        full pass (full passes run unannealed). At low SNR
-        most of a particle's signal is below 1/min_res: classes first built in the high-passed
-        band alone are noise, so they are built on the full band first. From then on the band
-        reaches at least MIN_BAND_RATIO x the min_res radius, to leave something to align on."""
+        full pass (full passes run unannealed). At low SNR most of a particle's signal is below
+        1/min_res: classes first built in the high-passed band alone are noise, so they are built
+        on the full band first. From then on the band reaches at least MIN_BAND_RATIO x the
+        min_res radius, to leave something to align on."""
         st = self.state
         if self.r_min <= 0 or st.highpass_on:
             return
