@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from cryoclass.dashboard.app import create_app
 from cryoclass.dashboard.service import Dashboard
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 from cryoclass.outputs.selection import read_job_classes
 
 JOB = ["--classes", "3", "--max-res-A", "12.5", "--batch-size-per-class", "20",
@@ -87,7 +88,7 @@ def test_classify_with_dashboard(finished_job, tmp_path):
 
 
 def test_running_batch_job_is_shown_from_its_checkpoint(job):
-    ck = job / "batch_state.pt"
+    ck = job / CHECKPOINT_NAME
     if not ck.exists():
         pytest.skip("this batch job writes no checkpoint")
     later = (job / "model.star").stat().st_mtime_ns + 10**9

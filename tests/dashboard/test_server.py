@@ -45,7 +45,7 @@ def test_state_shows_the_classes_sorted_by_count(client, job):
     "/api/files/..%2F..%2F..%2Fetc%2Fpasswd",
     "/api/files/%2Fetc%2Fpasswd",
     "/api/files/..",
-    "/api/files/batch_state.pt",          # in the folder, but not an output to serve
+    "/api/files/checkpoint.pt",             # in the folder, but not an output to serve
     "/api/files/.classify.lock",
     "/static/..%2Fservice.py",
     "/static/../../config.json",
@@ -181,7 +181,7 @@ def test_batch_progress_counts_the_steps_the_schedule_runs(tmp_path):
     k, d = 2, 8
     model = {"class_images": torch.zeros(k, d, d), "stats": {"weight": torch.ones(2, k)},
              "resolution_A": torch.full((k,), 20.0), "pixel_size_A": 3.0}
-    torch.save({"model": model, "config": cfg.model_dump(), "point": {"step": 1, "log": []}},
-               tmp_path / "batch_state.pt")
-    prog = read_batch_checkpoint(tmp_path / "batch_state.pt")
+    torch.save({"model": model, "config": cfg.model_dump(),
+                "state": {"point": {"step": 1, "log": []}}}, tmp_path / "checkpoint.pt")
+    prog = read_batch_checkpoint(tmp_path / "checkpoint.pt")
     assert prog is not None and (prog.step, prog.total) == (1, 5)

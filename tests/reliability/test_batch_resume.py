@@ -16,7 +16,8 @@ import starfile
 from cryoclass.config import Config
 from cryoclass.io import InputError
 from cryoclass.jobs import classify as classify_module
-from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME, BatchCheckpoint
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, JobCheckpoint
+from cryoclass.outputs.events import EVENTS_NAME, read_events
 from cryoclass.jobs.classify import classify
 from cryoclass.schedules.batch import batch_steps
 from cryoclass.simulate import simulate_dataset
@@ -77,18 +78,18 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 
 def crash_at(monkeypatch: pytest.MonkeyPatch, call: int, after_save: bool) -> None:
     """The n-th checkpoint save dies (before writing, or just after: the commit is done)."""
-    real = BatchCheckpoint.save
+    real = JobCheckpoint.save
     calls = {"n": 0}
 
-    def save(self, state, point):
+    def save(self, model, state, finished=False):
         calls["n"] += 1
         if calls["n"] == call and not after_save:
             raise Crash()
-        real(self, state, point)
+        real(self, model, state, finished)
         if calls["n"] == call:
             raise Crash()
 
-    monkeypatch.setattr(BatchCheckpoint, "save", save)
+    monkeypatch.setattr(JobCheckpoint, "save", save)
 
 
 STEPS = batch_steps(job_config())
@@ -119,13 +120,17 @@ def test_resume_counts_each_step_once(dataset, tmp_path, monkeypatch):
         with pytest.raises(Crash):
             classify(dataset, job_config(), out)
     steps: list[int] = []
-    real = BatchCheckpoint.save
-    monkeypatch.setattr(BatchCheckpoint, "save",
-                        lambda self, s, p: (steps.append(p.step), real(self, s, p))[1])
+    real = JobCheckpoint.save
+    monkeypatch.setattr(JobCheckpoint, "save", lambda self, m, s, finished=False: (
+        steps.append(s["point"]["step"]), real(self, m, s, finished))[1])
     result = classify(dataset, job_config(), out, resume=True)
     assert steps == list(range(5, STEPS + 1))
     assert [e.iteration for e in result.log] == list(range(1, STEPS + 1))
     assert result.model.distinct_seen == N  # after the full passes: every particle once
+    events = read_events(out / EVENTS_NAME)  # each step logged once, the crash's replayed
+    assert [e["seq"] for e in events] == list(range(STEPS + 1))
+    assert [e["update"] for e in events] == [*range(1, STEPS + 1), STEPS]
+    assert events[-1]["event"] == "finish" and events[-1]["n_processed"] == N
 
 
 def test_interrupted_folder_is_not_overwritten_without_resume(dataset, tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ import pytest
 import starfile
 import torch
 
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 from cryoclass.simulate import SimulationConfig, simulate_dataset
 from cryoclass.simulate.feed import feed_simulation
 from cryoclass.stream import read_events
@@ -46,7 +47,7 @@ def cli(*args: str) -> list[str]:
 def checkpoint_step(path: Path) -> int:
     """The step a batch checkpoint holds (-1 if none yet)."""
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["point"]["step"])
+        return int(torch.load(path, map_location="cpu", weights_only=False)["state"]["point"]["step"])
     except (FileNotFoundError, EOFError, RuntimeError):
         return -1
 
@@ -89,7 +90,7 @@ def test_batch_killed_repeatedly_resumes_to_the_same_result(batch_data, tmp_path
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rng = np.random.default_rng(2026)
-    ckpt = out / "batch_state.pt"
+    ckpt = out / CHECKPOINT_NAME
     # (phase, checkpoint step to wait for): start-up, online EM, full passes, output writing
     plan = [("start-up", None), ("online EM", 2), ("online EM", 6), ("full pass", 11),
             ("outputs", BATCH_STEPS)]

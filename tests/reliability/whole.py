@@ -16,6 +16,7 @@ import torch
 from cryosparc.dataset import Dataset
 
 from cryoclass.io import read_rejects
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 
 
 def _mrcs(p: Path) -> None:
@@ -45,8 +46,7 @@ READERS = {
     "config.json": lambda p: json.loads(p.read_text()),
     "gallery.png": lambda p: matplotlib.image.imread(p),
     "events.jsonl": _events,
-    "batch_state.pt": lambda p: torch.load(p, map_location="cpu", weights_only=False),
-    "stream_state.pt": lambda p: torch.load(p, map_location="cpu", weights_only=False),
+    CHECKPOINT_NAME: lambda p: torch.load(p, map_location="cpu", weights_only=False),
 }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cryoclass.engine.particle_result import ParticleResult
-from cryoclass.stream.events import EventLog, read_events
+from cryoclass.outputs.events import EventLog, read_events
 from cryoclass.stream.pool import ARRIVAL, KEY, ParticlePool
 from cryoclass.stream.records import ParticleRecords
 

@@ -19,9 +19,8 @@ import torch
 from cryoclass.simulate import SimulationConfig
 from cryoclass.simulate.feed import feed_simulation
 from cryoclass.stream import Stream, read_events
-from cryoclass.stream import stream as stream_module
-from cryoclass.stream.checkpoint import CHECKPOINT_NAME
-from cryoclass.stream.events import EventLog
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, JobCheckpoint
+from cryoclass.outputs.events import EventLog
 
 N = 200
 CHUNK = 25
@@ -104,8 +103,7 @@ def test_crash_anywhere_resumes_exactly_once(where, particles, config_for, tmp_p
 
     def inject(m):
         if where == "checkpoint":     # dies before the commit point
-            m.setattr(stream_module, "save_checkpoint",
-                      nth_call_raises(stream_module.save_checkpoint, 4))
+            m.setattr(JobCheckpoint, "save", nth_call_raises(JobCheckpoint.save, 4))
         elif where == "outputs":      # dies after the checkpoint, before outputs and event
             m.setattr(Stream, "write_outputs", nth_call_raises(Stream.write_outputs, 4))
         elif where == "event":        # dies halfway through the event line
@@ -132,8 +130,7 @@ def test_images_added_through_the_api_resume(particles, config_for, tmp_path, mo
     table = sub.table.drop(columns=[c for c in sub.table.columns if c.startswith("_")])
     out = tmp_path / "out"
     with monkeypatch.context() as m:
-        m.setattr(stream_module, "save_checkpoint",
-                  nth_call_raises(stream_module.save_checkpoint, 3))
+        m.setattr(JobCheckpoint, "save", nth_call_raises(JobCheckpoint.save, 3))
         s = Stream(cfg, out)
         with pytest.raises(Crash):
             for a in range(0, N, CHUNK):

@@ -1,5 +1,5 @@
 """A batch job still running: its classes and log from the checkpoint it rewrites after every
-iteration (``batch_state.pt``, see ``cryoclass.jobs.batch_checkpoint``)."""
+iteration (``checkpoint.pt``, see ``cryoclass.outputs.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cryoclass.config import Config
-from cryoclass.jobs.batch_checkpoint import CHECKPOINT_NAME
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 from cryoclass.schedules.batch import batch_steps
 
 __all__ = ["CHECKPOINT_NAME", "BatchProgress", "read_batch_checkpoint"]
@@ -40,7 +40,7 @@ def read_batch_checkpoint(path: Path) -> BatchProgress | None:
         payload = torch.load(path, map_location="cpu", weights_only=False)
         model = payload["model"]
         cfg = dict(payload.get("config", {}))
-        point = payload.get("point", {})
+        point = payload["state"]["point"]
         weights = np.asarray(_np(model["stats"]["weight"]), np.float64)
         weights = weights.sum(0) if weights.ndim > 1 else weights
         total = batch_steps(Config(**cfg))

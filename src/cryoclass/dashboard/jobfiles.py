@@ -9,11 +9,12 @@ import hashlib
 import os
 from pathlib import Path
 
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 from cryoclass.outputs.selection import SELECTED_CS, SELECTED_STAR
 
 #: Files whose change means the page should refresh.
 WATCHED = ("classes.mrcs", "particles.star", "particles.cs", "model.star", "rejects.csv",
-           "config.json", "events.jsonl", "batch_state.pt")
+           "config.json", "events.jsonl", CHECKPOINT_NAME)
 #: Files a user may download from the page.
 DOWNLOADS = ("classes.mrcs", "particles.star", "particles.cs", "model.star", "gallery.png",
              "rejects.csv", "config.json", "events.jsonl", SELECTED_STAR, SELECTED_CS)

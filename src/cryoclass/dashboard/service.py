@@ -34,7 +34,7 @@ from cryoclass.outputs.selection import (JobClasses, OutputsChanging, export_sel
 #: Most points per plotted series (older points are thinned, the latest always kept).
 MAX_POINTS = 300
 #: Files only a streaming job writes (``cryoclass.stream.stream``).
-STREAM_FILES = ("stream_state.pt", "events.jsonl")
+STREAM_FILES = ("events.jsonl",)
 #: Window (s) of the recent throughput.
 RECENT_S = 60.0
 
@@ -95,7 +95,7 @@ class Dashboard:
             key = self.version()  # marks may have followed the new classes
             events = self.events.refresh()
             config = self._config()
-            kind = "stream" if events or self._is_stream() else "batch"
+            kind = events[-1].get("job", "stream") if events else "batch"
             state = {
                 "version": key,
                 "job": self.job.name,

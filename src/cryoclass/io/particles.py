@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -197,6 +198,18 @@ class ParticleSet:
         pos = self._positions(idx)
         table = self.table.iloc[pos].reset_index(drop=True)
         return ParticleSet(table=table, optics=self.optics, source=self.source, rejects=list(self.rejects))
+
+    def fingerprint(self) -> str:
+        """sha256 of the particles (absolute stack path, index, source row, in order) and of the
+        number set aside: a resumed job must see the same ones, however the particle file's path
+        is spelled."""
+        t = self.table
+        h = hashlib.sha256()
+        h.update(f"{len(t)}|{len(self.rejects)}".encode())
+        for col in (STACK_PATH, STACK_INDEX, SOURCE_ROW):
+            if col in t.columns:
+                h.update("\n".join(map(str, t[col].tolist())).encode())
+        return h.hexdigest()
 
     def scan_images(
         self, batch_size: int = 1024, progress: Callable[[int, int], None] | None = None

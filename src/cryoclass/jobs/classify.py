@@ -3,8 +3,8 @@
 Bad particles (unreadable or out-of-range images, NaN/Inf or constant images, absurd CTF values,
 duplicates) are set aside and listed in ``rejects.csv`` with the reason; the job goes on with the
 rest. Whole-file problems stop it with an :class:`InputError` naming the file and the problem.
-The job checkpoints after every iteration (``batch_checkpoint.py``); ``resume=True`` continues
-a job that was killed. Outputs replace the previous ones all together (``outdir.publish``), each
+The job commits after every iteration (``batch_commits.py``: the checkpoint, then a line of
+``events.jsonl``); ``resume=True`` continues a job that was killed. Outputs replace the previous ones all together (``outdir.publish``), each
 file atomically.
 """
 
@@ -24,13 +24,15 @@ from cryoclass.engine.executor import EStepExecutor
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import working_steps
-from cryoclass.schedules.batch import ClassificationResult, IterationLog, run_batch
+from cryoclass.schedules.batch import (BatchPoint, ClassificationResult, IterationLog, batch_steps,
+                                       run_batch)
 from cryoclass.io import InputError, ParticleSet, read_particles, write_rejects
 from cryoclass.io.rejects import count_reasons
-from cryoclass.jobs.batch_checkpoint import BatchCheckpoint, particles_fingerprint
+from cryoclass.jobs.batch_commits import BatchCommits
 from cryoclass.jobs.execution import executor_for
 from cryoclass.io.limits import check_resolution
 from cryoclass.jobs.outdir import hold, publish
+from cryoclass.outputs.checkpoint import Checkpoint, JobCheckpoint
 from cryoclass.outputs.duplicates import without_duplicate_picks
 from cryoclass.outputs.results import write_results
 
@@ -84,10 +86,12 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
             raise InputError(no_usable_particles(pset.rejects, out / "rejects.csv"),
                              file=pset.source)
         _check_geometry(pset, config, initial_classes)
-        ckpt = BatchCheckpoint(out, config, particles_fingerprint(pset))
+        ckpt = JobCheckpoint(out, "batch", config, pset.fingerprint())
         start = _resume_point(ckpt, resume, config)
+        commits = BatchCommits(ckpt, pset, start)
+        point = None if start is None else (start.model, BatchPoint.from_dict(start.state["point"]))
         with executor_for(cluster, scheduler, estep) as ex:
-            result = run_batch(pset, config, progress, checkpoint=ckpt.save, resume=start,
+            result = run_batch(pset, config, progress, checkpoint=commits.step, resume=point,
                                initial_classes=initial_classes, estep=ex)
         if config.remove_duplicates:
             set_aside_duplicates(pset, result, config.min_separation_A)
@@ -99,6 +103,7 @@ def classify(particles: str | Path | ParticleSet, config: Config, out_dir: str |
             folder, result.state, result.particles, pset.table, config, rejects=pset.rejects,
             history=[e.__dict__ for e in result.log], accuracy_deg=psi_step,
             accuracy_A=shift_step * pset.pixel_size_A, classes_path=refs))
+        commits.finish(result.particles, config.n_classes)
     log.info("classified %d particles in %.1f s", len(pset), time.perf_counter() - t0)
     return ClassifyResult(classes=result.state.class_images.detach().cpu().numpy(),
                           assignments=result.particles, paths=paths, model=result.state,
@@ -136,24 +141,29 @@ def reference_path(classes: Path, project_dir: str | Path | None, source: Path |
         return str(target)
 
 
-def _resume_point(ckpt: BatchCheckpoint, resume: bool, config: Config):
-    """(model, point) to continue from, or None to start; refuses to overwrite an unfinished
+def _resume_point(ckpt: JobCheckpoint, resume: bool, config: Config) -> Checkpoint | None:
+    """The checkpoint to continue from, or None to start; refuses to overwrite an unfinished
     run without ``resume``."""
     if not ckpt.exists():
         if resume:
             log.warning("--resume: %s holds no interrupted run, starting from the beginning",
                         ckpt.path.parent)
         return None
-    payload = ckpt.peek()
     if not resume:
-        if payload.get("finished"):
+        saved = ckpt.read()
+        if saved.finished:
             return None  # a finished run: run again from the start
-        raise InputError(f"holds an interrupted run ({ckpt.describe(payload)}); add --resume "
+        raise InputError(f"holds an interrupted run ({_describe(saved)}); add --resume "
                          "(resume=True) to continue it, or delete this file to start over",
                          file=ckpt.path)
-    state, point = ckpt.load(pick_device(config.device))
-    log.info("resuming %s at %s", ckpt.path.parent, ckpt.describe(payload))
-    return state, point
+    start = ckpt.load(pick_device(config.device))
+    log.info("resuming %s at %s", ckpt.path.parent, _describe(start))
+    return start
+
+
+def _describe(ck: Checkpoint) -> str:
+    """'step i of n' of a batch checkpoint."""
+    return f"step {ck.state['point']['step']} of {batch_steps(Config(**ck.config))}"
 
 
 def no_usable_particles(rejects: list, rejects_path: Path) -> str:

@@ -24,6 +24,7 @@ import starfile
 
 from cryoclass.io import InputError, atomic_write, read_cs_table, read_star, write_cs, write_stack
 from cryoclass.io import write_star
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, EARLIER_NAMES
 from cryoclass.outputs.class_match import match_classes
 
 SELECTED_STAR = "selected_particles.star"
@@ -31,7 +32,7 @@ SELECTED_CS = "selected_particles.cs"
 #: Files a classify or stream job writes into its folder (never replaced by a selection).
 JOB_OUTPUTS = frozenset({"classes.mrcs", "particles.star", "particles.cs", "model.star",
                          "gallery.png", "rejects.csv", "config.json", "events.jsonl",
-                         "stream_state.pt", "batch_state.pt"})
+                         CHECKPOINT_NAME, *EARLIER_NAMES})
 STATE_DIR = "selection"
 STATE_JSON = "selection.json"
 REFERENCE = "reference_classes.mrcs"

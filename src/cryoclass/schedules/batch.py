@@ -9,7 +9,7 @@ closing passes), the same a stream takes. The particle source is a ``ParticleSou
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -72,6 +72,19 @@ class BatchPoint:
     engine_rng: dict
     torch_rng: torch.Tensor
     final: ParticleResult | None = None
+
+    def to_dict(self) -> dict:
+        """Plain data (arrays, lists, dicts) for a checkpoint; ``from_dict`` reads it back."""
+        return {"step": self.step, "seen": np.asarray(self.seen),
+                "log": [asdict(e) for e in self.log], "rng": self.rng, "engine_rng": self.engine_rng, "torch_rng": self.torch_rng,
+                "final": None if self.final is None else self.final.to_dict()}
+
+    @staticmethod
+    def from_dict(d: dict) -> BatchPoint:
+        return BatchPoint(step=int(d["step"]), seen=np.asarray(d["seen"], dtype=bool),
+                          log=[IterationLog(**e) for e in d["log"]], rng=d["rng"],
+                          engine_rng=d["engine_rng"], torch_rng=d["torch_rng"],
+                          final=None if d["final"] is None else ParticleResult(**d["final"]))
 
 
 #: checkpoint(state, point): called after every step; must persist both atomically.

@@ -16,7 +16,7 @@ Schedules (``config.stream_policy``): "online" (online EM on arrivals, ``online.
 """
 
 from cryoclass.stream.context import UpdateReport
-from cryoclass.stream.events import EventLog, read_events
+from cryoclass.outputs.events import EventLog, read_events
 from cryoclass.stream.stream import Stream, StreamResult
 from cryoclass.stream.watcher import DONE_MARKER, FolderWatcher, PollResult
 

@@ -39,10 +39,10 @@ from cryoclass.io.rejects import now_utc, reason_kind
 from cryoclass.io.stacks import stack_info
 from cryoclass.io.limits import check_resolution
 from cryoclass.io.lock import lock_folder, make_output_folder
+from cryoclass.outputs.checkpoint import JobCheckpoint
+from cryoclass.outputs.events import EVENTS_NAME, EventLog
 from cryoclass.outputs.results import write_results
-from cryoclass.stream.checkpoint import StreamCheckpoint, load_checkpoint, save_checkpoint
 from cryoclass.stream.context import StreamContext, UpdateReport
-from cryoclass.stream.events import EventLog
 from cryoclass.stream.live import LivePolicy
 from cryoclass.stream.online import OnlinePolicy
 from cryoclass.stream.passes import final_pass, n_final_passes
@@ -52,9 +52,8 @@ from cryoclass.stream.geometry import first_geometry
 
 log = logging.getLogger("cryoclass.stream")
 
-#: Config fields that may change when a stream is resumed (execution only).
+#: Folder in out_dir of the stacks ``add_particles`` writes images into.
 API_STACKS = "stream_stacks"
-EVENTS_NAME = "events.jsonl"
 
 
 def make_policy(config: Config) -> OnlinePolicy | LivePolicy:
@@ -103,6 +102,7 @@ class Stream:
         _remove_stale_temporaries(self.out)
         self.device = pick_device(config.device)
         self.policy = make_policy(config)
+        self.checkpoint = JobCheckpoint(self.out, "stream", config)
         self.ctx = StreamContext(config, None, ParticlePool(),
                                  ParticleRecords.empty(config.n_classes),
                                  np.random.default_rng([config.seed, 7]), estep=self.estep)
@@ -479,7 +479,7 @@ class Stream:
             self.history.append(self._history_entry(report))
         self.seq += 1
         event = self._event(report, kind, now)
-        save_checkpoint(self.out, self._checkpoint([event]))
+        self.checkpoint.save(self.state, self._checkpoint([event]), finished=self.finished)
         t1 = time.perf_counter()
         if self._outputs_due(force_outputs or report is None):
             self.write_outputs()
@@ -542,7 +542,7 @@ class Stream:
         recs = self.ctx.records
         recs.grow(len(self.ctx.pool))
         e: dict = {"seq": self.seq, "time": round(now, 3),
-                   "event": kind or (rep.phase if rep else "ingest"),
+                   "event": kind or (rep.phase if rep else "ingest"), "job": "stream",
                    "policy": self.policy.name, "update": self.ctx.updates,
                    "n_ingested": len(self.ctx.pool),
                    "n_new_ingested": self._ingested_since_commit,
@@ -563,10 +563,9 @@ class Stream:
         e["class_counts"] = recs.class_counts().tolist()
         return e
 
-    def _checkpoint(self, events: list[dict]) -> StreamCheckpoint:
+    def _checkpoint(self, events: list[dict]) -> dict:
         eng = self.ctx.engine
-        extra = {
-            "config": self.config.model_dump(),
+        return {
             "policy": self.policy.name,
             "policy_state": self.policy.state_dict(),
             "pool": self.ctx.pool.to_dict(),
@@ -581,7 +580,6 @@ class Stream:
             "final_done": self.final_done,
             "finished": self.finished,
         }
-        return StreamCheckpoint(state=self.state, extra=extra)
 
     # ------------------------------------------------------------------ resume
     def _make_engine(self) -> None:
@@ -589,16 +587,10 @@ class Stream:
         self.ctx.engine = Engine(self.config, pool.box, pool.pixel_size_A, self.device)
 
     def _resume(self) -> bool:
-        ck = load_checkpoint(self.out, self.device)
-        if ck is None:
+        if not self.checkpoint.exists():
             return False
-        x = ck.extra
-        saved = Config(**x["config"])
-        diff = self.config.changes_from(saved)
-        if diff:
-            changes = ", ".join(diff)
-            raise ValueError(f"{self.out} holds a stream run with different settings "
-                             f"({changes}); use a new output folder or the same settings")
+        ck = self.checkpoint.load(self.device)
+        x = ck.state
         self.policy.load_state_dict(x["policy_state"])
         self.ctx.pool = ParticlePool.from_dict(x["pool"])
         self.ctx.records = ParticleRecords.from_dict(x["records"])
@@ -611,7 +603,7 @@ class Stream:
         self.finished = bool(x["finished"])
         if self.ctx.pool.has_geometry:
             self._make_engine()
-            self.ctx.engine.state = ck.state
+            self.ctx.engine.state = ck.model
             if x.get("engine_rng") is not None:
                 self.ctx.engine.rng.bit_generator.state = x["engine_rng"]
         self.events.replay(x["events"])

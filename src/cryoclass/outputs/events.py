@@ -1,4 +1,5 @@
-"""``events.jsonl``: one JSON object per line, appended and fsync'ed, numbered by ``seq``.
+"""``events.jsonl``, a job's progress record, batch and stream alike (what the dashboard reads):
+one JSON object per line, appended and fsync'ed, numbered by ``seq``.
 
 A process killed mid-append leaves at most one partial last line; :meth:`EventLog.open` cuts it
 off. Events that describe a committed update are stored in the checkpoint too, and
@@ -12,6 +13,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from cryoclass.io import OutputError
+
+EVENTS_NAME = "events.jsonl"
 
 
 class EventLog:
@@ -45,10 +50,13 @@ class EventLog:
     def append(self, event: dict[str, Any]) -> None:
         """Append one event (it must carry an int ``seq`` larger than the last one)."""
         line = json.dumps(event, default=_jsonable, separators=(",", ":")) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:  # disk full ...: an OutputError naming the file
+            raise OutputError.from_os_error(err, self.path) from None
         self.last_seq = int(event["seq"])
 
     def replay(self, events: list[dict[str, Any]]) -> int:
