@@ -169,19 +169,36 @@ def test_event_stream_announces_changes(job):
         appmod.POLL_S = before
 
 
-def test_batch_progress_counts_the_steps_the_schedule_runs(tmp_path):
-    """The dashboard's step total of a running batch job is the schedule's (online-EM
-    iterations + final passes), read from the checkpoint's settings."""
-    import torch
+def test_batch_progress_counts_the_steps_the_schedule_runs(finished_job, tmp_path):
+    """The dashboard's step total of a batch job is the schedule's (online-EM iterations + final
+    passes, here 2 + 2), read from the events the job writes in the stream's format."""
+    from cryoclass.jobs.classify import classify
+    from cryoclass.outputs.events import read_events
+    from cryoclass.schedules.batch import batch_steps
 
-    from cryoclass.config import Config
-    from cryoclass.dashboard.batch_live import read_batch_checkpoint
+    from .conftest import small_config
 
-    cfg = Config(n_classes=2, n_online_em_iters=3, n_full_iters=2)
-    k, d = 2, 8
-    model = {"class_images": torch.zeros(k, d, d), "stats": {"weight": torch.ones(2, k)},
-             "resolution_A": torch.full((k,), 20.0), "pixel_size_A": 3.0}
-    torch.save({"model": model, "config": cfg.model_dump(),
-                "state": {"point": {"step": 1, "log": []}}}, tmp_path / "checkpoint.pt")
-    prog = read_batch_checkpoint(tmp_path / "checkpoint.pt")
-    assert prog is not None and (prog.step, prog.total) == (1, 5)
+    cfg = small_config(n_online_em_iters=2, n_full_iters=2)
+    classify(finished_job.parent / "data" / "particles.star", cfg, tmp_path / "job")
+    events = read_events(tmp_path / "job" / "events.jsonl")
+    assert [e["update"] for e in events] == [1, 2, 3, 4, 4] and events[-1]["event"] == "finish"
+    assert {e["steps"] for e in events} == {batch_steps(cfg)} == {4}
+    s = TestClient(create_app(Dashboard(tmp_path / "job"))).get("/api/state").json()
+    p = s["progress"]
+    assert s["kind"] == "batch" and p["finished"] and (p["step"], p["total_steps"]) == (4, 4)
+    assert s["history"]["x"] == [1, 2, 3, 4] and s["history"]["x_label"] == "iteration"
+    assert len(s["distribution"]["t"]) == 5 and len(s["distribution"]["series"]) == 3
+
+
+def test_kind_before_the_first_event_is_the_locking_jobs(tmp_path):
+    """A stream still waiting for particles has no event yet: its folder lock names it."""
+    import os
+
+    from cryoclass.io.lock import lock_folder
+
+    for job, kind in (("stream", "stream"), ("classify", "batch")):
+        out = tmp_path / job
+        out.mkdir()
+        os.close(lock_folder(out, job))
+        s = TestClient(create_app(Dashboard(out))).get("/api/state").json()
+        assert s["kind"] == kind and s["classes"]["items"] == []

@@ -1,7 +1,8 @@
 """The dashboard's view of one job folder: everything the page shows, as one JSON-able state.
 
 Sources: ``model.star`` + ``classes.mrcs`` (classes, once a write is complete), ``events.jsonl``
-(streaming progress and history), ``batch_state.pt`` (a batch job still running),
+(progress, history and class distribution of batch and streaming jobs alike, one format:
+``cryoclass.outputs.events``), ``checkpoint.pt`` (the classes of a batch job still running),
 ``rejects.csv`` (reasons for particles set aside), ``config.json`` (parameters), the watched
 folder (particles found, when known). A rewrite in progress is never shown half-done: the last
 complete classes stay on the page until the next complete ones.
@@ -21,20 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from cryoclass.dashboard.batch_live import CHECKPOINT_NAME, read_batch_checkpoint
 from cryoclass.dashboard.events_tail import EventTail
 from cryoclass.dashboard.found import FoundCounter
 from cryoclass.dashboard.images import to_png
 from cryoclass.dashboard.jobfiles import outputs_settled, stamp, version
 from cryoclass.dashboard.marks import BAD, GOOD, Marks
+from cryoclass.io import InputError
+from cryoclass.io.lock import last_job
 from cryoclass.io.rejects import reason_kind
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from cryoclass.outputs.events import EVENTS_NAME
 from cryoclass.outputs.selection import (JobClasses, OutputsChanging, export_selection,
                                          read_job_classes)
 
 #: Most points per plotted series (older points are thinned, the latest always kept).
 MAX_POINTS = 300
-#: Files only a streaming job writes (``cryoclass.stream.stream``).
-STREAM_FILES = ("events.jsonl",)
 #: Window (s) of the recent throughput.
 RECENT_S = 60.0
 
@@ -57,7 +59,7 @@ class Dashboard:
     def __init__(self, job_dir: str | Path, watch_dir: str | Path | None = None,
                  pattern: str = "*.star") -> None:
         self.job = Path(job_dir).resolve()
-        self.events = EventTail(self.job / "events.jsonl")
+        self.events = EventTail(self.job / EVENTS_NAME)
         self.found = (FoundCounter(Path(watch_dir), pattern, exclude=[self.job])
                       if watch_dir is not None else None)
         self.marks = Marks(self.job)
@@ -68,15 +70,17 @@ class Dashboard:
         self._state_key = ""
         self._pngs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._views: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._batch_series: list[tuple[float, list[float]]] = []
         self._rejects: tuple[Any, list[list[Any]]] = (None, [])
-        self._batch_progress_cache = None
+        self._checkpoint_config: dict[str, Any] = {}
         self._exports = 0
 
-    def _is_stream(self) -> bool:
-        """A streaming job's folder: its lock, checkpoint or event log (the first event is
-        appended only after the first outputs are written)."""
-        return any((self.job / n).exists() for n in STREAM_FILES)
+    def _kind(self) -> str:
+        """'batch' or 'stream': the job its events name, else (before the first event) the job
+        that locked the folder."""
+        events = self.events.refresh()
+        if events:
+            return str(events[-1].get("job", "stream"))
+        return "stream" if last_job(self.job) == "stream" else "batch"
 
     # ------------------------------------------------------------------ versions
     def version(self) -> str:
@@ -94,8 +98,7 @@ class Dashboard:
             self._refresh_classes()
             key = self.version()  # marks may have followed the new classes
             events = self.events.refresh()
-            config = self._config()
-            kind = events[-1].get("job", "stream") if events else "batch"
+            kind = self._kind()
             state = {
                 "version": key,
                 "job": self.job.name,
@@ -103,13 +106,10 @@ class Dashboard:
                 "kind": kind,
                 "classes": self._classes_state(),
                 "selection": self._selection_state(),
-                "progress": (self._stream_progress(events) if kind == "stream"
-                             else self._batch_progress()),
-                "history": (self._stream_history(events) if kind == "stream"
-                            else self._batch_history()),
-                "distribution": (self._stream_distribution(events) if kind == "stream"
-                                 else self._batch_distribution()),
-                "params": config,
+                "progress": self._progress(events),
+                "history": self._history(events, kind),
+                "distribution": self._distribution(events),
+                "params": self._config(),
                 "time": time.time(),
             }
             self._state, self._state_key = state, key
@@ -177,9 +177,11 @@ class Dashboard:
 
     # ------------------------------------------------------------------ classes
     def _refresh_classes(self) -> None:
-        """Read the classes if they changed and a complete version is on disk."""
+        """Read the classes if they changed and a complete version is on disk: the outputs, or
+        the checkpoint of a batch job when it is newer (a batch job writes its outputs once, at
+        the end; a stream after its updates)."""
         ck, ms = stamp(self.job / CHECKPOINT_NAME), stamp(self.job / "model.star")
-        if ck is not None and (ms is None or ck[0] > ms[0]):
+        if ck is not None and (ms is None or ck[0] > ms[0]) and self._kind() == "batch":
             key = f"c{ck[0]}-{ck[1]}"
             if self.view is None or self.view.key != key:
                 self._read_checkpoint_view(key)
@@ -199,18 +201,24 @@ class Dashboard:
         self.marks.follow(classes)
 
     def _read_checkpoint_view(self, key: str) -> None:
-        prog = read_batch_checkpoint(self.job / CHECKPOINT_NAME)
-        if prog is None:
+        """The model's classes, counts approximated from its class weights and the distinct
+        particles seen."""
+        try:
+            ck = read_checkpoint(self.job / CHECKPOINT_NAME)
+        except InputError:  # half visible while replaced, or foreign: not shown
             return
-        total_w = prog.weights.sum()
-        frac = prog.weights / total_w if total_w > 0 else np.zeros_like(prog.weights)
+        m = ck.model
+        if m is None:
+            return
+        weights = m.class_weights.detach().cpu().numpy().astype(np.float64)
+        total_w = weights.sum()
+        frac = weights / total_w if total_w > 0 else np.zeros_like(weights)
         order = np.argsort(-frac, kind="stable")
-        n_seen = max((e.get("n_particles", 0) for e in prog.log), default=0)
-        classes = JobClasses(counts=np.rint(frac[order] * n_seen).astype(np.int64),
-                             resolution_A=prog.resolution_A[order], images=prog.images[order],
-                             pixel_size_A=prog.pixel_size_A)
-        self._batch_series.append((time.time(), frac.tolist()))
-        self._batch_progress_cache = prog
+        classes = JobClasses(counts=np.rint(frac[order] * m.distinct_seen).astype(np.int64),
+                             resolution_A=m.resolution_A.detach().cpu().numpy()[order],
+                             images=m.class_images.detach().cpu().numpy()[order],
+                             pixel_size_A=float(m.pixel_size_A))
+        self._checkpoint_config = dict(ck.config)
         self._set_view(ClassesView(key=_short(key), classes=classes, source="checkpoint",
                                    order=order))
 
@@ -254,13 +262,14 @@ class Dashboard:
                 "last_export": self.last_export}
 
     # ------------------------------------------------------------------ progress
-    def _stream_progress(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def _progress(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         last = events[-1] if events else {}
         if not events and self.view is not None:  # outputs come before their first event
             n = int(self.view.classes.counts.sum())
             last = {"n_ingested": n, "n_processed": n}
         ingested = int(last.get("n_ingested", 0))
         rejected = int(last.get("n_rejected", 0))
+        reasons = self._reject_reasons()
         found = self.found.count() if self.found is not None else None
         lat = next((e["latency_s"] for e in reversed(events) if e.get("latency_s")), None)
         updates = [e for e in events if e.get("n_new") is not None]
@@ -269,13 +278,16 @@ class Dashboard:
             "found_from": "watched folder" if found is not None else "ingested + set aside",
             "ingested": ingested,
             "classified": int(last.get("n_processed", 0)),
-            "set_aside": rejected,
-            "set_aside_reasons": self._reject_reasons(),
+            # rejects.csv is rewritten with the outputs, the events at every commit
+            "set_aside": max(rejected, sum(n for _, n in reasons)),
+            "set_aside_reasons": reasons,
             "throughput_per_s": _rate(events, "n_processed", None),
             "throughput_recent_per_s": _rate(events, "n_processed", RECENT_S),
             "ingest_per_s": _rate(events, "n_ingested", None),
             "latency_s": lat,
             "updates": int(last.get("update", 0)),
+            "step": int(last.get("update", 0)),
+            "total_steps": last.get("steps"),
             "phase": last.get("event"),
             "policy": last.get("policy"),
             "first_event_time": events[0].get("time") if events else None,
@@ -283,24 +295,6 @@ class Dashboard:
             "finished": last.get("event") == "finish",
             "n_update_events": len(updates),
         }
-
-    def _batch_progress(self) -> dict[str, Any]:
-        v = self.view
-        classified = int(v.classes.counts.sum()) if v is not None else 0
-        reasons = self._reject_reasons()
-        set_aside = sum(n for _, n in reasons)
-        out: dict[str, Any] = {"found": classified + set_aside, "found_from": "classified + "
-                               "set aside", "classified": classified, "set_aside": set_aside,
-                               "set_aside_reasons": reasons, "finished": False}
-        if v is not None and v.source == "checkpoint":
-            prog = self._batch_progress_cache
-            out.update(step=prog.step, total_steps=prog.total, finished=prog.finished,
-                       phase=prog.log[-1]["phase"] if prog.log else None)
-        elif v is not None:
-            hist = self._model_iterations()
-            out.update(finished=True, step=len(hist), total_steps=len(hist),
-                       phase=hist[-1].get("phase") if hist else None)
-        return out
 
     def _reject_reasons(self) -> list[list[Any]]:
         """[[reason kind, particles], ...] from rejects.csv, commonest first."""
@@ -320,12 +314,13 @@ class Dashboard:
         return out
 
     # ------------------------------------------------------------------ history
-    def _stream_history(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def _history(self, events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+        """The updates (a batch job's iterations) as plotted series."""
         ups = [e for e in events if e.get("mean_loglik") is not None]
         ups = _thin(ups)
         t0 = events[0]["time"] if events else 0.0
         return {
-            "x_label": "update",
+            "x_label": "iteration" if kind == "batch" else "update",
             "x": [e.get("update") for e in ups],
             "time_s": [round(e.get("time", t0) - t0, 2) for e in ups],
             "phase": [e.get("event") for e in ups],
@@ -336,34 +331,10 @@ class Dashboard:
             "latency_mean_s": [_num((e.get("latency_s") or {}).get("mean")) for e in ups],
         }
 
-    def _batch_history(self) -> dict[str, Any]:
-        v = self.view
-        log = (self._batch_progress_cache.log if v is not None and v.source == "checkpoint"
-               else self._model_iterations())
-        log = _thin(log)
-        return {
-            "x_label": "iteration",
-            "x": [e.get("iteration", i + 1) for i, e in enumerate(log)],
-            "phase": [e.get("phase") for e in log],
-            "mean_loglik": [_num(e.get("mean_loglik")) for e in log],
-            "temperature": [_num(e.get("temperature")) for e in log],
-            "work_res_A": [_num(e.get("work_res_A")) for e in log],
-            "n_processed": [e.get("n_particles") for e in log],
-            "latency_mean_s": [],
-        }
-
-    def _model_iterations(self) -> list[dict[str, Any]]:
-        import starfile
-
-        try:
-            blocks = starfile.read(self.job / "model.star", always_dict=True)
-        except Exception:  # noqa: BLE001
-            return []
-        it = blocks.get("model_iterations")
-        return it.to_dict("records") if it is not None and hasattr(it, "to_dict") else []
-
     # ------------------------------------------------------------------ distribution
-    def _stream_distribution(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def _distribution(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Class fractions over time, in model order, labelled with the output number each class
+        has now (outputs are sorted by particle count, ties in model order)."""
         pts = [e for e in events if e.get("class_counts")]
         if not pts:
             return {"t": [], "series": [], "labels": []}
@@ -375,23 +346,9 @@ class Dashboard:
             c = np.asarray(e["class_counts"], np.float64)
             frac[i, :c.size] = c / c.sum() if c.sum() > 0 else 0.0
         latest = np.asarray(pts[-1]["class_counts"], np.float64)
-        return self._distribution([round(e["time"] - t0, 2) for e in pts], frac, latest)
-
-    def _batch_distribution(self) -> dict[str, Any]:
-        if len(self._batch_series) < 2:
-            return {"t": [], "series": [], "labels": []}
-        pts = _thin(self._batch_series)
-        t0 = pts[0][0]
-        frac = np.asarray([f for _, f in pts], np.float64)
-        return self._distribution([round(t - t0, 2) for t, _ in pts], frac, frac[-1])
-
-    @staticmethod
-    def _distribution(t: list[float], frac: np.ndarray, latest: np.ndarray) -> dict[str, Any]:
-        """Series in model order, labelled with the output number each class has now (outputs
-        are sorted by particle count, ties in model order)."""
         rank = np.empty(latest.size, dtype=np.int64)
         rank[np.argsort(-latest, kind="stable")] = np.arange(latest.size)
-        return {"t": t, "labels": [int(r) + 1 for r in rank],
+        return {"t": [round(e["time"] - t0, 2) for e in pts], "labels": [int(r) + 1 for r in rank],
                 "series": [[round(float(x), 4) for x in frac[:, j]] for j in range(frac.shape[1])]}
 
     # ------------------------------------------------------------------ parameters
@@ -402,9 +359,7 @@ class Dashboard:
         except (OSError, ValueError):
             pass
         v = self.view
-        if v is not None and v.source == "checkpoint":
-            return dict(self._batch_progress_cache.config)
-        return {}
+        return dict(self._checkpoint_config) if v is not None and v.source == "checkpoint" else {}
 
 
 def _rate(events: list[dict[str, Any]], field: str, window_s: float | None) -> float | None:

@@ -2,7 +2,8 @@
 
 ``lock_folder(out, kind)`` takes an exclusive ``flock`` on ``out/.cryoclass.lock`` (the OS
 releases it when the process ends, even by kill -9) and writes who holds it (job kind, pid,
-start time), so a second job refused the folder can name the first.
+start time), so a second job refused the folder can name the first. The file stays after the
+job: ``last_job(out)`` is the kind of the job that holds or last held the folder.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def lock_folder(out: str | Path, kind: str) -> int:
     except OSError:
         pass  # a full disk must not stop the job here: the lock itself is held
     return fd
+
+
+def last_job(out: str | Path) -> str | None:
+    """The kind ('classify', 'stream') of the job that holds or last held ``out``; None if no
+    job wrote its name there."""
+    try:
+        words = (Path(out) / LOCK_NAME).read_text(errors="replace").split()
+    except OSError:
+        return None
+    return words[0] if words else None
 
 
 def _holder(fd: int) -> str:
