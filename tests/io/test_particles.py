@@ -263,3 +263,18 @@ def test_star_round_trip_after_scan(tmp_path: Path, make_star: MakeStar) -> None
     back = read_particles(tmp_path / "clean.star")
     assert list(back.table["rlnImageName"]) == ["1@s.mrcs", "3@s.mrcs"]
     np.testing.assert_array_equal(back.images([0, 1]), data[[0, 2]])
+
+
+def test_unusable_images_is_the_one_check_of_batch_and_stream() -> None:
+    """One check (io.validate) for ``scan_images`` and the stream's ingest: the same images,
+    reasons with or without the constant's value; an empty batch has none."""
+    from cryoclass.io.validate import unusable_images
+
+    imgs = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)
+    imgs[1, 0, 0], imgs[3], imgs[4, 1, 1] = np.nan, 2.5, -np.inf
+    assert unusable_images(imgs) == [(1, "has NaN/Inf pixels"),
+                                     (3, "is constant (std 0, every pixel 2.5)"),
+                                     (4, "has NaN/Inf pixels")]
+    assert [w for _, w in unusable_images(imgs, with_value=False)] == [
+        "has NaN/Inf pixels", "is constant (std 0)", "has NaN/Inf pixels"]
+    assert unusable_images(imgs[:0]) == []

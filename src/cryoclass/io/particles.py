@@ -19,6 +19,7 @@ from .cs import read_cs_table
 from .errors import InputError
 from .stacks import read_images, stack_shape
 from .star import read_star
+from .validate import unusable_images
 
 IndexLike = Sequence[int] | np.ndarray
 
@@ -229,19 +230,11 @@ class ParticleSet:
         new: list[Reject] = []
         source = str(self.source) if self.source is not None else ""
         for idx, imgs in self.iter_batches(batch):
-            flat = imgs.reshape(len(idx), -1)
-            finite = np.isfinite(flat).all(axis=1)
-            constant = np.zeros(len(idx), dtype=bool)
-            constant[finite] = flat[finite].max(axis=1) == flat[finite].min(axis=1)
-            for j in np.flatnonzero(~finite | constant):
+            for j, what in unusable_images(imgs):
                 pos = int(idx[j])
                 row, name = self._where(pos)
                 stack = self.table[STACK_PATH].iloc[pos]
                 image = int(self.table[STACK_INDEX].iloc[pos])
-                if not finite[j]:
-                    what = "has NaN/Inf pixels"
-                else:
-                    what = f"is constant (std 0, every pixel {flat[j, 0]:g})"
                 reason = f"image {image} (0-based) of stack {stack} {what}"
                 new.append(Reject(source=source, row=row, image_name=name, reason=reason))
                 keep[pos] = False

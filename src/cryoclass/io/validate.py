@@ -1,4 +1,6 @@
-"""Per-particle plausibility checks on a canonical table: CTF values and duplicated particles.
+"""Per-particle plausibility checks: CTF values and duplicated particles on a canonical table,
+and images a job cannot classify (``unusable_images``: NaN/Inf pixels, constant), for batch and
+streaming alike.
 
 Each check flags rows in a :class:`~cryoclass.io.problems.RowProblems` (raise on the first, or
 collect them so the particles are set aside). Units: Å, kV, mm, degrees.
@@ -134,3 +136,23 @@ def check_duplicates(table: pd.DataFrame, problems: RowProblems) -> None:
                 f"{problems.row_of(int(first[key.iloc[pos]]))} (0-based data row); the first one is kept")
 
     problems.flag(dup, reason)
+
+
+def unusable_images(images: np.ndarray, with_value: bool = True) -> list[tuple[int, str]]:
+    """(position, what is wrong) of each image of ``images`` (n, D, D) that cannot be
+    classified: 'has NaN/Inf pixels', or 'is constant (std 0, every pixel V)' ('is constant
+    (std 0)' without ``with_value``). The images are not copied."""
+    if not len(images):
+        return []
+    flat = images.reshape(len(images), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    with np.errstate(invalid="ignore"):  # rows with NaN compare False
+        constant = finite & (flat.max(axis=1) == flat.min(axis=1))
+    out = []
+    for j in np.flatnonzero(~finite | constant):
+        if not finite[j]:
+            out.append((int(j), "has NaN/Inf pixels"))
+        else:
+            out.append((int(j), f"is constant (std 0, every pixel {flat[j, 0]:g})" if with_value
+                        else "is constant (std 0)"))
+    return out

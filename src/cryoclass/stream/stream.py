@@ -37,6 +37,7 @@ from cryoclass.io.canonical import canonicalize
 from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
 from cryoclass.io.rejects import now_utc, reason_kind
 from cryoclass.io.stacks import stack_info
+from cryoclass.io.validate import unusable_images
 from cryoclass.io.limits import check_resolution
 from cryoclass.io.lock import lock_folder, make_output_folder
 from cryoclass.outputs.checkpoint import JobCheckpoint
@@ -288,14 +289,8 @@ class Stream:
                         ok[i], reasons[i] = False, (f"box {imgs.shape[-1]} px differs from "
                                                     f"the stream's {box} px")
                     cand, imgs = cand[:0], imgs[:0]
-                flat = imgs.reshape(cand.size, -1)
-                finite = np.isfinite(flat).all(1)
-                with np.errstate(invalid="ignore"):  # rows with NaN compare False; no copies
-                    const = finite & (flat.max(1) == flat.min(1))
-                for j in np.flatnonzero(~finite | const):
-                    i = cand[j]
-                    ok[i], reasons[i] = False, ("image has NaN/Inf pixels" if not finite[j]
-                                                else "image is constant (std 0)")
+                for j, what in unusable_images(imgs, with_value=False):
+                    ok[cand[j]], reasons[cand[j]] = False, f"image {what}"
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self.ctx.pool.mark_rejected(t[KEY].to_numpy(dtype=object)[bad])
