@@ -1,6 +1,8 @@
 """Atomic file writes: write a temp file in the target folder, fsync, then ``os.replace``.
 
-Readers never see a half-written file: either the old file or the complete new one.
+Readers never see a half-written file: either the old file or the complete new one. A process
+killed mid-write leaves its temp file (``.NAME.tmp-XXXXXXXXXXXX.EXT``); the next job on the folder
+removes it (``remove_temporaries``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,24 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import InputError, OutputError
+
+
+#: Temporary files of atomic writes (and of ``ModelState.save`` in earlier versions).
+TEMP_PATTERNS = (".*.tmp-*", "*.pt*.tmp")
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left in ``folder`` (call it only
+    while holding the folder: ``io.lock``); returns those removed."""
+    gone = []
+    for pattern in TEMP_PATTERNS:
+        for p in folder.glob(pattern):
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
 
 
 def _umask() -> int:

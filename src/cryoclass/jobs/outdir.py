@@ -21,11 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cryoclass.io import OutputError
+from cryoclass.io.atomic import remove_temporaries
 from cryoclass.io.lock import LOCK_NAME, lock_folder, make_output_folder
 
 __all__ = ["LOCK_NAME", "hold", "publish", "remove_stale_temporaries"]
-#: Temporary files of cryoclass.io.atomic (and of ModelState.save) in an output folder.
-TEMP_PATTERNS = (".*.tmp-*", "*.pt*.tmp")
 STAGING_PREFIX = ".staging-"
 
 
@@ -43,14 +42,7 @@ def hold(out_dir: str | Path) -> Iterator[Path]:
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
     """Delete temp files of interrupted atomic writes in ``out``; returns those removed."""
-    gone = []
-    for pattern in TEMP_PATTERNS:
-        for p in out.glob(pattern):
-            try:
-                p.unlink()
-                gone.append(p)
-            except OSError:
-                pass
+    gone = remove_temporaries(out)
     for p in out.glob(STAGING_PREFIX + "*"):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -5,8 +5,9 @@
 :meth:`Stream.add_particles` (a ``ParticleSet``, or images + table); :meth:`Stream.update` runs the
 updates the policy (``config.stream_policy``) asks for, :meth:`Stream.finish` ends the stream with
 the batch schedule's full passes. After every update the stream commits: one atomic checkpoint
-(model, ledger, assignments, counters: ``checkpoint.py``), then the batch outputs
-(``write_results``, each file atomic), then one line of ``events.jsonl``. Constructing a Stream on
+(``cryoclass.outputs.checkpoint``: model, ledger, assignments, counters, ``resume.py``), then the
+batch outputs (``outputs.py``, each file atomic), then one line of ``events.jsonl``
+(``progress.py``). Constructing a Stream on
 a folder with a checkpoint resumes it: every committed particle is kept, none is counted twice,
 and particles ingested after the last commit are ingested again by their source.
 
@@ -31,30 +32,29 @@ from cryoclass.engine.device import pick_device
 from cryoclass.engine.em import Engine, ParticleResult
 from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.engine.model import ModelState
-from cryoclass.engine.poses import working_steps
-from cryoclass.io import InputError, OutputError, ParticleSet, Reject, write_stack
-from cryoclass.io.canonical import canonicalize
-from cryoclass.io.columns import SOURCE_ROW, STACK_INDEX, STACK_PATH
-from cryoclass.io.rejects import now_utc, reason_kind
-from cryoclass.io.stacks import stack_info
-from cryoclass.io.validate import unusable_images
+from cryoclass.io import InputError, OutputError, ParticleSet, Reject
+from cryoclass.io.atomic import remove_temporaries
+from cryoclass.io.columns import SOURCE_ROW, STACK_PATH
 from cryoclass.io.limits import check_resolution
 from cryoclass.io.lock import lock_folder, make_output_folder
+from cryoclass.io.rejects import now_utc, reason_kind
 from cryoclass.outputs.checkpoint import JobCheckpoint
 from cryoclass.outputs.events import EVENTS_NAME, EventLog
-from cryoclass.outputs.results import write_results
+from cryoclass.stream.api_stacks import API_STACKS, store_images
+from cryoclass.stream.admission import LISTED_TWICE, row_problems, row_reject, unreadable_stacks
 from cryoclass.stream.context import StreamContext, UpdateReport
+from cryoclass.stream.geometry import first_geometry
 from cryoclass.stream.live import LivePolicy
 from cryoclass.stream.online import OnlinePolicy
+from cryoclass.stream.outputs import StreamOutputs
 from cryoclass.stream.passes import final_pass, n_final_passes
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, ParticlePool, particle_keys
+from cryoclass.stream.progress import commit_event, history_entry
 from cryoclass.stream.records import ParticleRecords
-from cryoclass.stream.geometry import first_geometry
+from cryoclass.stream.resume import Bookkeeping, restore, saved_state
 
 log = logging.getLogger("cryoclass.stream")
 
-#: Folder in out_dir of the stacks ``add_particles`` writes images into.
-API_STACKS = "stream_stacks"
 
 
 def make_policy(config: Config) -> OnlinePolicy | LivePolicy:
@@ -100,24 +100,19 @@ class Stream:
     def _setup(self) -> None:
         """Fresh state, then the checkpoint's if the folder holds one."""
         config = self.config
-        _remove_stale_temporaries(self.out)
+        remove_temporaries(self.out)
+        remove_temporaries(self.out / API_STACKS)
         self.device = pick_device(config.device)
         self.policy = make_policy(config)
         self.checkpoint = JobCheckpoint(self.out, "stream", config)
         self.ctx = StreamContext(config, None, ParticlePool(),
                                  ParticleRecords.empty(config.n_classes),
                                  np.random.default_rng([config.seed, 7]), estep=self.estep)
-        self.rejects: list[Reject] = []
-        self.history: list[dict] = []
+        self.book = Bookkeeping()
         self.events = EventLog(self.out / EVENTS_NAME).open()
         self.seq = self.events.last_seq
-        self.api_chunks = 0
-        self.final_done = 0
-        self.finished = False
+        self.outputs = StreamOutputs(self.out, config, self.outputs_every_s)
         self._ingested_since_commit = 0
-        self._last_outputs = 0.0
-        self._outputs_stale = False
-        self.n_duplicates = 0
         self.resumed = self._resume()
 
     # ------------------------------------------------------------------ properties
@@ -145,6 +140,21 @@ class Stream:
     @property
     def n_updates(self) -> int:
         return self.ctx.updates
+
+    @property
+    def rejects(self) -> list[Reject]:
+        """Particles set aside so far (duplicate picks are added at each output)."""
+        return self.book.rejects
+
+    @property
+    def history(self) -> list[dict]:
+        """One entry per update (``model.star``'s iteration log)."""
+        return self.book.history
+
+    @property
+    def n_duplicates(self) -> int:
+        """Duplicate picks left out of the last outputs written."""
+        return self.outputs.n_duplicates
 
     @property
     def uncommitted(self) -> bool:
@@ -190,8 +200,8 @@ class Stream:
         if self.ctx.engine is None:
             self._make_engine()
         self._ingested_since_commit += int(new.size)
-        if new.size and (self.finished or self.final_done):
-            self.finished, self.final_done = False, 0
+        if new.size and (self.book.finished or self.book.final_done):
+            self.book.finished, self.book.final_done = False, 0
         return int(new.size)
 
     def add_particles(self, particles: ParticleSet | np.ndarray, table: pd.DataFrame | None = None,
@@ -213,7 +223,8 @@ class Stream:
         else:
             if table is None:
                 raise ValueError("images need a table of per-particle metadata")
-            rows = self._store_images(np.asarray(particles), table, pixel_size_A)
+            rows = store_images(self.out, self.book, np.asarray(particles), table,
+                                pixel_size_A, self.known)
             source = "api"
         n = self.ingest(rows, arrival_s, source=source)
         if update:
@@ -221,85 +232,23 @@ class Stream:
                 self.commit(None)
         return n
 
-    def _store_images(self, images: np.ndarray, table: pd.DataFrame,
-                      pixel_size_A: float | None) -> pd.DataFrame:
-        """Write new images to a stack of ours; canonical rows pointing at it."""
-        if images.ndim != 3 or images.shape[0] != len(table):
-            raise ValueError(f"images must be (n, D, D) with n = {len(table)} table rows, got "
-                             f"{images.shape}")
-        raw = table.reset_index(drop=True).copy()
-        name = f"{API_STACKS}/api_{self.api_chunks + 1:06d}.mrcs"
-        if "rlnImageName" in raw.columns:
-            keys = ("api:" + raw["rlnImageName"].astype(str)).to_numpy(dtype=object)
-            raw["rlnImageOriginalName"] = raw["rlnImageName"].astype(str)
-        else:
-            keys = np.array([f"api:{name}@{i}" for i in range(len(raw))], dtype=object)
-        fresh = ~self.known(keys)
-        raw, images, keys = raw.loc[fresh].reset_index(drop=True), images[fresh], keys[fresh]
-        if not len(raw):
-            return raw
-        if pixel_size_A is not None:
-            raw["rlnImagePixelSize"] = float(pixel_size_A)
-        apix = float(raw["rlnImagePixelSize"].iloc[0]) if "rlnImagePixelSize" in raw else None
-        if apix is None:
-            raise ValueError("pixel size unknown: give pixel_size_A or rlnImagePixelSize")
-        (self.out / API_STACKS).mkdir(exist_ok=True)
-        write_stack(self.out / name, images.astype(np.float32), apix)
-        self.api_chunks += 1
-        raw["rlnImageName"] = [f"{i + 1:06d}@{name}" for i in range(len(raw))]
-        raw["rlnImageSize"] = images.shape[-1]
-        t = canonicalize(self.out / name, raw, bases=[self.out], relion30=False,
-                         check_images=True)
-        t[KEY] = keys
-        return t
-
     def _set_aside_repeats(self, t: pd.DataFrame, source: str) -> pd.DataFrame:
         """Rows naming an image already named by an earlier row of t: the first is kept, the
         others go to rejects (a particle listed twice is reported, never dropped silently)."""
         dup = t[KEY].duplicated().to_numpy()
         for i in np.flatnonzero(dup):
-            row = int(t[SOURCE_ROW].iloc[i]) if SOURCE_ROW in t.columns else int(i)
-            src = str(t[SOURCE_FILE].iloc[i]) if SOURCE_FILE in t.columns else source
-            self._set_aside(Reject(source=src, row=row, image_name=str(t["rlnImageName"].iloc[i]),
-                                   reason="listed twice: the same image as an earlier row"))
+            self._set_aside(row_reject(t, i, source, LISTED_TWICE))
         return t.loc[~dup].reset_index(drop=True)
 
     def _check_rows(self, t: pd.DataFrame, source: str) -> np.ndarray:
         """(n,) bool rows to keep; the others become rejects (and ledger entries)."""
-        box, apix = self.ctx.pool.box, self.ctx.pool.pixel_size_A
-        ok = np.ones(len(t), dtype=bool)
-        reasons = [""] * len(t)
-        sizes = t["rlnImageSize"].to_numpy(np.int64)
-        pix = t["rlnImagePixelSize"].to_numpy(np.float64)
-        for i in np.flatnonzero((sizes > 0) & (sizes != box)):
-            ok[i], reasons[i] = False, f"box {sizes[i]} px differs from the stream's {box} px"
-        for i in np.flatnonzero(~np.isclose(pix, apix, rtol=1e-5, atol=0)):
-            ok[i], reasons[i] = False, (f"pixel size {pix[i]:g} Å differs from the stream's "
-                                        f"{apix:g} Å")
-        cand = np.flatnonzero(ok)
-        if cand.size:
-            try:
-                imgs = ParticleSet(table=t).images(cand)
-            except Exception as err:  # unreadable: reject them all, say why
-                for i in cand:
-                    ok[i], reasons[i] = False, f"cannot read image: {err}"
-            else:
-                if imgs.shape[-1] != box:
-                    for i in cand:
-                        ok[i], reasons[i] = False, (f"box {imgs.shape[-1]} px differs from "
-                                                    f"the stream's {box} px")
-                    cand, imgs = cand[:0], imgs[:0]
-                for j, what in unusable_images(imgs, with_value=False):
-                    ok[cand[j]], reasons[cand[j]] = False, f"image {what}"
+        reasons = row_problems(t, self.ctx.pool.box, self.ctx.pool.pixel_size_A)
+        ok = np.array([not r for r in reasons], dtype=bool)
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self.ctx.pool.mark_rejected(t[KEY].to_numpy(dtype=object)[bad])
             for i in bad:
-                row = int(t[SOURCE_ROW].iloc[i]) if SOURCE_ROW in t.columns else int(i)
-                src = str(t[SOURCE_FILE].iloc[i]) if SOURCE_FILE in t.columns else source
-                self._set_aside(Reject(source=src, row=row,
-                                       image_name=str(t["rlnImageName"].iloc[i]),
-                                       reason=reasons[i]))
+                self._set_aside(row_reject(t, i, source, reasons[i]))
         return ok
 
     def reject_keys(self, keys: dict[str, str | Reject], source: str = "") -> None:
@@ -379,21 +328,22 @@ class Stream:
         """End of stream: process what is pending, complete the online-EM phase if the stream
         was shorter than the batch job's (online policy), then the batch schedule's final passes
         over all particles (n_full_iters, see ``passes.py``); commit after each."""
-        if not self.finished:
+        book = self.book
+        if not book.finished:
             self.update(finishing=True)
-            while self.final_done == 0 and self.policy.completion_due(self.ctx):
+            while book.final_done == 0 and self.policy.completion_due(self.ctx):
                 rep = self._guarded(lambda: self.policy.complete_step(self.ctx))
                 if rep is not None:
                     self.commit(rep)
-            j = self.final_done
+            j = book.final_done
             while (self.ctx.engine is not None and self.ctx.engine.state is not None
                    and len(self.ctx.pool) and j < n_final_passes(self.ctx)):
                 rep = self._guarded(lambda: final_pass(self.ctx, j))
                 if rep is None:
                     continue
-                j = self.final_done = j + 1
+                j = book.final_done = j + 1
                 self.commit(rep, force_outputs=True)
-            self.finished = True
+            book.finished = True
             self.commit(None, kind="finish", force_outputs=True)
         return self.result()
 
@@ -426,18 +376,7 @@ class Stream:
         t = self.ctx.pool.table
         if not len(t):
             return 0
-        bad: dict[str, str] = {}
-        for path, idx in t.groupby(STACK_PATH, sort=False)[STACK_INDEX].max().items():
-            try:
-                info = stack_info(path)
-            except InputError as err:
-                bad[path] = err.problem
-                continue
-            if int(idx) >= info.n:
-                bad[path] = f"stack now holds {info.n} images, fewer than when ingested"
-            elif info.box != self.ctx.pool.box:
-                bad[path] = (f"stack now holds {info.box} px images, the stream's are "
-                             f"{self.ctx.pool.box} px")
+        bad = unreadable_stacks(t, self.ctx.pool.box)
         if not bad:
             return 0
         rows = np.flatnonzero(t[STACK_PATH].isin(list(bad)).to_numpy())
@@ -471,12 +410,14 @@ class Stream:
         t0 = time.perf_counter()
         now = time.time()
         if report is not None:
-            self.history.append(self._history_entry(report))
+            self.history.append(history_entry(self.ctx, report))
         self.seq += 1
-        event = self._event(report, kind, now)
-        self.checkpoint.save(self.state, self._checkpoint([event]), finished=self.finished)
+        event = commit_event(self.ctx, self.policy.name, report, kind, self.seq, now,
+                             self._ingested_since_commit, len(self.rejects))
+        self.checkpoint.save(self.state, saved_state(self.ctx, self.policy, self.book, [event]),
+                             finished=self.book.finished)
         t1 = time.perf_counter()
-        if self._outputs_due(force_outputs or report is None):
+        if self.outputs.due(force_outputs or report is None):
             self.write_outputs()
         t2 = time.perf_counter()
         event["seconds"] = dict(event.get("seconds", {}), checkpoint=round(t1 - t0, 4),
@@ -487,94 +428,9 @@ class Stream:
             self.on_update(self, report)
         return event
 
-    def _outputs_due(self, force: bool) -> bool:
-        now = time.monotonic()
-        if force or self.outputs_every_s <= 0 or now - self._last_outputs >= self.outputs_every_s:
-            return True
-        self._outputs_stale = True
-        return False
-
     def write_outputs(self) -> dict[str, Path]:
-        """Rewrite the batch outputs (write_results) for the processed particles."""
-        st = self.state
-        res = self.result().particles
-        if st is None or res.index.size == 0:
-            return {}
-        self._last_outputs = time.monotonic()
-        self._outputs_stale = False
-        pool = self.ctx.pool
-        psi_step, shift_step = working_steps(
-            pool.box * pool.pixel_size_A / max(st.r_work, 1e-6), pool.pixel_size_A,
-            self.ctx.engine.particle_radius_A, self.config.psi_step_deg,
-            self.config.shift_step_px)
-        rejects = list(self.rejects)
-        if self.config.remove_duplicates:
-            res, duplicates = self._without_duplicate_picks(res)
-            rejects += duplicates
-            self.n_duplicates = len(duplicates)
-        return write_results(self.out, st, res, pool.table, self.config, rejects=rejects,
-                             history=self.history, accuracy_deg=psi_step,
-                             accuracy_A=shift_step * pool.pixel_size_A)
-
-    def _without_duplicate_picks(self, res: ParticleResult) -> tuple[ParticleResult, list[Reject]]:
-        """The current results less duplicate picks (same micrograph, closer than
-        min_separation_A: the lower-posterior copies), and rejects naming them. Recomputed at
-        each output, as posteriors change while particles arrive; the ledger is untouched."""
-        from cryoclass.outputs.duplicates import without_duplicate_picks
-
-        return without_duplicate_picks(self.ctx.pool.table.iloc[res.index], res,
-                                       self.config.min_separation_A)
-
-    def _history_entry(self, rep: UpdateReport) -> dict:
-        eng = self.ctx.engine
-        return {"iteration": self.ctx.updates, "phase": rep.phase,
-                "n_particles": rep.n_processed, "temperature": float(rep.temperature),
-                "work_res_A": float(eng.res_A(eng.state.r_work)) if eng and eng.state else 0.0,
-                "mean_loglik": float(rep.mean_loglik),
-                "seconds": float(sum(rep.seconds.values())), "reseeded": rep.reseeded}
-
-    def _event(self, rep: UpdateReport | None, kind: str | None, now: float) -> dict:
-        recs = self.ctx.records
-        recs.grow(len(self.ctx.pool))
-        e: dict = {"seq": self.seq, "time": round(now, 3),
-                   "event": kind or (rep.phase if rep else "ingest"), "job": "stream",
-                   "policy": self.policy.name, "update": self.ctx.updates,
-                   "n_ingested": len(self.ctx.pool),
-                   "n_new_ingested": self._ingested_since_commit,
-                   "n_processed": int(recs.processed.size),
-                   "n_rejected": len(self.rejects)}
-        if rep is not None:
-            new = np.asarray(rep.new_rows, dtype=np.int64)
-            arrival = self.ctx.pool.table[ARRIVAL].to_numpy(np.float64)
-            lat = recs.processed_at[new] - arrival[new] if new.size else np.empty(0)
-            e.update({"n_new": rep.n_new, "n_revisited": rep.n_revisited,
-                      "temperature": round(float(rep.temperature), 4),
-                      "factor": round(float(rep.factor), 4), "reseeded": rep.reseeded,
-                      "mean_loglik": round(float(rep.mean_loglik), 4),
-                      "work_res_A": self._history_entry(rep)["work_res_A"],
-                      "latency_s": ({"mean": round(float(lat.mean()), 3),
-                                     "max": round(float(lat.max()), 3)} if lat.size else None),
-                      "seconds": {k: round(v, 4) for k, v in rep.seconds.items()}})
-        e["class_counts"] = recs.class_counts().tolist()
-        return e
-
-    def _checkpoint(self, events: list[dict]) -> dict:
-        eng = self.ctx.engine
-        return {
-            "policy": self.policy.name,
-            "policy_state": self.policy.state_dict(),
-            "pool": self.ctx.pool.to_dict(),
-            "records": self.ctx.records.to_dict(),
-            "updates": self.ctx.updates,
-            "rng": self.ctx.rng.bit_generator.state,
-            "engine_rng": eng.rng.bit_generator.state if eng is not None else None,
-            "rejects": [r.__dict__ for r in self.rejects],
-            "history": self.history,
-            "events": events,
-            "api_chunks": self.api_chunks,
-            "final_done": self.final_done,
-            "finished": self.finished,
-        }
+        """Rewrite the batch outputs (``outputs.py``) for the processed particles."""
+        return self.outputs.write(self.ctx, self.rejects, self.history)
 
     # ------------------------------------------------------------------ resume
     def _make_engine(self) -> None:
@@ -586,16 +442,7 @@ class Stream:
             return False
         ck = self.checkpoint.load(self.device)
         x = ck.state
-        self.policy.load_state_dict(x["policy_state"])
-        self.ctx.pool = ParticlePool.from_dict(x["pool"])
-        self.ctx.records = ParticleRecords.from_dict(x["records"])
-        self.ctx.updates = int(x["updates"])
-        self.ctx.rng.bit_generator.state = x["rng"]
-        self.rejects = [Reject(**r) for r in x["rejects"]]
-        self.history = list(x["history"])
-        self.api_chunks = int(x["api_chunks"])
-        self.final_done = int(x["final_done"])
-        self.finished = bool(x["finished"])
+        self.book = restore(self.ctx, self.policy, x)
         if self.ctx.pool.has_geometry:
             self._make_engine()
             self.ctx.engine.state = ck.model
@@ -611,7 +458,8 @@ class Stream:
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Write outputs left stale by outputs_every_s and release the folder lock."""
-        if getattr(self, "_outputs_stale", False):
+        outputs = getattr(self, "outputs", None)
+        if outputs is not None and outputs.stale:
             self.write_outputs()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -622,20 +470,6 @@ class Stream:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temp files left by a process killed mid-write (ours: the folder is locked)."""
-    for pattern in ("*.pt*.tmp", ".*.tmp-*"):
-        for p in out.glob(pattern):
-            try:
-                p.unlink()
-            except OSError:
-                pass
-    stacks = out / API_STACKS
-    if stacks.is_dir():
-        for p in stacks.glob(".*.tmp-*"):
-            p.unlink(missing_ok=True)
 
 
 def _first_source(t: pd.DataFrame, source: str) -> str:
