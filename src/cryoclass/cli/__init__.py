@@ -7,12 +7,14 @@ import sys
 
 import typer
 
+from cryoclass.job_options import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+
 HELP = ("2D classification of cryo-EM particle images, batch or streaming.\n\n"
         "Reads RELION STAR (3.0-5) and CryoSPARC .cs particles with their MRC stacks, sorts "
         "them into class averages by maximum likelihood, and writes classes.mrcs, "
         "particles.star, model.star, particles.cs and a gallery that RELION and CryoSPARC read. "
-        "Bad particles are set aside in rejects.csv. Exit codes: 0 done, 2 bad input, 3 an "
-        "output cannot be written.\n\n"
+        f"Bad particles are set aside in rejects.csv. Exit codes: {EXIT_OK} done, {EXIT_INPUT} "
+        f"bad input, {EXIT_OUTPUT} an output cannot be written.\n\n"
         "Start with 'cryoclass demo', or 'cryoclass classify particles.star --out job1 -K 50'; "
         "'cryoclass COMMAND --help' lists a command's options.")
 

@@ -11,13 +11,11 @@ import typer
 from rich.markup import escape
 
 from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
-                                   with_config_options)
+                                   job_option, with_config_options)
 from cryoclass.cli.progress import console, iteration_progress
 from cryoclass.config import Config
 from cryoclass.io import InputError, OutputError
-
-EXIT_INPUT = 2
-EXIT_OUTPUT = 3
+from cryoclass.job_options import EXIT_INPUT, EXIT_OUTPUT
 
 
 @with_config_options
@@ -36,8 +34,7 @@ def command(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live dashboard on "
                                    "127.0.0.1 while the job runs, and after it until Ctrl-C"),
-    dashboard_port: int = typer.Option(8765, "--dashboard-port", min=0, max=65535,
-                                       help="Port of --dashboard (0: any free one)"),
+    dashboard_port: int = job_option("dashboard_port"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Batch 2D classification (CryoSPARC-style online EM, then full iterations)."""

@@ -1,5 +1,6 @@
 """CLI options generated from the one Config, so every parameter has the same name, default and
-help text on the command line as in the Python API (``max_res_A`` -> ``--max-res-A``)."""
+help text on the command line as in the Python API (``max_res_A`` -> ``--max-res-A``); and the
+job-level options from ``JobOptions`` (``cryoclass.job_options``) the same way."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from cryoclass.config import Config, describe_errors
-
-EXIT_INPUT = 2
+from cryoclass.job_options import EXIT_INPUT, JobOptions
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
@@ -40,6 +40,22 @@ def check_cluster_options(cluster: str | None, scheduler: str | None) -> None:
         check_execution(cluster, scheduler)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--cluster") from None
+
+
+def job_option(name: str, *decls: str, help: str | None = None) -> Any:
+    """The typer option of the ``JobOptions`` field ``name``: its default, bounds, flag and help
+    (``decls`` / ``help``: for a command that names or explains it otherwise)."""
+    field = JobOptions.model_fields[name]
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flag = str(extra.get("flag", "--" + name.replace("_", "-")))
+    bounds: dict[str, Any] = {}
+    for m in field.metadata:
+        if getattr(m, "ge", None) is not None:
+            bounds["min"] = m.ge
+        if getattr(m, "le", None) is not None:
+            bounds["max"] = m.le
+    return typer.Option(field.default, *(decls or (flag,)), help=help or field.description,
+                        **bounds)
 
 
 #: Fields with a short, familiar flag in addition to their own name.

@@ -14,8 +14,7 @@ from rich.markup import escape
 
 from cryoclass.cli.progress import console
 from cryoclass.io import InputError
-
-EXIT_INPUT = 2
+from cryoclass.job_options import EXIT_INPUT
 
 
 def parse_classes(text: Optional[str]) -> list[int]:

@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from cryoclass.cli.options import job_option
 from cryoclass.cli.progress import console
-
-EXIT_INPUT = 2
+from cryoclass.job_options import EXIT_INPUT
 
 
 def command(
@@ -17,13 +17,13 @@ def command(
                                    "not exist yet)"),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any other than "
                              "127.0.0.1/localhost needs a token"),
-    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one)"),
+    port: int = job_option("dashboard_port", "--port", help="Port (0: any free one)"),
     token: Optional[str] = typer.Option(None, "--token", envvar="CRYOCLASS_DASHBOARD_TOKEN",
                                         help="Secret every request must carry; made up when "
                                         "--host is not a loopback address and none is given"),
     watch: Optional[Path] = typer.Option(None, "--watch", help="Folder the stream watches, to "
                                          "count the particles found there"),
-    pattern: str = typer.Option("*.star", "--pattern", help="STAR file names in --watch"),
+    pattern: str = job_option("pattern", help="STAR file names in --watch"),
 ) -> None:
     """Serve the live dashboard of a job: classes, progress, plots, class selection."""
     from cryoclass.dashboard.launch import make_server

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cryoclass.job_options import EXIT_INPUT, JOB
+
 __all__ = ["command", "parse_per_mic"]
 
 
@@ -35,7 +37,7 @@ def command(
     stream_to: Annotated[Optional[Path], typer.Option(
         "--stream-to", file_okay=False, help="Instead of --out: act as a preprocessing pipeline "
         "writing into this folder at --rate particles/s, micrograph by micrograph (stack, then "
-        "STAR), then truth.csv and a DONE marker; for `cryoclass stream`.")] = None,
+        f"STAR), then truth.csv and a {JOB.done_marker} marker; for `cryoclass stream`.")] = None,
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="With --stream-to: particles "
                                         "per second.")] = 100.0,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of particles.")] = 2000,
@@ -98,7 +100,7 @@ def command(
                                    invert_contrast=invert_contrast, progress=progress)
         except ValueError as err:
             console.print(f"[red]error:[/red] {err}")
-            raise typer.Exit(code=2) from None
+            raise typer.Exit(code=EXIT_INPUT) from None
     snr_text = "no noise" if math.isinf(res.snr_realised) else f"{res.snr_realised:.4f}"
     console.print(f"[green]Simulated {res.n_particles} particles[/green] in "
                   f"{res.n_micrographs} micrographs, {res.n_views} views, box {box} px at "
@@ -120,11 +122,11 @@ def _stream(folder: Path, rate: float, console: Console, **params) -> None:
         cfg = SimulationConfig(**params).validate()
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        raise typer.Exit(code=EXIT_INPUT) from None
 
     def progress(done: int, total: int) -> None:
         console.print(f"wrote {done}/{total} particles")
 
     res = feed_simulation(folder, cfg, rate, progress=progress)
     console.print(f"[green]Streamed {res.n_particles} particles[/green] in {res.n_micrographs} "
-                  f"micrographs into {res.out_dir} ({res.seconds:.1f} s); DONE written")
+                  f"micrographs into {res.out_dir} ({res.seconds:.1f} s); {JOB.done_marker} written")

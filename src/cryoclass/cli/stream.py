@@ -11,16 +11,13 @@ import typer
 from rich.markup import escape
 
 from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
-                                   with_config_options)
+                                   job_option, with_config_options)
 from cryoclass.cli.progress import console
 from pydantic import ValidationError
 
 from cryoclass.config import Config, describe_errors
 from cryoclass.io import InputError, OutputError
-
-EXIT_INPUT, EXIT_OUTPUT = 2, 3
-#: A stream stopped by Ctrl-C (SIGINT) or SIGTERM, after committing: 128 + the signal number.
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+from cryoclass.job_options import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_TERMINATED
 
 
 def summary_lines(summary, out: Path) -> list[str]:
@@ -66,19 +63,16 @@ def command(
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", min=0, help="End when "
                                                  "no new particle was found for this many "
                                                  "seconds"),
-    poll: float = typer.Option(5.0, "--poll", min=0, help="Seconds between polls of the folder"),
-    done_marker: str = typer.Option("DONE", "--done-marker", help="File in WATCH_DIR that "
-                                    "ends the stream ('' for none)"),
-    pattern: str = typer.Option("*.star", "--pattern", help="STAR file names to watch "
-                                "(searched recursively)"),
+    poll: float = job_option("poll_s"),
+    done_marker: str = job_option("done_marker"),
+    pattern: str = job_option("pattern"),
     write_every: float = typer.Option(0.0, "--write-every", help="Rewrite outputs at most "
                                       "every this many seconds (0: after every update)"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live dashboard on "
                                    "127.0.0.1 while the job runs, and after it until Ctrl-C"),
-    dashboard_port: int = typer.Option(8765, "--dashboard-port", min=0, max=65535,
-                                       help="Port of --dashboard (0: any free one)"),
+    dashboard_port: int = job_option("dashboard_port"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
     """Streaming 2D classification: keep class averages up to date while particles arrive."""

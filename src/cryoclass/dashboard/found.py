@@ -8,13 +8,14 @@ from pathlib import Path
 
 from cryoclass.dashboard.jobfiles import Stamp, stamp
 from cryoclass.io import read_star
+from cryoclass.job_options import JOB
 
 
 class FoundCounter:
     """Counts particle rows of ``pattern`` files under ``root`` (hidden files and ``exclude``
     folders skipped), re-reading only changed files, at most every ``min_interval_s``."""
 
-    def __init__(self, root: Path, pattern: str = "*.star", exclude: list[Path] | None = None,
+    def __init__(self, root: Path, pattern: str = JOB.pattern, exclude: list[Path] | None = None,
                  min_interval_s: float = 1.0) -> None:
         self.root = Path(root).resolve()
         self.pattern = pattern

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     import uvicorn
 
 from cryoclass.dashboard.service import Dashboard
+from cryoclass.job_options import JOB
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
+DEFAULT_PORT = JOB.dashboard_port
 LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
 
 
@@ -67,7 +68,7 @@ def is_loopback(host: str) -> bool:
 
 def make_server(job_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                 token: str | None = None, watch_dir: str | Path | None = None,
-                pattern: str = "*.star") -> Server:
+                pattern: str = JOB.pattern) -> Server:
     """Bind host:port (port 0: any free one) and build the server for job_dir. ``watch_dir``: the
     folder a stream watches (to count particles found)."""
     if not is_loopback(host) and not token:
@@ -101,7 +102,7 @@ def make_server(job_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAU
 
 
 def start_dashboard(job_dir: str | Path, port: int = DEFAULT_PORT,
-                    watch_dir: str | Path | None = None, pattern: str = "*.star",
+                    watch_dir: str | Path | None = None, pattern: str = JOB.pattern,
                     say: Callable[[str], object] = print) -> Server | None:
     """For ``--dashboard`` on a job command: serve the job's folder on 127.0.0.1 in a daemon
     thread (it ends with the process) and say where. If the port is taken, say so and return

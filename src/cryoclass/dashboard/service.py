@@ -28,6 +28,7 @@ from cryoclass.dashboard.images import to_png
 from cryoclass.dashboard.jobfiles import outputs_settled, stamp, version
 from cryoclass.dashboard.marks import BAD, GOOD, Marks
 from cryoclass.io import InputError
+from cryoclass.job_options import JOB
 from cryoclass.io.lock import last_job
 from cryoclass.io.rejects import reason_kind
 from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, read_checkpoint
@@ -57,7 +58,7 @@ class Dashboard:
     """State of the job in ``job_dir``; ``watch_dir``: the folder a stream watches (found)."""
 
     def __init__(self, job_dir: str | Path, watch_dir: str | Path | None = None,
-                 pattern: str = "*.star") -> None:
+                 pattern: str = JOB.pattern) -> None:
         self.job = Path(job_dir).resolve()
         self.events = EventTail(self.job / EVENTS_NAME)
         self.found = (FoundCounter(Path(watch_dir), pattern, exclude=[self.job])

@@ -23,11 +23,12 @@ import pandas as pd
 from cryoclass.config import Config
 from cryoclass.engine.executor import EStepExecutor
 from cryoclass.io import Reject
+from cryoclass.job_options import JOB
 from cryoclass.jobs.execution import executor_for
 from cryoclass.jobs.stopping import StopSignals
 from cryoclass.stream.context import UpdateReport
 from cryoclass.stream.stream import Stream, StreamResult
-from cryoclass.stream.watcher import DONE_MARKER, FolderWatcher, PollResult
+from cryoclass.stream.watcher import FolderWatcher, PollResult
 
 log = logging.getLogger("cryoclass.stream")
 
@@ -70,9 +71,10 @@ class WatchSummary:
 Progress = Callable[[Stream, UpdateReport], None]
 
 
-def watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: float = 5.0,
-          idle_timeout_s: float | None = None, done_marker: str = DONE_MARKER,
-          pattern: str = "*.star", outputs_every_s: float = 0.0,
+def watch(watch_dir: str | Path, config: Config, out_dir: str | Path,
+          poll_s: float = JOB.poll_s, idle_timeout_s: float | None = None,
+          done_marker: str = JOB.done_marker, pattern: str = JOB.pattern,
+          outputs_every_s: float = 0.0,
           max_seconds: float | None = None, progress: Progress | None = None,
           cluster: str | None = None, scheduler: str | None = None) -> WatchSummary:
     """Classify the particles written into watch_dir while they arrive; outputs in out_dir.

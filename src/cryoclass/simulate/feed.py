@@ -15,7 +15,7 @@ import pandas as pd
 
 from cryoclass.io import atomic_write, write_stack, write_star
 from cryoclass.simulate import Simulation, SimulationConfig
-from cryoclass.stream.watcher import DONE_MARKER
+from cryoclass.job_options import JOB
 
 
 @dataclass
@@ -29,7 +29,7 @@ class FeedResult:
 
 
 def feed_simulation(out_dir: str | Path, config: SimulationConfig, rate: float,
-                    done_marker: str = DONE_MARKER,
+                    done_marker: str = JOB.done_marker,
                     progress: Callable[[int, int], None] | None = None) -> FeedResult:
     """Write ``config``'s data set into out_dir at ``rate`` particles per second (micrograph k is
     written when its last particle is due; inf = as fast as possible). Layout as

@@ -30,12 +30,14 @@ from cryoclass.io import InputError, Reject, read_star
 from cryoclass.io.canonical import canonicalize
 from cryoclass.io.problems import RowProblems
 from cryoclass.io.columns import STACK_INDEX, STACK_PATH
+from cryoclass.job_options import JOB
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, particle_keys
 from cryoclass.stream.readiness import Stamp, StackReadiness, file_stamp
 
 log = logging.getLogger("cryoclass.stream")
 
-DONE_MARKER = "DONE"
+#: The file whose existence ends a stream (``JobOptions.done_marker``).
+DONE_MARKER = JOB.done_marker
 
 
 @dataclass
@@ -64,7 +66,7 @@ class PollResult:
 class FolderWatcher:
     """Polls ``watch_dir`` for new particles (see module docstring)."""
 
-    def __init__(self, watch_dir: str | Path, pattern: str = "*.star",
+    def __init__(self, watch_dir: str | Path, pattern: str = JOB.pattern,
                  exclude: list[str | Path] | None = None, done_marker: str = DONE_MARKER) -> None:
         self.root = Path(watch_dir).resolve()
         self.pattern = pattern
