@@ -7,8 +7,13 @@ own folder. Each poll:
 1. every STAR whose (size, mtime, inode) changed is re-read, up to its last complete line (a row
    being appended is left for the next poll); rows already in the ledger are skipped, so a growing
    STAR is ingested row by row, each row once;
-2. rows whose stack is complete (``readiness.StackReadiness``: stable across two polls and holding
-   every image its header declares) are returned; the others wait for a later poll.
+2. rows whose stack is complete are returned; the others wait for a later poll.
+
+When may a stack be read? Only when it is complete (``StackReadiness``). A stack written by
+another program may still be growing. It is taken as complete when, at two consecutive polls, its
+(size, mtime, inode) are identical AND its MRC header is readable and the file holds every image
+the header declares (``cryoclass.io.stacks.stack_info`` refuses truncated files). A half-written
+stack is therefore never read.
 
 Hidden files (temporary files of atomic writers), the stream's own output folder and the done
 marker are ignored.
@@ -30,14 +35,64 @@ from cryoclass.io import InputError, Reject, read_star
 from cryoclass.io.canonical import canonicalize
 from cryoclass.io.problems import RowProblems
 from cryoclass.io.columns import STACK_INDEX, STACK_PATH
+from cryoclass.io.stacks import StackInfo, stack_info
 from cryoclass.job_options import JOB
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, particle_keys
-from cryoclass.stream.readiness import Stamp, StackReadiness, file_stamp
 
 log = logging.getLogger("cryoclass.stream")
 
 #: The file whose existence ends a stream (``JobOptions.done_marker``).
 DONE_MARKER = JOB.done_marker
+#: (size bytes, mtime ns, inode) of a file.
+Stamp = tuple[int, int, int]
+
+
+@dataclass
+class StackStatus:
+    """ready: complete and stable; info: its header (when ready); reason: why not (else '')."""
+
+    ready: bool
+    info: StackInfo | None = None
+    reason: str = ""
+
+
+def file_stamp(path: str | os.PathLike[str]) -> Stamp | None:
+    """(size bytes, mtime ns, inode) of a regular file, or None if it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class StackReadiness:
+    """Remembers each stack's stamp between polls; call :meth:`poll` once per poll."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Stamp | None] = {}
+
+    def poll(self, paths: list[str]) -> dict[str, StackStatus]:
+        """Status of each stack path at this poll (see module docstring)."""
+        out = {}
+        for p in paths:
+            stamp = file_stamp(p)
+            prev = self._last.get(p, None)
+            self._last[p] = stamp
+            if stamp is None:
+                out[p] = StackStatus(False, reason="stack not found (yet)")
+            elif prev != stamp:
+                out[p] = StackStatus(False, reason="stack changed since the last poll")
+            else:
+                try:
+                    out[p] = StackStatus(True, info=stack_info(p))
+                except InputError as err:
+                    out[p] = StackStatus(False, reason=err.problem)
+        return out
+
+    def forget(self, paths: list[str]) -> None:
+        """Drop stacks no longer waited for (bounded memory)."""
+        for p in paths:
+            self._last.pop(p, None)
 
 
 @dataclass
