@@ -40,10 +40,12 @@ relion:
 demo: setup
 	$(VENV)/bin/cryoclass demo --out demo_out
 
-# ruff (lint rules in pyproject.toml) and import-linter (the package's layers, no cycles): CI
-# fails on a broken layer before any test runs.
+# ruff (lint rules and import order in pyproject.toml; the formatter's layout on src and tests)
+# and import-linter (the package's layers, no cycles): CI fails on a broken layer or unformatted
+# code before any test runs.
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/lint-imports
 
 test: setup browser relion lint

@@ -34,9 +34,9 @@ from cryoclass.distributed import DaskEStep, open_client, parse_cluster
 from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import ShardPlan
 from cryoclass.engine.poses import psi_grid, shift_grid, working_steps
-from cryoclass.schedules.batch import run_batch
 from cryoclass.io import read_particles
 from cryoclass.physics.fourier import make_band
+from cryoclass.schedules.batch import run_batch
 from cryoclass.simulate import simulate_dataset
 
 RESULT_BYTES_PER_CLASS = 4        # posterior (n, K) float32 in ParticleResult

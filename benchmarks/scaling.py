@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from estep_throughput import estep_rate, sgemm_peak  # noqa: E402  (a sibling script)
-
 from cryoclass.engine.device import pick_device  # noqa: E402
+from estep_throughput import estep_rate, sgemm_peak  # noqa: E402  (a sibling script)
 
 BASE = {"box": 96, "classes": 20, "res": 8.0, "n": 1000}
 SWEEPS = {"n": [250, 1000, 4000], "classes": [5, 20, 50, 100], "box": [64, 96, 128, 192],

@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 from cryoclass.config import Config
-from cryoclass.schedules.batch import run_batch
 from cryoclass.io import read_particles
 from cryoclass.quality import adjusted_rand_index
+from cryoclass.schedules.batch import run_batch
 from cryoclass.simulate import simulate_dataset
 from cryoclass.stream import Stream, read_events
 

@@ -24,8 +24,16 @@ from cryoclass.simulate.dataset import simulate_dataset
 from cryoclass.stream import Stream
 
 BOX, APIX = 32, 5.0
-BASE = dict(n_classes=3, max_res_A=12.5, batch_size_per_class=20, n_online_em_iters=4,
-            n_full_iters=1, sigma_anneal_start=1, sigma_anneal_iters=2, device="cpu")
+BASE = dict(
+    n_classes=3,
+    max_res_A=12.5,
+    batch_size_per_class=20,
+    n_online_em_iters=4,
+    n_full_iters=1,
+    sigma_anneal_start=1,
+    sigma_anneal_iters=2,
+    device="cpu",
+)
 
 #: field -> (changed value, other settings the comparison needs). A batch job's outputs differ.
 BATCH = {
@@ -83,8 +91,16 @@ def star(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fields_data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(out, n_particles=240, box=BOX, pixel_size_A=APIX, n_views=3, snr=0.5,
-                         particles_per_micrograph=40, seed=2)
+        simulate_dataset(
+            out,
+            n_particles=240,
+            box=BOX,
+            pixel_size_A=APIX,
+            n_views=3,
+            snr=0.5,
+            particles_per_micrograph=40,
+            seed=2,
+        )
     return out / "particles.star"
 
 
@@ -125,7 +141,8 @@ def test_every_field_is_covered():
     assert set(Config.model_fields) == covered, (
         "a Config field must change what a job does (BATCH, STREAM) or be an execution "
         f"setting (EXECUTION): missing {set(Config.model_fields) - covered}, "
-        f"unknown {covered - set(Config.model_fields)}")
+        f"unknown {covered - set(Config.model_fields)}"
+    )
 
 
 @pytest.mark.slow
@@ -152,8 +169,9 @@ def test_stream_field_changes_the_stream(field, star, tmp_path):
 def test_execution_field_keeps_the_result(field, star, tmp_path):
     before = _batch(star, tmp_path / "base")
     after = _batch(star, tmp_path / "changed", **{field: EXECUTION[field]})
-    assert before["particles"] == after["particles"] or \
-        _same_classes(tmp_path / "base", tmp_path / "changed")
+    assert before["particles"] == after["particles"] or _same_classes(
+        tmp_path / "base", tmp_path / "changed"
+    )
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert f"`{field}`" in readme, f"the README must say what {field} does"
 

@@ -25,11 +25,18 @@ def test_cli_options_come_from_job_options():
     assert _option(stream.command, "pattern").param_decls == ("--pattern",)
     for command in (classify.command, stream.command):
         port = _option(command, "dashboard_port")
-        assert (port.default, port.param_decls, port.min, port.max) == \
-            (JOB.dashboard_port, ("--dashboard-port",), 0, 65535)
+        assert (port.default, port.param_decls, port.min, port.max) == (
+            JOB.dashboard_port,
+            ("--dashboard-port",),
+            0,
+            65535,
+        )
     port = _option(serve.command, "port")  # named and explained otherwise, same default
-    assert (port.default, port.param_decls, port.help) == (8765, ("--port",),
-                                                           "Port (0: any free one)")
+    assert (port.default, port.param_decls, port.help) == (
+        8765,
+        ("--port",),
+        "Port (0: any free one)",
+    )
     assert _option(serve.command, "pattern").default == JOB.pattern == "*.star"
 
 

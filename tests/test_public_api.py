@@ -20,8 +20,10 @@ def test_import_is_light_and_leaves_the_environment_alone():
     """``import cryoclass`` loads no torch and sets no environment variable (the CLI sets
     OMP_WAIT_POLICY for itself, ``cryoclass.cli.main``)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = ("import os, sys, cryoclass; "
-            "print('torch' in sys.modules, 'OMP_WAIT_POLICY' in os.environ)")
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
+    code = (
+        "import os, sys, cryoclass; print('torch' in sys.modules, 'OMP_WAIT_POLICY' in os.environ)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
     assert out == ["False", "False"]

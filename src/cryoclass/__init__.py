@@ -22,8 +22,15 @@ from cryoclass.config import Config
 
 __version__ = "0.1.0"
 
-__all__ = ["ClassifyResult", "Config", "__version__", "classify", "read_particles",
-           "simulate", "stream"]
+__all__ = [
+    "ClassifyResult",
+    "Config",
+    "__version__",
+    "classify",
+    "read_particles",
+    "simulate",
+    "stream",
+]
 
 _LAZY = {
     "classify": ("cryoclass.jobs.classify", "classify"),

@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
 #: Settings that say where and in what pieces the work runs, never what it computes: a job may
 #: resume with them changed (tests/test_config.py checks that they leave the result as it is).
 EXECUTION_FIELDS = frozenset({"device", "batch_particles"})
@@ -24,97 +23,177 @@ class Config(BaseModel):
 
     # --- classes and resolution ---------------------------------------------------------------
     n_classes: int = Field(50, ge=1, description="Number of 2D classes K.")
-    max_res_A: float = Field(6.0, gt=0, description="Maximum alignment resolution (Å): no Fourier "
-                             "component beyond 1/max_res_A is used in alignment or class averages.")
-    min_res_A: float | None = Field(None, gt=0, description="Minimum alignment resolution (Å): "
-                                    "frequencies below 1/min_res_A are left out of the alignment "
-                                    "scores (class averages keep them), from the end of the "
-                                    "annealing on (classes are first built on the full band). "
-                                    "Off by default; 40-60 Å for micelles and nanodiscs.")
-    init_res_A: float = Field(25.0, gt=0, description="Working resolution (Å) of the first "
-                              "iterations; it then follows the resolution the classes' signal "
-                              "supports, up to max_res_A (with min_res_A, at least min_res_A / "
-                              "2.5 once the high-pass applies).")
-    init_lowpass_A: float = Field(30.0, gt=0, description="Low-pass (Å) of the random-subset "
-                                  "initial classes.")
+    max_res_A: float = Field(
+        6.0,
+        gt=0,
+        description="Maximum alignment resolution (Å): no Fourier "
+        "component beyond 1/max_res_A is used in alignment or class averages.",
+    )
+    min_res_A: float | None = Field(
+        None,
+        gt=0,
+        description="Minimum alignment resolution (Å): "
+        "frequencies below 1/min_res_A are left out of the alignment "
+        "scores (class averages keep them), from the end of the "
+        "annealing on (classes are first built on the full band). "
+        "Off by default; 40-60 Å for micelles and nanodiscs.",
+    )
+    init_res_A: float = Field(
+        25.0,
+        gt=0,
+        description="Working resolution (Å) of the first "
+        "iterations; it then follows the resolution the classes' signal "
+        "supports, up to max_res_A (with min_res_A, at least min_res_A / "
+        "2.5 once the high-pass applies).",
+    )
+    init_lowpass_A: float = Field(
+        30.0, gt=0, description="Low-pass (Å) of the random-subset initial classes."
+    )
 
     # --- schedule -----------------------------------------------------------------------------
-    n_online_em_iters: int = Field(20, ge=0, description="Online-EM iterations, each on a fresh "
-                                   "random minibatch of batch_size_per_class x n_classes particles.")
+    n_online_em_iters: int = Field(
+        20,
+        ge=0,
+        description="Online-EM iterations, each on a fresh "
+        "random minibatch of batch_size_per_class x n_classes particles.",
+    )
     batch_size_per_class: int = Field(100, ge=1, description="Minibatch particles per class.")
-    n_full_iters: int = Field(2, ge=0, description="Full iterations over all particles after "
-                              "online EM.")
-    initial_uncertainty_factor: float = Field(2.0, gt=0, description="Initial classification "
-                                              "uncertainty: the first temperature is this factor "
-                                              "x 1/4 of the spread (sd) of a particle's class "
-                                              "scores, so higher means softer early assignments.")
-    sigma_anneal_start: int = Field(2, ge=0, description="Online-EM iteration (in minibatches of "
-                                    "particles seen) at which the noise model starts to anneal "
-                                    "from the initial uncertainty to the estimated noise.")
-    sigma_anneal_iters: int = Field(12, ge=0, description="Length of the annealing, in online-EM "
-                                    "iterations (minibatches of particles seen).")
-    tau2_fudge: float = Field(2.0, gt=0, description="Regularisation: multiplies the class signal "
-                              "power in the Wiener filter (RELION's T; 2 for 2D).")
+    n_full_iters: int = Field(
+        2, ge=0, description="Full iterations over all particles after online EM."
+    )
+    initial_uncertainty_factor: float = Field(
+        2.0,
+        gt=0,
+        description="Initial classification "
+        "uncertainty: the first temperature is this factor "
+        "x 1/4 of the spread (sd) of a particle's class "
+        "scores, so higher means softer early assignments.",
+    )
+    sigma_anneal_start: int = Field(
+        2,
+        ge=0,
+        description="Online-EM iteration (in minibatches of "
+        "particles seen) at which the noise model starts to anneal "
+        "from the initial uncertainty to the estimated noise.",
+    )
+    sigma_anneal_iters: int = Field(
+        12,
+        ge=0,
+        description="Length of the annealing, in online-EM "
+        "iterations (minibatches of particles seen).",
+    )
+    tau2_fudge: float = Field(
+        2.0,
+        gt=0,
+        description="Regularisation: multiplies the class signal "
+        "power in the Wiener filter (RELION's T; 2 for 2D).",
+    )
 
     # --- streaming schedule (cryoclass stream; ignored by batch jobs) ---------------------------
     stream_policy: Literal["online", "live"] = Field(
-        "online", description="Streaming schedule: 'online' = online EM over the arriving "
+        "online",
+        description="Streaming schedule: 'online' = online EM over the arriving "
         "particles (cost per update proportional to the new ones); 'live' = CryoSPARC Live's "
         "(corrected): a normal 2D run on batch_size_per_class x n_classes x n_online_em_iters "
         "particles, then a full iteration over all particles every batch_size_per_class x "
-        "n_classes x 2 new ones.")
-    stream_revisit: float = Field(1.0, ge=0, description="Online streaming: older particles "
-                                  "revisited per update, as a multiple of the new particles in "
-                                  "it (least recently processed first), until the stream has "
-                                  "processed n_online_em_iters minibatches; then none.")
+        "n_classes x 2 new ones.",
+    )
+    stream_revisit: float = Field(
+        1.0,
+        ge=0,
+        description="Online streaming: older particles "
+        "revisited per update, as a multiple of the new particles in "
+        "it (least recently processed first), until the stream has "
+        "processed n_online_em_iters minibatches; then none.",
+    )
 
     # --- search -------------------------------------------------------------------------------
-    psi_step_deg: float = Field(6.0, gt=0, le=90, description="Finest in-plane rotation step "
-                                "(degrees).")
-    max_shift_px: float = Field(6.0, ge=0, description="Translation search range (pixels of the "
-                                "input images, radius around the current centre).")
+    psi_step_deg: float = Field(
+        6.0, gt=0, le=90, description="Finest in-plane rotation step (degrees)."
+    )
+    max_shift_px: float = Field(
+        6.0,
+        ge=0,
+        description="Translation search range (pixels of the "
+        "input images, radius around the current centre).",
+    )
     shift_step_px: float = Field(1.0, gt=0, description="Finest translation step (pixels).")
-    exhaustive_search: bool = Field(False, description="Score every rotation x shift instead of "
-                                    "a coarse grid refined locally (slower, for checks).")
+    exhaustive_search: bool = Field(
+        False,
+        description="Score every rotation x shift instead of "
+        "a coarse grid refined locally (slower, for checks).",
+    )
     coarse_precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Precision of the coarse search's matrix products. bfloat16 is "
+        "auto",
+        description="Precision of the coarse search's matrix products. bfloat16 is "
         "several times faster on GPUs and on CPUs with bf16 matrix units (AMX, AVX512-BF16); the "
         "local refinement and every reported score stay float32. auto: bfloat16 where it is "
-        "fast.")
-    use_class_prior: bool = Field(False, description="Weight classes by their population in the "
-                                  "posterior (RELION-style). Off: uniform prior, which keeps a "
-                                  "large blurry class from absorbing weak particles at low SNR.")
-    force_max: bool = Field(True, description="Best pose per class, soft over classes "
-                            "(CryoSPARC's 'Force max over poses/shifts'). Off: marginalise over "
-                            "the poses around the best one, as RELION does (better on several "
-                            "low-SNR sets, worse on others; ~1.6x the time: see the README).")
+        "fast.",
+    )
+    use_class_prior: bool = Field(
+        False,
+        description="Weight classes by their population in the "
+        "posterior (RELION-style). Off: uniform prior, which keeps a "
+        "large blurry class from absorbing weak particles at low SNR.",
+    )
+    force_max: bool = Field(
+        True,
+        description="Best pose per class, soft over classes "
+        "(CryoSPARC's 'Force max over poses/shifts'). Off: marginalise over "
+        "the poses around the best one, as RELION does (better on several "
+        "low-SNR sets, worse on others; ~1.6x the time: see the README).",
+    )
 
     # --- model --------------------------------------------------------------------------------
-    white_noise: bool = Field(False, description="Flat (white) noise model instead of the "
-                              "per-shell coloured spectrum.")
-    skip_ctf: bool = Field(False, description="Ignore the CTF in alignment and averaging "
-                           "(phase-flipped input is not assumed).")
-    invert_contrast: bool = Field(False, description="Input particles have dark protein "
-                                  "(multiply images by -1 on loading).")
-    mask_diameter_A: float | None = Field(None, gt=0, description="Circular mask diameter (Å); "
-                                          "default 85 % of the box.")
-    mask_diameter_outer_A: float | None = Field(None, gt=0, description="Outer diameter (Å) of the "
-                                                "mask's soft edge; default mask_diameter_A + 10 %.")
-    recenter: bool = Field(True, description="Re-centre the written class averages on their "
-                           "centre of mass, with the particle origins changed to match. "
-                           "Alignment searches shifts around the picked centres either way, so "
-                           "a class whose centre of mass is off the protein (a micelle) does "
-                           "not push its particles out of the shift range.")
-    recenter_threshold: float = Field(0.2, ge=0, lt=1, description="Density threshold (fraction "
-                                      "of the class maximum) for the centre of mass.")
+    white_noise: bool = Field(
+        False, description="Flat (white) noise model instead of the per-shell coloured spectrum."
+    )
+    skip_ctf: bool = Field(
+        False,
+        description="Ignore the CTF in alignment and averaging "
+        "(phase-flipped input is not assumed).",
+    )
+    invert_contrast: bool = Field(
+        False, description="Input particles have dark protein (multiply images by -1 on loading)."
+    )
+    mask_diameter_A: float | None = Field(
+        None, gt=0, description="Circular mask diameter (Å); default 85 % of the box."
+    )
+    mask_diameter_outer_A: float | None = Field(
+        None,
+        gt=0,
+        description="Outer diameter (Å) of the mask's soft edge; default mask_diameter_A + 10 %.",
+    )
+    recenter: bool = Field(
+        True,
+        description="Re-centre the written class averages on their "
+        "centre of mass, with the particle origins changed to match. "
+        "Alignment searches shifts around the picked centres either way, so "
+        "a class whose centre of mass is off the protein (a micelle) does "
+        "not push its particles out of the shift range.",
+    )
+    recenter_threshold: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Density threshold (fraction of the class maximum) for the centre of mass.",
+    )
     reseed_empty: bool = Field(True, description="Re-seed classes that hold almost no particles.")
-    hard_classify_last_iter: bool = Field(False, description="Last iteration puts each particle "
-                                          "only into its best class with weight 1.")
+    hard_classify_last_iter: bool = Field(
+        False,
+        description="Last iteration puts each particle only into its best class with weight 1.",
+    )
     sort_classes: bool = Field(True, description="Order output classes by particle count.")
-    remove_duplicates: bool = Field(True, description="Set aside duplicate picks closer than "
-                                    "min_separation_A on one micrograph.")
-    min_separation_A: float = Field(20.0, gt=0, description="Duplicate-pick distance (Å): picks "
-                                    "on one micrograph closer than this are duplicates.")
+    remove_duplicates: bool = Field(
+        True,
+        description="Set aside duplicate picks closer than min_separation_A on one micrograph.",
+    )
+    min_separation_A: float = Field(
+        20.0,
+        gt=0,
+        description="Duplicate-pick distance (Å): picks "
+        "on one micrograph closer than this are duplicates.",
+    )
 
     # --- execution ----------------------------------------------------------------------------
     seed: int = Field(0, description="Random seed: same seed, same result.")
@@ -125,16 +204,24 @@ class Config(BaseModel):
         """Why a run checkpointed with the settings ``saved`` cannot be resumed with these: one
         'name: old -> new' per setting that differs, but for those that do not change results
         (device, batch_particles); empty when it can be resumed."""
-        return [f"{k}: {getattr(saved, k)!r} -> {getattr(self, k)!r}" for k in Config.model_fields
-                if k not in EXECUTION_FIELDS and getattr(saved, k) != getattr(self, k)]
+        return [
+            f"{k}: {getattr(saved, k)!r} -> {getattr(self, k)!r}"
+            for k in Config.model_fields
+            if k not in EXECUTION_FIELDS and getattr(saved, k) != getattr(self, k)
+        ]
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
         if self.min_res_A is not None and self.min_res_A <= self.max_res_A:
-            raise ValueError(f"min_res_A ({self.min_res_A:g} Å) must be larger than max_res_A "
-                             f"({self.max_res_A:g} Å)")
-        if (self.mask_diameter_outer_A is not None and self.mask_diameter_A is not None
-                and self.mask_diameter_outer_A < self.mask_diameter_A):
+            raise ValueError(
+                f"min_res_A ({self.min_res_A:g} Å) must be larger than max_res_A "
+                f"({self.max_res_A:g} Å)"
+            )
+        if (
+            self.mask_diameter_outer_A is not None
+            and self.mask_diameter_A is not None
+            and self.mask_diameter_outer_A < self.mask_diameter_A
+        ):
             raise ValueError("mask_diameter_outer_A must be >= mask_diameter_A")
         return self
 

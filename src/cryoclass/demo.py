@@ -23,24 +23,44 @@ DEMO_SNR = 0.2
 
 def demo_config(n_classes: int, seed: int) -> Config:
     """Settings for the demo's small box: a CryoSPARC-like job at 8 Å (Nyquist is 4 Å)."""
-    return Config(n_classes=n_classes, max_res_A=8.0, batch_size_per_class=100,
-                  n_online_em_iters=20, n_full_iters=2, seed=seed)
+    return Config(
+        n_classes=n_classes,
+        max_res_A=8.0,
+        batch_size_per_class=100,
+        n_online_em_iters=20,
+        n_full_iters=2,
+        seed=seed,
+    )
 
 
-def run_demo(out_dir: str | Path, n_particles: int = 2000, n_classes: int = 10, n_views: int = 6,
-             seed: int = 0, progress: Callable | None = None) -> dict:
+def run_demo(
+    out_dir: str | Path,
+    n_particles: int = 2000,
+    n_classes: int = 10,
+    n_views: int = 6,
+    seed: int = 0,
+    progress: Callable | None = None,
+) -> dict:
     """Simulate into out_dir/data, classify into out_dir/classify; returns a summary dict."""
     out = Path(out_dir)
     t0 = time.perf_counter()
-    sim = simulate_dataset(out / "data", n_particles=n_particles, box=DEMO_BOX,
-                           pixel_size_A=DEMO_APIX, n_views=n_views, snr=DEMO_SNR, membrane=False,
-                           seed=seed)
+    sim = simulate_dataset(
+        out / "data",
+        n_particles=n_particles,
+        box=DEMO_BOX,
+        pixel_size_A=DEMO_APIX,
+        n_views=n_views,
+        snr=DEMO_SNR,
+        membrane=False,
+        seed=seed,
+    )
     t_sim = time.perf_counter() - t0
     cfg = demo_config(n_classes, seed)
     paths = classify(sim.particles_star, cfg, out / "classify", progress=progress).paths
     t_cls = time.perf_counter() - t0 - t_sim
     parts = starfile.read(paths["particles_star"])["particles"]
     import mrcfile
+
     score = score_against_truth(out / "data", parts, mrcfile.read(paths["classes"]), DEMO_APIX)
     return {
         "particles": sim.n_particles,

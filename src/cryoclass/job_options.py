@@ -16,13 +16,19 @@ class JobOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    poll_s: float = Field(5.0, ge=0, description="Seconds between polls of the folder",
-                          json_schema_extra={"flag": "--poll"})
-    done_marker: str = Field("DONE", description="File in WATCH_DIR that ends the stream ('' "
-                             "for none)")
+    poll_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between polls of the folder",
+        json_schema_extra={"flag": "--poll"},
+    )
+    done_marker: str = Field(
+        "DONE", description="File in WATCH_DIR that ends the stream ('' for none)"
+    )
     pattern: str = Field("*.star", description="STAR file names to watch (searched recursively)")
-    dashboard_port: int = Field(8765, ge=0, le=65535,
-                                description="Port of --dashboard (0: any free one)")
+    dashboard_port: int = Field(
+        8765, ge=0, le=65535, description="Port of --dashboard (0: any free one)"
+    )
 
 
 #: The defaults.

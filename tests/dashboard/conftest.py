@@ -25,9 +25,18 @@ BOX, APIX, VIEWS, N = 32, 5.0, 3, 240
 
 def small_config(**overrides) -> Config:
     """K = 3, minibatches of 60, 4 online-EM iterations, 1 full pass: a job of a few seconds."""
-    base = dict(n_classes=VIEWS, max_res_A=12.5, batch_size_per_class=20, n_online_em_iters=4,
-                n_full_iters=1, sigma_anneal_start=1, sigma_anneal_iters=3, seed=0,
-                device="cpu", initial_uncertainty_factor=8.0)
+    base = dict(
+        n_classes=VIEWS,
+        max_res_A=12.5,
+        batch_size_per_class=20,
+        n_online_em_iters=4,
+        n_full_iters=1,
+        sigma_anneal_start=1,
+        sigma_anneal_iters=3,
+        seed=0,
+        device="cpu",
+        initial_uncertainty_factor=8.0,
+    )
     base.update(overrides)
     return Config(**base)
 
@@ -40,8 +49,16 @@ def finished_job(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dash_job")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(root / "data", n_particles=N, box=BOX, pixel_size_A=APIX,
-                         n_views=VIEWS, snr=1.0, particles_per_micrograph=40, seed=3)
+        simulate_dataset(
+            root / "data",
+            n_particles=N,
+            box=BOX,
+            pixel_size_A=APIX,
+            n_views=VIEWS,
+            snr=1.0,
+            particles_per_micrograph=40,
+            seed=3,
+        )
         classify(root / "data" / "particles.star", small_config(), root / "job")
     return root / "job"
 

@@ -21,19 +21,45 @@ import pytest
 
 from cryoclass.io import read_star
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"),
-                             "/usr/bin/chromium") if p and Path(p).exists()), None)
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
 if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium; `make test` "
-                "tries to): the browser test cannot run", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) "
-                               "is not installed")
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium; `make test` "
+        "tries to): the browser test cannot run",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright (the test extra) is not installed"
+)
 
 N = 360
-JOB = ["--classes", "3", "--max-res-A", "12.5", "--batch-size-per-class", "20",
-       "--n-online-em-iters", "4", "--n-full-iters", "1", "--device", "cpu",
-       "--initial-uncertainty-factor", "8", "--sigma-anneal-start", "1",
-       "--sigma-anneal-iters", "3"]
+JOB = [
+    "--classes",
+    "3",
+    "--max-res-A",
+    "12.5",
+    "--batch-size-per-class",
+    "20",
+    "--n-online-em-iters",
+    "4",
+    "--n-full-iters",
+    "1",
+    "--device",
+    "cpu",
+    "--initial-uncertainty-factor",
+    "8",
+    "--sigma-anneal-start",
+    "1",
+    "--sigma-anneal-iters",
+    "3",
+]
 CLASSIFIED = "Number(document.getElementById('p-classified').textContent.replace(/,/g, ''))"
 
 
@@ -70,9 +96,23 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
     procs = []
     try:
         with open(log, "w") as fh:
-            stream = subprocess.Popen(_cli("stream", str(live), "--out", str(out), "--poll",
-                                           "0.2", "--dashboard", "--dashboard-port", "0", *JOB),
-                                      stdout=fh, stderr=subprocess.STDOUT, env=env)
+            stream = subprocess.Popen(
+                _cli(
+                    "stream",
+                    str(live),
+                    "--out",
+                    str(out),
+                    "--poll",
+                    "0.2",
+                    "--dashboard",
+                    "--dashboard-port",
+                    "0",
+                    *JOB,
+                ),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         procs.append(stream)
         url = _wait_for_url(log, stream)
         with sync_api.sync_playwright() as pw:
@@ -83,15 +123,39 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
             page.goto(url)
             page.evaluate("window.__sameDocument = true")
             page.wait_for_selector("#no-classes", state="visible")  # open before any particle
-            procs.append(subprocess.Popen(
-                _cli("simulate", "--stream-to", str(live), "--rate", "40", "--n", str(N),
-                     "--box", "32", "--apix", "5", "--views", "3", "--snr", "1", "--per-mic",
-                     "30"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+            procs.append(
+                subprocess.Popen(
+                    _cli(
+                        "simulate",
+                        "--stream-to",
+                        str(live),
+                        "--rate",
+                        "40",
+                        "--n",
+                        str(N),
+                        "--box",
+                        "32",
+                        "--apix",
+                        "5",
+                        "--views",
+                        "3",
+                        "--snr",
+                        "1",
+                        "--per-mic",
+                        "30",
+                    ),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+            )
 
             # class images appear while the stream runs
             page.wait_for_selector(".card img[src]", timeout=90_000)
-            page.wait_for_function("[...document.querySelectorAll('.card img')]"
-                                   ".every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function(
+                "[...document.querySelectorAll('.card img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
             first_card = page.query_selector(".card")
             page.wait_for_function(f"{CLASSIFIED} > 0")
             seen = page.evaluate(CLASSIFIED)
@@ -102,13 +166,16 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
 
             # counts update as particles arrive, without a reload
             page.wait_for_function(f"{CLASSIFIED} > {seen}", timeout=90_000)
-            page.wait_for_function("document.getElementById('job-status').textContent "
-                                   "=== 'finished'", timeout=120_000)
+            page.wait_for_function(
+                "document.getElementById('job-status').textContent === 'finished'", timeout=120_000
+            )
             assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
             assert first_card.evaluate("e => e.isConnected"), "class cards were rebuilt"
             assert page.evaluate(CLASSIFIED) == N
-            counts = [int(c) for c in page.eval_on_selector_all(
-                ".card", "cs => cs.map(c => c.dataset.count)")]
+            counts = [
+                int(c)
+                for c in page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.count)")
+            ]
             assert sum(counts) == N and counts == sorted(counts, reverse=True)
             plots = page.eval_on_selector_all("svg path", "ps => ps.length")
             assert plots >= 5  # distribution areas and the history lines are drawn
@@ -118,10 +185,12 @@ def test_live_stream_dashboard_in_chromium(tmp_path):
             picked = sorted(int(cards.nth(i).get_attribute("data-number")) for i in (0, 2))
             cards.nth(0).click()
             cards.nth(2).click()
-            page.wait_for_function("document.querySelectorAll('.card[data-mark=good]').length"
-                                   " === 2")
-            page.wait_for_function("document.getElementById('sel-summary').textContent"
-                                   ".startsWith('2 good classes')")
+            page.wait_for_function(
+                "document.querySelectorAll('.card[data-mark=good]').length === 2"
+            )
+            page.wait_for_function(
+                "document.getElementById('sel-summary').textContent.startsWith('2 good classes')"
+            )
             page.click("#export")
             page.wait_for_selector("#export-result a", timeout=30_000)
             _shot(page, tmp_path, "dashboard_selected.png")

@@ -19,8 +19,20 @@ from cryoclass.dashboard.service import Dashboard
 from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 from cryoclass.outputs.selection import read_job_classes
 
-JOB = ["--classes", "3", "--max-res-A", "12.5", "--batch-size-per-class", "20",
-       "--n-online-em-iters", "4", "--n-full-iters", "1", "--device", "cpu"]
+JOB = [
+    "--classes",
+    "3",
+    "--max-res-A",
+    "12.5",
+    "--batch-size-per-class",
+    "20",
+    "--n-online-em-iters",
+    "4",
+    "--n-full-iters",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def _cli(*args: str) -> list[str]:
@@ -51,19 +63,24 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_serve_prints_a_url_that_serves_the_job(job, tmp_path):
-    proc, m = _run_until(_cli("serve", str(job), "--port", "0"), tmp_path / "log",
-                         r"(http://127\.0\.0\.1:\d+/)")
+    proc, m = _run_until(
+        _cli("serve", str(job), "--port", "0"), tmp_path / "log", r"(http://127\.0\.0\.1:\d+/)"
+    )
     try:
         s = httpx.get(m.group(1) + "api/state", timeout=10).json()
-        assert [it["count"] for it in s["classes"]["items"]] == \
-            read_job_classes(job, images=False).counts.tolist()
+        assert [it["count"] for it in s["classes"]["items"]] == read_job_classes(
+            job, images=False
+        ).counts.tolist()
     finally:
         _stop(proc)
 
 
 def test_serve_off_loopback_requires_the_printed_token(job, tmp_path):
-    proc, m = _run_until(_cli("serve", str(job), "--host", "0.0.0.0", "--port", "0"),
-                         tmp_path / "log", r"http://\S+:(\d+)/\?token=(\S+)")
+    proc, m = _run_until(
+        _cli("serve", str(job), "--host", "0.0.0.0", "--port", "0"),
+        tmp_path / "log",
+        r"http://\S+:(\d+)/\?token=(\S+)",
+    )
     try:
         base = f"http://127.0.0.1:{m.group(1)}/"
         assert httpx.get(base + "api/state", timeout=10).status_code == 401
@@ -76,9 +93,13 @@ def test_serve_off_loopback_requires_the_printed_token(job, tmp_path):
 def test_classify_with_dashboard(finished_job, tmp_path):
     data = finished_job.parent / "data" / "particles.star"
     out = tmp_path / "job"
-    proc, m = _run_until(_cli("classify", str(data), "--out", str(out), "--dashboard",
-                              "--dashboard-port", "0", *JOB), tmp_path / "log",
-                         r"dashboard still at (http://\S+)")
+    proc, m = _run_until(
+        _cli(
+            "classify", str(data), "--out", str(out), "--dashboard", "--dashboard-port", "0", *JOB
+        ),
+        tmp_path / "log",
+        r"dashboard still at (http://\S+)",
+    )
     try:
         s = httpx.get(m.group(1) + "api/state", timeout=10).json()
         assert s["kind"] == "batch" and s["progress"]["finished"]
@@ -92,7 +113,7 @@ def test_running_batch_job_is_shown_from_its_checkpoint(job):
     if not ck.exists():
         pytest.skip("this batch job writes no checkpoint")
     later = (job / "model.star").stat().st_mtime_ns + 10**9
-    os.utime(ck, ns=(later, later))             # as if the job had just checkpointed again
+    os.utime(ck, ns=(later, later))  # as if the job had just checkpointed again
     c = TestClient(create_app(Dashboard(job)))
     s = c.get("/api/state").json()
     assert s["classes"]["source"] == "checkpoint" and len(s["classes"]["items"]) == 3

@@ -19,13 +19,25 @@ from .test_cli_serve import _cli, _run_until, _stop
 
 @pytest.fixture
 def client(job) -> TestClient:
-    return TestClient(create_app(Dashboard(job), allowed_hosts=["127.0.0.1", "localhost"]),
-                      base_url="http://127.0.0.1:8765", raise_server_exceptions=False)
+    return TestClient(
+        create_app(Dashboard(job), allowed_hosts=["127.0.0.1", "localhost"]),
+        base_url="http://127.0.0.1:8765",
+        raise_server_exceptions=False,
+    )
 
 
-@pytest.mark.parametrize("body", [{"min_count": 1e400}, {"min_count": [1]},
-                                  {"min_count": {"a": 1}}, {"max_res_A": "x"},
-                                  {"max_res_A": -3}, {"min_count": 1.5}, {"other": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"min_count": 1e400},
+        {"min_count": [1]},
+        {"min_count": {"a": 1}},
+        {"max_res_A": "x"},
+        {"max_res_A": -3},
+        {"min_count": 1.5},
+        {"other": 1},
+    ],
+)
 def test_autoselect_rejects_bad_bodies_with_422(client, body):
     import json
 
@@ -58,9 +70,11 @@ def test_writes_from_another_origin_are_refused(client):
 
 
 def test_batch_job_set_aside_is_shown(client, job):
-    (job / "rejects.csv").write_text("source,row,image_name,reason,time\n"
-                                     "p.star,3,4@s.mrcs,image has NaN/Inf pixels,\n"
-                                     "p.star,5,6@s.mrcs,image has NaN/Inf pixels,\n")
+    (job / "rejects.csv").write_text(
+        "source,row,image_name,reason,time\n"
+        "p.star,3,4@s.mrcs,image has NaN/Inf pixels,\n"
+        "p.star,5,6@s.mrcs,image has NaN/Inf pixels,\n"
+    )
     p = client.get("/api/state").json()["progress"]
     assert p["set_aside"] == 2 and p["set_aside_reasons"] == [["image has NaN/Inf pixels", 2]]
 
@@ -76,8 +90,11 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
 def test_serve_on_ipv6_loopback(job, tmp_path):
-    proc, m = _run_until(_cli("serve", str(job), "--host", "::1", "--port", "0"),
-                         tmp_path / "log", r"(http://\[::1\]:\d+/)")
+    proc, m = _run_until(
+        _cli("serve", str(job), "--host", "::1", "--port", "0"),
+        tmp_path / "log",
+        r"(http://\[::1\]:\d+/)",
+    )
     try:
         r = httpx.get(m.group(1) + "api/state", timeout=10)
         assert r.status_code == 200, r.text

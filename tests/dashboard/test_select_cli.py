@@ -19,7 +19,7 @@ def _classes_in(path) -> set[int]:
 
 def test_min_count_threshold(job):
     c = read_job_classes(job, images=False)
-    thr = int(c.counts[1])                    # keeps classes 1 and 2, not 3
+    thr = int(c.counts[1])  # keeps classes 1 and 2, not 3
     assert c.counts[2] < thr
     r = runner.invoke(app, ["select", str(job), "--min-count", str(thr)])
     assert r.exit_code == 0, r.output
@@ -35,13 +35,27 @@ def test_resolution_threshold_and_lists(job, tmp_path):
     best = float(c.resolution_A.min())
     want = {i + 1 for i in np.flatnonzero(c.resolution_A <= best)}
     out = tmp_path / "best.star"
-    r = runner.invoke(app, ["select", str(job), "--max-res-A", str(best), "--out", str(out),
-                            "--no-cs"])
+    r = runner.invoke(
+        app, ["select", str(job), "--max-res-A", str(best), "--out", str(out), "--no-cs"]
+    )
     assert r.exit_code == 0, r.output
     assert _classes_in(out) == want and not out.with_suffix(".cs").exists()
     # a list filtered by a threshold, minus an excluded class
-    r = runner.invoke(app, ["select", str(job), "--classes", "1-3", "--exclude", "2",
-                            "--min-count", "1", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "select",
+            str(job),
+            "--classes",
+            "1-3",
+            "--exclude",
+            "2",
+            "--min-count",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert _classes_in(out) == {1, 3}
 
@@ -55,7 +69,7 @@ def test_saved_selection(job):
 
 def test_errors(job):
     r = runner.invoke(app, ["select", str(job)])
-    assert r.exit_code != 0                                  # nothing chosen
+    assert r.exit_code != 0  # nothing chosen
     r = runner.invoke(app, ["select", str(job), "--classes", "7"])
     assert r.exit_code == 2 and "no class 7" in r.output
     r = runner.invoke(app, ["select", str(job), "--min-count", "100000"])

@@ -8,14 +8,24 @@ import pytest
 
 from cryoclass.io import read_cs_table, read_star
 from cryoclass.outputs.class_match import match_classes
-from cryoclass.outputs.selection import (JobClasses, OutputsChanging, auto_select,
-                                         export_selection, load_selection, read_job_classes,
-                                         save_selection)
+from cryoclass.outputs.selection import (
+    JobClasses,
+    OutputsChanging,
+    auto_select,
+    export_selection,
+    load_selection,
+    read_job_classes,
+    save_selection,
+)
 
 
 def test_auto_select_thresholds():
-    c = JobClasses(counts=np.array([500, 120, 40, 0]), resolution_A=np.array([8.0, 12.0, 7.5, 30]),
-                   images=None, pixel_size_A=1.0)
+    c = JobClasses(
+        counts=np.array([500, 120, 40, 0]),
+        resolution_A=np.array([8.0, 12.0, 7.5, 30]),
+        images=None,
+        pixel_size_A=1.0,
+    )
     assert auto_select(c, min_count=100) == [1, 2]
     assert auto_select(c, max_res_A=10) == [1, 3]
     assert auto_select(c, min_count=100, max_res_A=10) == [1]
@@ -58,9 +68,9 @@ def test_export_refuses_outputs_that_moved_on_and_unknown_classes(job):
 def test_match_classes_follows_renumbering():
     rng = np.random.default_rng(0)
     imgs = rng.normal(size=(5, 16, 16))
-    perm = np.array([3, 0, 4, 1, 2])          # new[i] = old[perm[i]]
+    perm = np.array([3, 0, 4, 1, 2])  # new[i] = old[perm[i]]
     new = imgs[perm] + 0.3 * rng.normal(size=imgs.shape)
-    new[2] = rng.normal(size=(16, 16))        # class old 4 became something else
+    new[2] = rng.normal(size=(16, 16))  # class old 4 became something else
     where = match_classes(imgs, new)
     assert where.tolist() == [1, 3, 4, 0, -1]
 
@@ -69,7 +79,11 @@ def test_saved_selection_is_carried_onto_renumbered_classes(job):
     c = read_job_classes(job)
     save_selection(job, good=[1, 3], bad=[2], classes=c)
     assert load_selection(job, c) == ([1, 3], [2])
-    perm = np.array([2, 0, 1])                # the job renumbered: new class i+1 = old perm[i]+1
-    moved = JobClasses(counts=c.counts[perm], resolution_A=c.resolution_A[perm],
-                       images=c.images[perm], pixel_size_A=c.pixel_size_A)
+    perm = np.array([2, 0, 1])  # the job renumbered: new class i+1 = old perm[i]+1
+    moved = JobClasses(
+        counts=c.counts[perm],
+        resolution_A=c.resolution_A[perm],
+        images=c.images[perm],
+        pixel_size_A=c.pixel_size_A,
+    )
     assert load_selection(job, moved) == ([1, 2], [3])  # old 3 -> 1, old 1 -> 2, old 2 -> 3

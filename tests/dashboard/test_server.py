@@ -33,7 +33,7 @@ def test_state_shows_the_classes_sorted_by_count(client, job):
     np.testing.assert_allclose([it["res_A"] for it in items], c.resolution_A, rtol=1e-6)
     assert s["kind"] == "batch" and s["progress"]["classified"] == int(c.counts.sum())
     assert s["progress"]["finished"] and s["params"]["n_classes"] == 3
-    assert len(s["history"]["mean_loglik"]) == 5             # 4 online-EM + 1 full iteration
+    assert len(s["history"]["mean_loglik"]) == 5  # 4 online-EM + 1 full iteration
     png = client.get(items[0]["image"])
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get(f"/api/class/{s['classes']['key']}/4.png").status_code == 404
@@ -41,17 +41,20 @@ def test_state_shows_the_classes_sorted_by_count(client, job):
     assert client.get("/static/app.js").status_code == 200
 
 
-@pytest.mark.parametrize("path", [
-    "/api/files/..%2F..%2F..%2Fetc%2Fpasswd",
-    "/api/files/%2Fetc%2Fpasswd",
-    "/api/files/..",
-    "/api/files/checkpoint.pt",             # in the folder, but not an output to serve
-    "/api/files/.classify.lock",
-    "/static/..%2Fservice.py",
-    "/static/../../config.json",
-    "/api/files/../../../etc/passwd",
-    "/etc/passwd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/files/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/files/%2Fetc%2Fpasswd",
+        "/api/files/..",
+        "/api/files/checkpoint.pt",  # in the folder, but not an output to serve
+        "/api/files/.classify.lock",
+        "/static/..%2Fservice.py",
+        "/static/../../config.json",
+        "/api/files/../../../etc/passwd",
+        "/etc/passwd",
+    ],
+)
 def test_only_the_jobs_outputs_are_served(client, path):
     r = client.get(path)
     assert r.status_code == 404, (path, r.status_code)
@@ -69,7 +72,7 @@ def test_token_required_when_set(job):
     assert c.get("/api/state?token=wrong").status_code == 401
     assert c.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert c.get("/api/state", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-    r = c.get("/?token=s3cret")                   # the printed URL: sets the cookie
+    r = c.get("/?token=s3cret")  # the printed URL: sets the cookie
     assert r.status_code == 200 and COOKIE in r.headers["set-cookie"]
     assert "httponly" in r.headers["set-cookie"].lower()
     assert c.get("/api/state").status_code == 200  # the page's own requests, by cookie
@@ -90,14 +93,22 @@ def test_non_loopback_address_gets_a_token_and_loopback_a_host_check(job):
         assert srv.token is None and srv.url.startswith("http://127.0.0.1:")
     finally:
         srv.sock.close()
-    c = TestClient(create_app(Dashboard(job), allowed_hosts=["127.0.0.1", "localhost"]),
-                   base_url="http://evil.example")
+    c = TestClient(
+        create_app(Dashboard(job), allowed_hosts=["127.0.0.1", "localhost"]),
+        base_url="http://evil.example",
+    )
     assert c.get("/api/state").status_code == 400  # DNS rebinding: foreign Host refused
 
 
 def test_selection_and_export_equal_the_expected_subset(client, job):
-    assert client.post("/api/mark", content="number=1&mark=good",
-                       headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
+    assert (
+        client.post(
+            "/api/mark",
+            content="number=1&mark=good",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ).status_code
+        == 415
+    )
     assert client.post("/api/mark", json={"number": 9, "mark": "good"}).status_code == 400
     assert client.post("/api/mark", json={"number": 1, "mark": "great"}).status_code == 400
     for n, m in ((1, "good"), (3, "good"), (2, "bad")):
@@ -136,9 +147,15 @@ def test_marks_follow_renumbered_classes(job):
     m.follow(c)
     m.set(1, "good")
     m.set(3, "bad")
-    perm = np.array([1, 2, 0])                # next update: new class i+1 is old perm[i]+1
-    m.follow(JobClasses(counts=c.counts[perm], resolution_A=c.resolution_A[perm],
-                        images=c.images[perm], pixel_size_A=c.pixel_size_A))
+    perm = np.array([1, 2, 0])  # next update: new class i+1 is old perm[i]+1
+    m.follow(
+        JobClasses(
+            counts=c.counts[perm],
+            resolution_A=c.resolution_A[perm],
+            images=c.images[perm],
+            pixel_size_A=c.pixel_size_A,
+        )
+    )
     assert m.numbers("good") == [3] and m.numbers("bad") == [2]
 
 
@@ -157,12 +174,13 @@ def test_event_stream_announces_changes(job):
         return [m async for m in _version_events(FakeRequest(n), d)]
 
     import cryoclass.dashboard.app as appmod
+
     appmod.POLL_S, before = 0.01, appmod.POLL_S
     try:
         msgs = asyncio.run(collect(3))
         assert sum(m.startswith("event: version") for m in msgs) == 1  # nothing changed
         d.marks.follow(read_job_classes(job))
-        d.set_mark(1, "good")                                            # something changed
+        d.set_mark(1, "good")  # something changed
         msgs = asyncio.run(collect(2))
         assert f'data: "{d.version()}"' in "".join(msgs)
     finally:

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from cryoclass.config import Config
-from cryoclass.schedules.batch import ClassificationResult, run_batch
 from cryoclass.io import ParticleSet, read_particles
+from cryoclass.schedules.batch import ClassificationResult, run_batch
 from cryoclass.simulate import simulate_dataset
 from cryoclass.stream import Stream
 
@@ -30,15 +30,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 BOX, APIX, VIEWS, N = 32, 5.0, 4, 240
-CHUNKS = (60, 60, 60, 60)   # streaming deliveries (particles)
+CHUNKS = (60, 60, 60, 60)  # streaming deliveries (particles)
 
 
 def small_config(**overrides) -> Config:
     """K = 4, minibatch 80, 6 online-EM iterations annealed over 1..4, 2 full passes in chunks
     of 64 particles (4 chunks for 240 particles)."""
-    base = dict(n_classes=VIEWS, max_res_A=12.5, batch_size_per_class=20, n_online_em_iters=6,
-                n_full_iters=2, sigma_anneal_start=1, sigma_anneal_iters=3, seed=0,
-                device="cpu", initial_uncertainty_factor=8.0, batch_particles=64)
+    base = dict(
+        n_classes=VIEWS,
+        max_res_A=12.5,
+        batch_size_per_class=20,
+        n_online_em_iters=6,
+        n_full_iters=2,
+        sigma_anneal_start=1,
+        sigma_anneal_iters=3,
+        seed=0,
+        device="cpu",
+        initial_uncertainty_factor=8.0,
+        batch_particles=64,
+    )
     base.update(overrides)
     return Config(**base)
 
@@ -54,8 +64,16 @@ def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dask_data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(out, n_particles=N, box=BOX, pixel_size_A=APIX, n_views=VIEWS,
-                         snr=1.0, particles_per_micrograph=30, seed=1)
+        simulate_dataset(
+            out,
+            n_particles=N,
+            box=BOX,
+            pixel_size_A=APIX,
+            n_views=VIEWS,
+            snr=1.0,
+            particles_per_micrograph=30,
+            seed=1,
+        )
     return out
 
 
@@ -133,8 +151,12 @@ def _assert_identical(a_state, a_parts, b_state, b_parts) -> None:
         assert torch.equal(getattr(a_state.stats, name), getattr(b_state.stats, name)), name
     assert torch.equal(a_state.sigma2, b_state.sigma2)
     assert torch.equal(a_state.resolution_A, b_state.resolution_A)
-    assert (a_state.r_work, a_state.processed, a_state.distinct_seen, a_state.iteration) == \
-        (b_state.r_work, b_state.processed, b_state.distinct_seen, b_state.iteration)
+    assert (a_state.r_work, a_state.processed, a_state.distinct_seen, a_state.iteration) == (
+        b_state.r_work,
+        b_state.processed,
+        b_state.distinct_seen,
+        b_state.iteration,
+    )
     a, b = _in_order(a_parts), _in_order(b_parts)
     assert np.unique(a["index"]).size == a["index"].size
     for f in a:

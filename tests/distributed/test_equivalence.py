@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from distributed import get_task_stream
 
 from cryoclass.distributed import DaskEStep, LazyBatch, open_client, parse_cluster
 from cryoclass.engine.em import Engine
@@ -19,9 +18,17 @@ from cryoclass.engine.executor import LocalEStep
 from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.source import load_batch
 from cryoclass.schedules.batch import run_batch
+from distributed import get_task_stream
 
-STEP_FIELDS = ("iteration", "phase", "n_particles", "temperature", "work_res_A", "mean_loglik",
-               "reseeded")
+STEP_FIELDS = (
+    "iteration",
+    "phase",
+    "n_particles",
+    "temperature",
+    "work_res_A",
+    "mean_loglik",
+    "reseeded",
+)
 
 
 def steps(log) -> list[tuple]:
@@ -31,8 +38,9 @@ def steps(log) -> list[tuple]:
     return [tuple(r[f] for f in STEP_FIELDS) for r in rows]
 
 
-def test_batch_job_identical_to_single_process(particles, config, local_batch, client,
-                                               assert_identical):
+def test_batch_job_identical_to_single_process(
+    particles, config, local_batch, client, assert_identical
+):
     """Default shard plan (config.batch_particles = 64): minibatches of 80 in 2 shards of 40,
     full passes in one shard of 4 chunks (8 chunks per shard)."""
     estep = DaskEStep(client)
@@ -41,8 +49,11 @@ def test_batch_job_identical_to_single_process(particles, config, local_batch, c
     # 6 minibatches x 2 shards x 3 tasks + 2 full passes x 1 shard: it really ran there,
     # on both workers
     assert estep.n_tasks == 6 * 2 * 3 + 2 * 1
-    shard_workers = {t["worker"] for t in tasks.data
-                     if str(t["key"]).split("-")[0].strip("('") in ("score_shard", "full_shard")}
+    shard_workers = {
+        t["worker"]
+        for t in tasks.data
+        if str(t["key"]).split("-")[0].strip("('") in ("score_shard", "full_shard")
+    }
     assert len(shard_workers) == 2
     assert len(res.log) == len(local_batch.log) == 8
     assert steps(res.log) == steps(local_batch.log)  # every iteration, not only the end
@@ -50,8 +61,9 @@ def test_batch_job_identical_to_single_process(particles, config, local_batch, c
     assert_identical(local_batch.state, local_batch.particles, res.state, res.particles)
 
 
-def test_stream_identical_to_single_process(particles, config, local_stream, client, tmp_path,
-                                            stream_job, assert_identical):
+def test_stream_identical_to_single_process(
+    particles, config, local_stream, client, tmp_path, stream_job, assert_identical
+):
     """Default shards; the stream's updates (warm-up E-stepped here, then new + revisited
     particles on the cluster, the end-of-stream completion and full passes)."""
     estep = DaskEStep(client)
@@ -62,13 +74,15 @@ def test_stream_identical_to_single_process(particles, config, local_stream, cli
     assert_identical(local_stream.state, local_stream.particles, res.state, res.particles)
 
 
-def test_fixed_shards_same_bits_on_any_number_of_workers(particles, config, client,
-                                                         assert_identical):
+def test_fixed_shards_same_bits_on_any_number_of_workers(
+    particles, config, client, assert_identical
+):
     """A plan of its own (E-step chunks of 16, minibatch shards of up to 36 particles: 27, 27
     and 26; full-pass shards of 2 chunks: 8 shards); 2 workers, 1 worker and a single process
     with the same plan agree."""
-    cfg = config.model_copy(update={"n_online_em_iters": 3, "n_full_iters": 1,
-                                    "batch_particles": 16})
+    cfg = config.model_copy(
+        update={"n_online_em_iters": 3, "n_full_iters": 1, "batch_particles": 16}
+    )
     plan = dict(shard_size=36, full_shard_chunks=2)
     two_ex = DaskEStep(client, **plan)
     two = run_batch(particles, cfg, estep=two_ex)

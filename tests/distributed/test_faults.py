@@ -41,8 +41,9 @@ def worker_pids(client) -> set[int]:
     return set(client.run(os.getpid).values())
 
 
-def test_killed_workers_lose_and_double_count_nothing(particles, config, fault_client,
-                                                      assert_identical):
+def test_killed_workers_lose_and_double_count_nothing(
+    particles, config, fault_client, assert_identical
+):
     """Three kills in one batch job: while scoring a minibatch shard, while concluding one
     (its scores, held by the dead worker, are recomputed too) and during a full pass. The job
     gives, bit for bit, what the same job gives in a single process."""

@@ -15,31 +15,39 @@ from typer.testing import CliRunner
 from cryoclass.cli import classify as classify_cli
 from cryoclass.cli import stream as stream_cli
 from cryoclass.distributed.cluster import ClusterSpec, parse_cluster, worker_device, worker_ordinal
-from cryoclass.distributed.shards import SHARD_COLUMNS, ShardSource, make_shard
 from cryoclass.distributed.estep import _tensor_bytes
+from cryoclass.distributed.shards import SHARD_COLUMNS, ShardSource, make_shard
 from cryoclass.distributed.tasks import Geometry, broadcast_state, load_shard, pack
 from cryoclass.engine.em import Engine
-from cryoclass.engine.executor import (LocalEStep, ShardPlan, full_pass_shards,
-                                       minibatch_shards)
+from cryoclass.engine.executor import LocalEStep, ShardPlan, full_pass_shards, minibatch_shards
 from cryoclass.engine.mstep import Statistics
 from cryoclass.engine.source import load_batch
 from cryoclass.jobs.execution import check_execution, executor_for
 
 
-@pytest.mark.parametrize("text, spec", [
-    ("local", ClusterSpec("local")),
-    ("local:3", ClusterSpec("local", workers=3)),
-    (" slurm : 4 ", ClusterSpec("slurm", workers=4)),
-    ("pbs:1", ClusterSpec("pbs", workers=1)),
-])
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("local", ClusterSpec("local")),
+        ("local:3", ClusterSpec("local", workers=3)),
+        (" slurm : 4 ", ClusterSpec("slurm", workers=4)),
+        ("pbs:1", ClusterSpec("pbs", workers=1)),
+    ],
+)
 def test_cluster_names(text, spec):
     assert parse_cluster(text) == spec
 
 
-@pytest.mark.parametrize("cluster, scheduler", [
-    ("local:0", None), ("locl:2", None), ("slurm", None), ("local:x", None),
-    ("local:2", "tcp://h:8786"),
-])
+@pytest.mark.parametrize(
+    "cluster, scheduler",
+    [
+        ("local:0", None),
+        ("locl:2", None),
+        ("slurm", None),
+        ("local:x", None),
+        ("local:2", "tcp://h:8786"),
+    ],
+)
 def test_bad_cluster_names(cluster, scheduler):
     with pytest.raises(ValueError):
         parse_cluster(cluster, scheduler)
@@ -47,28 +55,44 @@ def test_bad_cluster_names(cluster, scheduler):
 
 def test_scheduler_address_and_nothing():
     assert parse_cluster(None, "tcp://10.0.0.1:8786") == ClusterSpec(
-        "scheduler", address="tcp://10.0.0.1:8786")
+        "scheduler", address="tcp://10.0.0.1:8786"
+    )
     assert parse_cluster(None, None) is None
     with executor_for(None, None) as ex:
         assert ex is None
 
 
-@pytest.mark.parametrize("n, size, sizes", [(80, 64, [40, 40]), (7, 3, [3, 2, 2]),
-                                             (80, 36, [27, 27, 26]), (5, 100, [5]),
-                                             (128, 64, [64, 64]), (1, 1, [1])])
+@pytest.mark.parametrize(
+    "n, size, sizes",
+    [
+        (80, 64, [40, 40]),
+        (7, 3, [3, 2, 2]),
+        (80, 36, [27, 27, 26]),
+        (5, 100, [5]),
+        (128, 64, [64, 64]),
+        (1, 1, [1]),
+    ],
+)
 def test_minibatch_shards_are_fixed_by_their_size(n, size, sizes):
     """ceil(n / size) contiguous, nearly equal shards covering every position once, in order:
     a function of n and the shard size only (never of the number of workers)."""
     parts = minibatch_shards(n, size)
     assert [p.stop - p.start for p in parts] == sizes
-    np.testing.assert_array_equal(np.concatenate([np.arange(n)[p] for p in parts]),
-                                  np.arange(n))
+    np.testing.assert_array_equal(np.concatenate([np.arange(n)[p] for p in parts]), np.arange(n))
     assert minibatch_shards(0, size) == []
 
 
-@pytest.mark.parametrize("n, chunk, chunks, per", [(240, 64, 1, 64), (240, 64, 2, 128),
-                                                    (240, 64, 8, 240), (240, 16, 2, 32),
-                                                    (1000, 7, 4, 28), (5, 64, 8, 5)])
+@pytest.mark.parametrize(
+    "n, chunk, chunks, per",
+    [
+        (240, 64, 1, 64),
+        (240, 64, 2, 128),
+        (240, 64, 8, 240),
+        (240, 16, 2, 32),
+        (1000, 7, 4, 28),
+        (5, 64, 8, 5),
+    ],
+)
 def test_full_pass_shards_are_whole_chunks(n, chunk, chunks, per):
     """Shards of ``chunks`` whole chunks: each starts where a chunk of a local full pass
     starts, all but the last hold exactly that many chunks."""
@@ -105,8 +129,11 @@ def test_rows_of_a_prepared_batch_are_those_rows_prepared(particles, config, min
     engine.initialise(whole)
     for part in minibatch_shards(idx.size, 36):
         mine = whole.rows(part)
-        alone = load_shard(engine, make_shard(0, idx[part], particles.table),
-                           Geometry(particles.box, particles.pixel_size_A))
+        alone = load_shard(
+            engine,
+            make_shard(0, idx[part], particles.table),
+            Geometry(particles.box, particles.pixel_size_A),
+        )
         assert torch.equal(mine.index, alone.index) and torch.equal(mine.images, alone.images)
         if min_res_A is None:
             assert mine.align_images is None and alone.align_images is None
@@ -173,8 +200,17 @@ def test_cli_cluster_options(tmp_path):
     for cmd in ("classify", "stream"):
         res = runner.invoke(app, [cmd, "--help"])
         assert "--cluster" in res.output and "--scheduler" in res.output
-    res = runner.invoke(app, ["classify", str(tmp_path / "p.star"), "--out", str(tmp_path / "o"),
-                              "--cluster", "lokal:2"])
+    res = runner.invoke(
+        app,
+        [
+            "classify",
+            str(tmp_path / "p.star"),
+            "--out",
+            str(tmp_path / "o"),
+            "--cluster",
+            "lokal:2",
+        ],
+    )
     assert res.exit_code == 2 and "--cluster" in res.output
     assert not (tmp_path / "o").exists()
 

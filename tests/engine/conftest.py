@@ -25,8 +25,9 @@ def shape(k: int, x: torch.Tensor, y: torch.Tensor, sharpness: float = 1.0) -> t
     return g(-5, -5, 2.5) + g(0, 0, 2.5) + g(5, 5, 2.5) + 0.7 * g(-7, 6, 2.0)
 
 
-def render(cls: np.ndarray, psi: np.ndarray, tx: np.ndarray, ty: np.ndarray,
-           sharpness: float = 1.0) -> torch.Tensor:
+def render(
+    cls: np.ndarray, psi: np.ndarray, tx: np.ndarray, ty: np.ndarray, sharpness: float = 1.0
+) -> torch.Tensor:
     c = torch.arange(BOX, dtype=torch.float32) - BOX // 2
     y, x = torch.meshgrid(c, c, indexing="ij")
     out = []
@@ -41,8 +42,16 @@ def render(cls: np.ndarray, psi: np.ndarray, tx: np.ndarray, ty: np.ndarray,
 
 def apply_ctf(images: torch.Tensor, table: pd.DataFrame) -> torch.Tensor:
     fx, fy = rfft_frequencies(BOX, APIX)
-    ctf = ctf_2d(fx, fy, table.rlnDefocusU.values, table.rlnDefocusV.values,
-                 table.rlnDefocusAngle.values, 300.0, 2.7, 0.1)
+    ctf = ctf_2d(
+        fx,
+        fy,
+        table.rlnDefocusU.values,
+        table.rlnDefocusV.values,
+        table.rlnDefocusAngle.values,
+        300.0,
+        2.7,
+        0.1,
+    )
     ft = torch.fft.rfft2(torch.fft.ifftshift(images, dim=(-2, -1))) * ctf
     return torch.fft.fftshift(torch.fft.irfft2(ft, s=(BOX, BOX)), dim=(-2, -1))
 
@@ -70,20 +79,27 @@ class ArraySource:
         self._images = self._images + pattern.numpy()
 
 
-def make_set(n: int, noise_sd: float = 0.0, ctf: bool = True, seed: int = 0,
-             sharpness: float = 1.0):
+def make_set(
+    n: int, noise_sd: float = 0.0, ctf: bool = True, seed: int = 0, sharpness: float = 1.0
+):
     """n particles of the 3 shapes; returns (source, truth dict)."""
     rng = np.random.default_rng(seed)
     cls = rng.integers(0, 3, n)
     psi = rng.uniform(0, 360, n)
     tx, ty = rng.integers(-2, 3, n).astype(float), rng.integers(-2, 3, n).astype(float)
     du = rng.uniform(8000, 25000, n)
-    table = pd.DataFrame({
-        "rlnImageName": [f"{i + 1}@synthetic.mrcs" for i in range(n)],
-        "rlnDefocusU": du, "rlnDefocusV": du - 200.0, "rlnDefocusAngle": rng.uniform(0, 180, n),
-        "rlnVoltage": 300.0, "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1,
-        "rlnImagePixelSize": APIX,
-    })
+    table = pd.DataFrame(
+        {
+            "rlnImageName": [f"{i + 1}@synthetic.mrcs" for i in range(n)],
+            "rlnDefocusU": du,
+            "rlnDefocusV": du - 200.0,
+            "rlnDefocusAngle": rng.uniform(0, 180, n),
+            "rlnVoltage": 300.0,
+            "rlnSphericalAberration": 2.7,
+            "rlnAmplitudeContrast": 0.1,
+            "rlnImagePixelSize": APIX,
+        }
+    )
     img = render(cls, psi, tx, ty, sharpness)
     if ctf:
         img = apply_ctf(img, table)

@@ -16,20 +16,33 @@ from cryoclass.schedules.batch import run_batch
 
 from .conftest import APIX, BOX, make_set
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
 
-FAST = dict(n_classes=3, batch_size_per_class=60, n_online_em_iters=6, n_full_iters=1,
-            sigma_anneal_start=1, sigma_anneal_iters=3, max_shift_px=3.0, psi_step_deg=6.0,
-            mask_diameter_A=BOX * APIX * 0.9, seed=0)
+FAST = dict(
+    n_classes=3,
+    batch_size_per_class=60,
+    n_online_em_iters=6,
+    n_full_iters=1,
+    sigma_anneal_start=1,
+    sigma_anneal_iters=3,
+    max_shift_px=3.0,
+    psi_step_deg=6.0,
+    mask_diameter_A=BOX * APIX * 0.9,
+    seed=0,
+)
 
 
 def _on(state: ModelState, device: str) -> ModelState:
     """A copy of state with every tensor on device."""
+
     def move(v):
         if isinstance(v, torch.Tensor):
             return v.to(device)
         return {k: move(x) for k, x in v.items()} if isinstance(v, dict) else v
+
     return ModelState.from_dict(move(state.to_dict()))
 
 
@@ -60,11 +73,12 @@ def test_batch_job_on_cuda_agrees_with_cpu():
     """A whole batch job (default precision: bfloat16 coarse search where fast) on CUDA and on
     the CPU: the same grouping of particles and as good against the truth."""
     src, truth = make_set(480, noise_sd=0.6, seed=5)
-    res = {dev: run_batch(src, Config(**FAST, device=dev)).particles.cls
-           for dev in ("cpu", "cuda")}
+    res = {dev: run_batch(src, Config(**FAST, device=dev)).particles.cls for dev in ("cpu", "cuda")}
     ari_cpu = adjusted_rand_index(truth["cls"], res["cpu"])
     ari_gpu = adjusted_rand_index(truth["cls"], res["cuda"])
-    print(f"\nARI vs truth: cpu {ari_cpu:.3f}, cuda {ari_gpu:.3f}; cpu vs cuda "
-          f"{adjusted_rand_index(res['cpu'], res['cuda']):.3f}")
+    print(
+        f"\nARI vs truth: cpu {ari_cpu:.3f}, cuda {ari_gpu:.3f}; cpu vs cuda "
+        f"{adjusted_rand_index(res['cpu'], res['cuda']):.3f}"
+    )
     assert adjusted_rand_index(res["cpu"], res["cuda"]) >= 0.9
     assert ari_gpu >= ari_cpu - 0.05

@@ -44,8 +44,9 @@ def test_estep_recovers_class_angle_and_shift_without_ctf():
             best, rot, shf = score_best_poses(X, ctf, inv, refs, shifts, band)
         else:
             dt = torch.bfloat16 if search.endswith("bf16") else torch.float32
-            best, rot, shf = score_coarse_to_fine(X, ctf, inv, refs, shifts, 1.0, band,
-                                                  coarse_dtype=dt)
+            best, rot, shf = score_coarse_to_fine(
+                X, ctf, inv, refs, shifts, 1.0, band, coarse_dtype=dt
+            )
         cls = best.argmax(1).numpy()
         assert (cls == truth["cls"]).mean() > 0.95, search
         ar = np.arange(len(src))
@@ -63,10 +64,16 @@ def test_mstep_rebuilds_classes_from_ctf_affected_particles():
     batch = load_batch(eng, src, np.arange(len(src)))
     n = len(src)
     f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    pairs = Assignments(row=torch.arange(n), cls=torch.as_tensor(truth["cls"]),
-                        psi_deg=f(truth["psi"]), tx=f(truth["tx"]), ty=f(truth["ty"]),
-                        weight=torch.ones(n), rot=torch.zeros(n, dtype=torch.long),
-                        shift=torch.zeros(n, dtype=torch.long))
+    pairs = Assignments(
+        row=torch.arange(n),
+        cls=torch.as_tensor(truth["cls"]),
+        psi_deg=f(truth["psi"]),
+        tx=f(truth["tx"]),
+        ty=f(truth["ty"]),
+        weight=torch.ones(n),
+        rot=torch.zeros(n, dtype=torch.long),
+        shift=torch.zeros(n, dtype=torch.long),
+    )
     stats = Statistics.zeros(3, eng.grid.size, eng.n_shells, eng.device)
     gmask = eng.grid_mask(eng.r_max)
     accumulate(batch, pairs, eng.half_of(batch.index), eng.grid, gmask, 3, stats)
@@ -144,16 +151,21 @@ def test_shifting_the_references_or_the_particles_gives_the_same_scores(monkeypa
     g = torch.Generator().manual_seed(3)
     band = make_band(40, 7, r_lo=0.5)
     psi, shifts = psi_grid(10.0), shift_grid(3.0, 1.0)
-    smooth = band_to_image(torch.randn(4, band.size, dtype=torch.complex64, generator=g),
-                           band).real
+    smooth = band_to_image(torch.randn(4, band.size, dtype=torch.complex64, generator=g), band).real
     refs = rotated_references(smooth, band, psi)
     X = torch.randn(30, band.size, dtype=torch.complex64, generator=g)
     ctf = 0.5 + torch.rand(30, band.size, generator=g)
     inv = torch.rand(band.size, generator=g)
     by_refs = score_best_poses(X, ctf, inv, refs, shifts, band)
-    given = score_best_poses(X, ctf, inv, refs, shifts, band,
-                             ref_matrix=estep.shifted_reference_matrix(refs, shifts, band,
-                                                                       torch.float32))
+    given = score_best_poses(
+        X,
+        ctf,
+        inv,
+        refs,
+        shifts,
+        band,
+        ref_matrix=estep.shifted_reference_matrix(refs, shifts, band, torch.float32),
+    )
     monkeypatch.setattr(estep, "SHIFTED_REFS_BUDGET", 0)
     by_particles = score_best_poses(X, ctf, inv, refs, shifts, band)
     for a, b in ((by_refs, by_particles), (by_refs, given)):
@@ -172,12 +184,16 @@ def test_mstep_pair_layouts_give_the_same_statistics(monkeypatch):
     g = torch.Generator().manual_seed(1)
     m = 150  # 0 to 8 pairs per particle
     row = torch.randint(0, len(src), (m,), generator=g)
-    pairs = Assignments(row=row, cls=torch.randint(0, 3, (m,), generator=g),
-                        psi_deg=psi_grid(6.0)[torch.randint(0, 60, (m,), generator=g)],
-                        tx=torch.randint(-3, 4, (m,), generator=g).float(),
-                        ty=torch.randint(-3, 4, (m,), generator=g).float(),
-                        weight=torch.rand(m, generator=g), rot=torch.zeros(m, dtype=torch.long),
-                        shift=torch.zeros(m, dtype=torch.long))
+    pairs = Assignments(
+        row=row,
+        cls=torch.randint(0, 3, (m,), generator=g),
+        psi_deg=psi_grid(6.0)[torch.randint(0, 60, (m,), generator=g)],
+        tx=torch.randint(-3, 4, (m,), generator=g).float(),
+        ty=torch.randint(-3, 4, (m,), generator=g).float(),
+        weight=torch.rand(m, generator=g),
+        rot=torch.zeros(m, dtype=torch.long),
+        shift=torch.zeros(m, dtype=torch.long),
+    )
     gmask = eng.grid_mask(eng.r_max)
     stats = []
     for fill in (0.0, 2.0):  # always the layout, never the layout

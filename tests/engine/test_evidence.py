@@ -24,8 +24,9 @@ def _evidence(particles: torch.Tensor, classes: torch.Tensor, r: float = 10.0) -
     ctf = torch.ones_like(X.real)
     inv = torch.ones(band.size)
     n_shells = BOX // 2 + 1
-    cls, cls_c, cross, cross_c = best_cross_by_shell(X, ctf, inv, refs, matrix, shifts, band,
-                                                     n_shells)
+    cls, cls_c, cross, cross_c = best_cross_by_shell(
+        X, ctf, inv, refs, matrix, shifts, band, n_shells
+    )
     assert cls.shape == cls_c.shape == (particles.shape[0],)
     return cross.sum(0) - cross_c.sum(0), (cross**2).sum(0) + (cross_c**2).sum(0)
 
@@ -33,11 +34,11 @@ def _evidence(particles: torch.Tensor, classes: torch.Tensor, r: float = 10.0) -
 def test_noise_has_no_evidence_however_structured_the_references():
     gen = torch.Generator().manual_seed(0)
     z = np.zeros(3)
-    classes = render(np.arange(3), z, z, z)           # structured references ...
-    noise = torch.randn(600, BOX, BOX, generator=gen)    # ... and particles of pure noise
+    classes = render(np.arange(3), z, z, z)  # structured references ...
+    noise = torch.randn(600, BOX, BOX, generator=gen)  # ... and particles of pure noise
     ev, ev2 = _evidence(noise, classes)
     zs = ev[1:11] / ev2[1:11].sqrt()
-    assert zs.abs().max() < 3.5                           # within noise at every shell
+    assert zs.abs().max() < 3.5  # within noise at every shell
     assert int(significant_resolution(ev[None], ev2[None], 10.0)[0]) == 0
 
 
@@ -55,9 +56,13 @@ def test_particles_with_the_signal_have_evidence():
 
 
 def test_significant_resolution_needs_two_adjacent_shells():
-    ev = torch.tensor([[0.0, 10, 10, 10, 0, 10, 0, 0],     # shells 1-3, then a lone shell 5
-                       [0.0, 0, 0, 0, 0, 0, 0, 0]])
+    ev = torch.tensor(
+        [
+            [0.0, 10, 10, 10, 0, 10, 0, 0],  # shells 1-3, then a lone shell 5
+            [0.0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    )
     ev2 = torch.ones_like(ev)
     out = significant_resolution(ev, ev2, r_max=7.0)
     assert out.tolist() == [3, 0]
-    assert significant_resolution(ev, ev2, r_max=2.0).tolist() == [2, 0]   # within the band
+    assert significant_resolution(ev, ev2, r_max=2.0).tolist() == [2, 0]  # within the band

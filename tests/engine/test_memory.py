@@ -28,8 +28,12 @@ print(held, before, memory.resident_bytes())
 
 
 def _run(trim: bool) -> tuple[int, int, int]:
-    out = subprocess.run([sys.executable, "-c", SCENARIO.format(trim=trim)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", SCENARIO.format(trim=trim)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     held, before, after = map(int, out.split())
     return held, before, after
 
@@ -37,6 +41,6 @@ def _run(trim: bool) -> tuple[int, int, int]:
 @pytest.mark.skipif(memory._libc is None, reason="needs glibc (Linux)")
 def test_trim_returns_fragmented_heap_memory():
     held, before, after = _run(trim=False)
-    assert held > 100 << 20 and after > held - (50 << 20)    # freed, yet still resident
+    assert held > 100 << 20 and after > held - (50 << 20)  # freed, yet still resident
     held, before, after = _run(trim=True)
     assert before - after > 50 << 20, (held, before, after)  # given back

@@ -9,9 +9,18 @@ from cryoclass.schedules.batch import run_batch
 
 from .conftest import APIX, BOX, make_set, render
 
-FAST = dict(n_classes=3, batch_size_per_class=60, n_online_em_iters=6, n_full_iters=1,
-            sigma_anneal_start=1, sigma_anneal_iters=3, max_shift_px=3.0, psi_step_deg=6.0,
-            mask_diameter_A=BOX * APIX * 0.9, seed=0)
+FAST = dict(
+    n_classes=3,
+    batch_size_per_class=60,
+    n_online_em_iters=6,
+    n_full_iters=1,
+    sigma_anneal_start=1,
+    sigma_anneal_iters=3,
+    max_shift_px=3.0,
+    psi_step_deg=6.0,
+    mask_diameter_A=BOX * APIX * 0.9,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,7 @@ def test_max_res_limits_alignment_and_class_power():
     src, _ = make_set(240, noise_sd=0.3, ctf=True, seed=3, sharpness=2.5)  # detail beyond 20 Å
     res20 = run_batch(src, Config(max_res_A=20.0, **FAST))
     r20 = BOX * APIX / 20.0
-    assert res20.state.r_work <= r20 + 1e-6               # the alignment band never went further
+    assert res20.state.r_work <= r20 + 1e-6  # the alignment band never went further
     p20 = _radial_power(res20.state.class_images)
     beyond = int(np.ceil(r20)) + 1
     # class averages carry (almost) no power beyond 1/20 Å (only the mask's own leakage)
@@ -46,6 +55,7 @@ def test_white_noise_flattens_the_noise_model(noisy_set):
     src, _ = noisy_set
     from cryoclass.engine.em import Engine
     from cryoclass.engine.source import load_batch
+
     for white in (False, True):
         eng = Engine(Config(white_noise=white, max_res_A=7.0, **FAST), BOX, APIX)
         eng.initialise(load_batch(eng, src, np.arange(len(src))))
@@ -75,13 +85,20 @@ def test_skip_ctf_ignores_the_ctf(noisy_set):
     # CTF-corrected classes have the true shapes' spectra; uncorrected ones carry CTF rings
     assert best_ncc(with_ctf.state.class_images) > best_ncc(without.state.class_images)
     from cryoclass.engine.batch import ParticleBatch
-    b = ParticleBatch(index=torch.arange(2), images=torch.zeros(2, BOX, BOX),
-                      ctf_params={}, pixel_size_A=APIX, skip_ctf=True)
+
+    b = ParticleBatch(
+        index=torch.arange(2),
+        images=torch.zeros(2, BOX, BOX),
+        ctf_params={},
+        pixel_size_A=APIX,
+        skip_ctf=True,
+    )
     assert torch.all(b.ctf(torch.ones(5), torch.ones(5)) == 1)
 
 
 def _ari(a: np.ndarray, b: np.ndarray) -> float:
     from sklearn.metrics import adjusted_rand_score
+
     return float(adjusted_rand_score(a, b))
 
 
@@ -92,6 +109,7 @@ def test_force_max_off_marginalises_over_poses(noisy_set):
     src, truth = noisy_set
     from cryoclass.engine.em import Engine
     from cryoclass.engine.source import load_batch
+
     batch_pairs = {}
     for force in (True, False):
         eng = Engine(Config(force_max=force, max_res_A=7.0, **FAST), BOX, APIX)
@@ -101,14 +119,15 @@ def test_force_max_off_marginalises_over_poses(noisy_set):
         assert (scored.nearby is None) == force
         post_pairs = eng._pairs(*_posterior_and_poses(eng, scored))
         if not force:
-            spread = eng._spread_over_poses(post_pairs, _posterior_and_poses(eng, scored)[0],
-                                            scored.nearby, 50.0, scored.poses)
+            spread = eng._spread_over_poses(
+                post_pairs, _posterior_and_poses(eng, scored)[0], scored.nearby, 50.0, scored.poses
+            )
             totals = torch.zeros(batch.n).index_add_(0, spread.row, spread.weight)
             assert torch.allclose(totals, torch.ones(batch.n), atol=1e-5)
             batch_pairs[force] = spread.row.numel()
         else:
             batch_pairs[force] = post_pairs.row.numel()
-    assert batch_pairs[False] > 1.5 * batch_pairs[True]     # at a high temperature: many poses
+    assert batch_pairs[False] > 1.5 * batch_pairs[True]  # at a high temperature: many poses
     clean, clean_truth = make_set(240, noise_sd=0.3, ctf=True, seed=4)
     hard = run_batch(clean, Config(max_res_A=7.0, force_max=True, **FAST))
     soft = run_batch(clean, Config(max_res_A=7.0, force_max=False, **FAST))
@@ -119,6 +138,7 @@ def test_force_max_off_marginalises_over_poses(noisy_set):
 
 def _posterior_and_poses(eng, scored):
     from cryoclass.engine.estep import class_posterior
+
     post, _ = class_posterior(scored.best, torch.zeros(scored.best.shape[1]), 50.0)
     return post, scored.rot, scored.shf, scored.poses
 
@@ -132,10 +152,11 @@ def test_pure_noise_reports_no_resolution_and_keeps_the_band():
     res = run_batch(src, Config(max_res_A=7.0, **FAST))
     r_init = BOX * APIX / Config().init_res_A
     assert res.state.r_work <= r_init + 1e-6
-    assert float(res.state.resolution_A.min()) >= BOX * APIX / 2.0      # shell 2 at best
+    assert float(res.state.resolution_A.min()) >= BOX * APIX / 2.0  # shell 2 at best
     # the same particles with their signal: some class holds it beyond 30 Å (a smooth blob's
     # class may honestly not), and the band grows
-    signal = run_batch(make_set(240, noise_sd=0.3, ctf=True, seed=3)[0],
-                       Config(max_res_A=7.0, **FAST))
+    signal = run_batch(
+        make_set(240, noise_sd=0.3, ctf=True, seed=3)[0], Config(max_res_A=7.0, **FAST)
+    )
     assert float(signal.state.resolution_A.min()) < 30.0
     assert signal.state.r_work > r_init + 1.0

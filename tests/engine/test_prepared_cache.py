@@ -41,7 +41,7 @@ def test_cached_batches_equal_fresh_ones_and_are_read_once():
         counting, eng = CountingSource(src), _engine(min_res)
         first = load_batch(eng, counting, np.arange(0, 30))
         again = load_batch(eng, counting, np.array([5, 40, 12, 41]))
-        assert counting.read == 32                      # only rows 40 and 41 were new
+        assert counting.read == 32  # only rows 40 and 41 were new
         fresh = load_batch(_engine(min_res), src, np.array([5, 40, 12, 41]))
         torch.testing.assert_close(again.images, fresh.images)
         torch.testing.assert_close(again.images[0], first.images[5])
@@ -54,13 +54,13 @@ def test_cached_batches_equal_fresh_ones_and_are_read_once():
 def test_no_cache_over_budget_or_for_mutable_sources(monkeypatch):
     src, _ = make_set(40, noise_sd=0.5, seed=2)
     eng = _engine()
-    load_batch(eng, src, np.arange(10))            # the test source does not declare immutability
+    load_batch(eng, src, np.arange(10))  # the test source does not declare immutability
     assert getattr(eng, "prepared_cache", None) is None
     monkeypatch.setattr(prepared_cache, "DEFAULT_BUDGET_BYTES", 10 * BOX * BOX * 4)
     counting = CountingSource(src)
     load_batch(eng, counting, np.arange(10))
     load_batch(eng, counting, np.arange(10))
-    assert counting.read == 20                      # 40 particles do not fit in 10 images' worth
+    assert counting.read == 20  # 40 particles do not fit in 10 images' worth
     assert not eng.prepared_cache.enabled
 
 
@@ -74,24 +74,35 @@ def test_fourier_data_are_cached_per_key_and_equal_fresh_values():
         batch = load_batch(eng, counting, rows)
         cache = batch.fourier
         fresh = load_batch(_engine(), src, rows)
-        assert fresh.fourier is None                 # a source without immutable images
+        assert fresh.fourier is None  # a source without immutable images
         original = cache.get
         cache.get = lambda name, key, r, compute: original(
-            name, key, r, lambda pos: calls.append((name, None if pos is None else len(pos)))
-            or compute(pos))
+            name,
+            key,
+            r,
+            lambda pos: calls.append((name, None if pos is None else len(pos))) or compute(pos),
+        )
         torch.testing.assert_close(batch.band(band), fresh.band(band))
         torch.testing.assert_close(batch.band_ctf(band), fresh.band_ctf(band))
-        torch.testing.assert_close(batch.padded(band.kx.abs().max()).data,
-                                   fresh.padded(band.kx.abs().max()).data)
+        torch.testing.assert_close(
+            batch.padded(band.kx.abs().max()).data, fresh.padded(band.kx.abs().max()).data
+        )
         cache.get = original
     # the first batch computes everything, the second only its 2 new rows, the third nothing
-    assert calls == [("band", None), ("band_ctf", None), ("padded", None),
-                     ("band", 2), ("band_ctf", 2), ("padded", 2)]
+    assert calls == [
+        ("band", None),
+        ("band_ctf", None),
+        ("padded", None),
+        ("band", 2),
+        ("band_ctf", 2),
+        ("padded", 2),
+    ]
     # a different band (working resolution) replaces the entry
     wider = make_band(BOX, 12.0, r_lo=0.5)
     batch = load_batch(eng, counting, np.array([5, 12]))
-    torch.testing.assert_close(batch.band(wider), load_batch(_engine(), src, np.array([5, 12]))
-                               .band(wider))
+    torch.testing.assert_close(
+        batch.band(wider), load_batch(_engine(), src, np.array([5, 12])).band(wider)
+    )
     assert cache.entries["band"].key == (wider.box, wider.size)
 
 
@@ -106,8 +117,7 @@ def test_fourier_cache_keeps_nothing_over_its_budget():
 
     cache.get("a", 1, rows, compute)
     cache.get("a", 1, rows, compute)
-    assert len(n_calls) == 1                          # 100 x 4 float32 fit
+    assert len(n_calls) == 1  # 100 x 4 float32 fit
     cache.get("b", 1, rows, compute)
     cache.get("b", 1, rows, compute)
-    assert len(n_calls) == 3 and "b" not in cache.entries   # a second entry would not
-
+    assert len(n_calls) == 3 and "b" not in cache.entries  # a second entry would not

@@ -21,14 +21,22 @@ def need(*binaries: str) -> None:
     """Skip unless every RELION binary is on PATH."""
     missing = [b for b in binaries if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"RELION tools not installed ({', '.join(missing)} not on PATH); install "
-                    "Debian's relion package (apt-get install relion, done by `make setup`)")
+        pytest.skip(
+            f"RELION tools not installed ({', '.join(missing)} not on PATH); install "
+            "Debian's relion package (apt-get install relion, done by `make setup`)"
+        )
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a RELION command in ``cwd`` (single-threaded OpenMP); fail with its output."""
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    r = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 

@@ -30,8 +30,9 @@ def test_particles_cs(project: Path, job: Path) -> None:
     np.testing.assert_array_equal(np.asarray(d["blob/shape"]), np.full((N, 2), BOX))
     np.testing.assert_allclose(d["blob/psize_A"], APIX)
     np.testing.assert_allclose(d["ctf/df1_A"], star["rlnDefocusU"], rtol=1e-6)
-    np.testing.assert_allclose(d["ctf/df_angle_rad"], np.radians(star["rlnDefocusAngle"]),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        d["ctf/df_angle_rad"], np.radians(star["rlnDefocusAngle"]), rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_array_equal(np.asarray(d["alignments2D/class"]) + 1, star["rlnClassNumber"])
     assert np.asarray(d["alignments2D/class"]).max() < K
     np.testing.assert_allclose(np.degrees(d["alignments2D/pose"]), star["rlnAnglePsi"], atol=1e-4)

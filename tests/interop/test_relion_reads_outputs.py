@@ -25,16 +25,25 @@ def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
     for col in ours.columns:
         a, b = ours[col], theirs[col]
         if pd.api.types.is_numeric_dtype(a):
-            np.testing.assert_allclose(b.to_numpy(float), a.to_numpy(float), rtol=1e-6, atol=6e-6,
-                                       err_msg=col)
+            np.testing.assert_allclose(
+                b.to_numpy(float), a.to_numpy(float), rtol=1e-6, atol=6e-6, err_msg=col
+            )
         else:
             assert (a.astype(str).str.strip() == b.astype(str).str.strip()).all(), col
 
 
 def test_relion_star_handler_reads_every_value(project: Path, job: Path, tmp_path: Path) -> None:
     need("relion_star_handler")
-    run(["relion_star_handler", "--i", str(job / "particles.star"), "--o",
-         str(tmp_path / "copy.star")], cwd=project)
+    run(
+        [
+            "relion_star_handler",
+            "--i",
+            str(job / "particles.star"),
+            "--o",
+            str(tmp_path / "copy.star"),
+        ],
+        cwd=project,
+    )
     ours = starfile.read(job / "particles.star")
     theirs = starfile.read(tmp_path / "copy.star")
     assert set(theirs) == {"optics", "particles"}
@@ -49,8 +58,22 @@ def test_relion_star_handler_selects_each_class(project: Path, job: Path, tmp_pa
     counts = starfile.read(job / "model.star")["model_classes"]["cryoclassParticleCount"]
     for k in range(1, K + 1):
         sel = tmp_path / f"class{k}.star"
-        r = run(["relion_star_handler", "--i", str(job / "particles.star"), "--o", str(sel),
-                 "--select", "rlnClassNumber", "--minval", str(k), "--maxval", str(k)], cwd=project)
+        r = run(
+            [
+                "relion_star_handler",
+                "--i",
+                str(job / "particles.star"),
+                "--o",
+                str(sel),
+                "--select",
+                "rlnClassNumber",
+                "--minval",
+                str(k),
+                "--maxval",
+                str(k),
+            ],
+            cwd=project,
+        )
         want = ours.loc[ours["rlnClassNumber"] == k, "rlnImageName"]
         assert f"with {len(want)} item(s)" in r.stdout
         if len(want):
@@ -59,8 +82,10 @@ def test_relion_star_handler_selects_each_class(project: Path, job: Path, tmp_pa
         assert len(want) == counts.iloc[k - 1]
 
 
-_STATS = re.compile(r"(\d+)@\S+ : \(x,y,z,n\)= (\d+) x (\d+) x 1 x 1 ; avg= (\S+) stddev= (\S+) "
-                    r"minval= (\S+) maxval= (\S+); angpix = (\S+)")
+_STATS = re.compile(
+    r"(\d+)@\S+ : \(x,y,z,n\)= (\d+) x (\d+) x 1 x 1 ; avg= (\S+) stddev= (\S+) "
+    r"minval= (\S+) maxval= (\S+); angpix = (\S+)"
+)
 
 
 def test_relion_image_handler_stats_of_class_averages(project: Path, job: Path) -> None:
@@ -76,8 +101,9 @@ def test_relion_image_handler_stats_of_class_averages(project: Path, job: Path) 
         scale = max(abs(img).max(), 1e-6)
         np.testing.assert_allclose(float(avg), img.mean(), atol=1e-5 * scale)
         np.testing.assert_allclose(float(sd), img.std(), rtol=2e-3)  # RELION: n or n-1
-        np.testing.assert_allclose([float(lo), float(hi)], [img.min(), img.max()],
-                                   atol=1e-5 * scale)
+        np.testing.assert_allclose(
+            [float(lo), float(hi)], [img.min(), img.max()], atol=1e-5 * scale
+        )
 
 
 def test_relion_refine_starts_from_our_model_star(project: Path, job: Path, tmp_path: Path) -> None:
@@ -86,14 +112,45 @@ def test_relion_refine_starts_from_our_model_star(project: Path, job: Path, tmp_
     each of the K class averages becomes one of RELION's K references."""
     need("relion_refine")
     model = starfile.read(job / "model.star")
-    assert model["model_classes"]["rlnReferenceImage"].iloc[0] == "000001@Class2D/cryoclass/classes.mrcs"
+    assert (
+        model["model_classes"]["rlnReferenceImage"].iloc[0]
+        == "000001@Class2D/cryoclass/classes.mrcs"
+    )
     out = tmp_path / "relion"
     out.mkdir()
-    run(["relion_refine", "--i", str(job / "particles.star"), "--ref", str(job / "model.star"),
-         "--o", str(out / "run"), "--iter", "1", "--tau2_fudge", "2", "--particle_diameter",
-         "120", "--ctf", "--zero_mask", "--psi_step", "12", "--offset_range", "3",
-         "--offset_step", "1", "--j", "1", "--pool", "10", "--dont_combine_weights_via_disc",
-         "--random_seed", "1"], cwd=project)
+    run(
+        [
+            "relion_refine",
+            "--i",
+            str(job / "particles.star"),
+            "--ref",
+            str(job / "model.star"),
+            "--o",
+            str(out / "run"),
+            "--iter",
+            "1",
+            "--tau2_fudge",
+            "2",
+            "--particle_diameter",
+            "120",
+            "--ctf",
+            "--zero_mask",
+            "--psi_step",
+            "12",
+            "--offset_range",
+            "3",
+            "--offset_step",
+            "1",
+            "--j",
+            "1",
+            "--pool",
+            "10",
+            "--dont_combine_weights_via_disc",
+            "--random_seed",
+            "1",
+        ],
+        cwd=project,
+    )
     start = mrcfile.read(out / "run_it000_classes.mrcs")
     ours = mrcfile.read(job / "classes.mrcs")
     assert start.shape == ours.shape == (K, BOX, BOX)

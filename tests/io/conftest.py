@@ -40,7 +40,9 @@ def _star_text(
     n = len(names)
     particles = {
         "rlnImageName": list(names),
-        "rlnDefocusU": list(defocus) if defocus is not None else [f"{15000 + 100 * i:.1f}" for i in range(n)],
+        "rlnDefocusU": list(defocus)
+        if defocus is not None
+        else [f"{15000 + 100 * i:.1f}" for i in range(n)],
         "rlnDefocusV": [f"{14500 + 100 * i:.1f}" for i in range(n)],
         "rlnDefocusAngle": [f"{10.0 + i:.2f}" for i in range(n)],
         "rlnAnglePsi": [f"{5.0 * i:.1f}" for i in range(n)],
@@ -99,7 +101,9 @@ def make_star() -> Callable[..., Path]:
 def make_stack() -> Callable[..., np.ndarray]:
     """``make_stack(path, n=10, box=32, seed=0, pixel_size=1.5)`` writes a random float32 stack."""
 
-    def _make(path: Path, n: int = 10, box: int = 32, seed: int = 0, pixel_size: float = 1.5) -> np.ndarray:
+    def _make(
+        path: Path, n: int = 10, box: int = 32, seed: int = 0, pixel_size: float = 1.5
+    ) -> np.ndarray:
         data = np.random.default_rng(seed).normal(size=(n, box, box)).astype(np.float32)
         write_stack(path, data, pixel_size)
         return data

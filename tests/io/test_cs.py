@@ -17,8 +17,12 @@ DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "cryodrgn/empiar_10076_7.cs": dict(n=7, images=True, box=320, psize=1.31, kv=300.0),
-    "cryodrgn/cryosparc_J2_particles_exported.cs": dict(n=22, images=False, box=300, psize=1.345, kv=300.0),
-    "cryodrgn/cryosparc_P12_J24_001_particles.cs": dict(n=2019, images=False, box=180, psize=2.95, kv=200.0),
+    "cryodrgn/cryosparc_J2_particles_exported.cs": dict(
+        n=22, images=False, box=300, psize=1.345, kv=300.0
+    ),
+    "cryodrgn/cryosparc_P12_J24_001_particles.cs": dict(
+        n=2019, images=False, box=180, psize=2.95, kv=200.0
+    ),
 }
 
 CANONICAL = [
@@ -55,7 +59,10 @@ def test_every_real_cs_file_parses(data_dir: Path, name: str) -> None:
     assert len(ps) == exp.get("n", len(ps)) and len(ps) > 0
     for col in CANONICAL:
         assert col in t.columns, col
-    assert t["rlnDefocusU"].between(1_000, 60_000).all() and t["rlnDefocusV"].between(1_000, 60_000).all()
+    assert (
+        t["rlnDefocusU"].between(1_000, 60_000).all()
+        and t["rlnDefocusV"].between(1_000, 60_000).all()
+    )
     assert t["rlnDefocusAngle"].between(-180, 180).all()  # degrees, not radians
     assert t["rlnVoltage"].between(100, 300).all()
     assert t["rlnSphericalAberration"].between(0, 10).all()
@@ -103,7 +110,9 @@ def test_alignments2d_conversion(data_dir: Path) -> None:
     raw = Dataset.load(path)
     t = read_particles(path, check_images=False).table
     np.testing.assert_array_equal(t["rlnClassNumber"], np.asarray(raw["alignments2D/class"]) + 1)
-    np.testing.assert_allclose(t["rlnAnglePsi"], np.degrees(np.asarray(raw["alignments2D/pose"], np.float64)))
+    np.testing.assert_allclose(
+        t["rlnAnglePsi"], np.degrees(np.asarray(raw["alignments2D/pose"], np.float64))
+    )
     shift = np.asarray(raw["alignments2D/shift"], np.float64)
     # float32 psize read as its shortest decimal (1.3450001), not 1.3450001478...
     psize = np.asarray(raw["alignments2D/psize_A"]).astype(str).astype(np.float64)
@@ -117,7 +126,10 @@ def test_alignments2d_conversion(data_dir: Path) -> None:
         t["rlnDefocusAngle"], np.degrees(np.asarray(raw["ctf/df_angle_rad"], np.float64))
     )
     # '>' prefix stripped, 0-based blob/idx -> 1-based RELION index
-    assert t["rlnImageName"].iloc[1] == "000002@J1/imported/000090334788266266069_18jam15b_0345_ali_DW.mrcs"
+    assert (
+        t["rlnImageName"].iloc[1]
+        == "000002@J1/imported/000090334788266266069_18jam15b_0345_ali_DW.mrcs"
+    )
     assert (t["_stack_index"] == np.asarray(raw["blob/idx"])).all()
 
 
@@ -146,7 +158,9 @@ def test_cs_write_read_round_trip_is_lossless(data_dir: Path, tmp_path: Path, na
         "alignments2D/shift",
     ):
         if field in raw.fields():
-            np.testing.assert_array_equal(np.asarray(new[field]), np.asarray(raw[field]), err_msg=field)
+            np.testing.assert_array_equal(
+                np.asarray(new[field]), np.asarray(raw[field]), err_msg=field
+            )
 
 
 def test_star_table_to_cs_and_back(data_dir: Path, tmp_path: Path) -> None:
@@ -164,7 +178,9 @@ def test_star_table_to_cs_and_back(data_dir: Path, tmp_path: Path) -> None:
     ]:
         a, b = back.table[col], st.table[col]
         if a.dtype == np.float64:
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-4, err_msg=col)  # .cs stores float32
+            np.testing.assert_allclose(
+                a, b, rtol=1e-6, atol=1e-4, err_msg=col
+            )  # .cs stores float32
         else:
             assert (a == b).all(), col
         assert a.dtype == b.dtype, col
@@ -208,10 +224,16 @@ def test_location_fields(tmp_path: Path, make_stack: Callable[..., Any]) -> None
     src = tmp_path / "J9" / "particles.cs"
     src.parent.mkdir()
     d.save(src)
-    ps = read_particles(src)  # stack path is relative to the project folder (the .cs folder's parent)
+    ps = read_particles(
+        src
+    )  # stack path is relative to the project folder (the .cs folder's parent)
     t = ps.table
-    np.testing.assert_allclose(t["rlnCoordinateX"], np.float32([0.25, 0.5, 0.75]).astype(np.float64) * 4000)
-    np.testing.assert_allclose(t["rlnCoordinateY"], np.float32([0.1, 0.2, 0.3]).astype(np.float64) * 3000)
+    np.testing.assert_allclose(
+        t["rlnCoordinateX"], np.float32([0.25, 0.5, 0.75]).astype(np.float64) * 4000
+    )
+    np.testing.assert_allclose(
+        t["rlnCoordinateY"], np.float32([0.1, 0.2, 0.3]).astype(np.float64) * 3000
+    )
     assert (t["rlnMicrographName"] == "J3/motioncorrected/mic_001.mrc").all()
     assert t["rlnDefocusAngle"].iloc[0] == pytest.approx(45.0) and t["rlnPhaseShift"].iloc[
         0
@@ -234,7 +256,11 @@ def test_location_fields(tmp_path: Path, make_stack: Callable[..., Any]) -> None
 
 
 def _minimal_cs(
-    path: Path, stack: str, idx: list[int], drop: tuple[str, ...] = (), shape: tuple[int, int] = (16, 16)
+    path: Path,
+    stack: str,
+    idx: list[int],
+    drop: tuple[str, ...] = (),
+    shape: tuple[int, int] = (16, 16),
 ) -> Path:
     fields = {
         "blob/path": np.array([stack] * len(idx), dtype=object),

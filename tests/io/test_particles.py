@@ -83,7 +83,8 @@ def test_scan_images_rejects_nan_inf_and_constant(tmp_path: Path, make_star: Mak
     assert clean.rejects[0].reason == f"image 1 (0-based) of stack {stack} has NaN/Inf pixels"
     assert clean.rejects[1].reason == f"image 3 (0-based) of stack {stack} has NaN/Inf pixels"
     assert (
-        clean.rejects[2].reason == f"image 4 (0-based) of stack {stack} is constant (std 0, every pixel 2.5)"
+        clean.rejects[2].reason
+        == f"image 4 (0-based) of stack {stack} is constant (std 0, every pixel 2.5)"
     )
     assert len(ps) == 6 and ps.rejects == []  # the input set is untouched
     imgs = clean.images(range(3))
@@ -97,7 +98,9 @@ def test_project_dir_and_cwd_resolution(
     (project / "Extract").mkdir(parents=True)
     data = make_stack(project / "Extract" / "s.mrcs", n=2, box=16)
     (project / "Class2D").mkdir()
-    star = make_star(project / "Class2D" / "p.star", ["1@Extract/s.mrcs", "2@Extract/s.mrcs"], box=16)
+    star = make_star(
+        project / "Class2D" / "p.star", ["1@Extract/s.mrcs", "2@Extract/s.mrcs"], box=16
+    )
     with pytest.raises(InputError, match="not found"):
         read_particles(star)  # not next to the STAR, not in the cwd
     ps = read_particles(star, project_dir=project)
@@ -141,7 +144,9 @@ def test_relion30_pixel_size_from_stack_header(tmp_path: Path, make_star: MakeSt
 # ----------------------------------------------------------------------------- bad input
 
 
-def test_image_index_out_of_range(tmp_path: Path, make_star: MakeStar, make_stack: MakeStack) -> None:
+def test_image_index_out_of_range(
+    tmp_path: Path, make_star: MakeStar, make_stack: MakeStack
+) -> None:
     make_stack(tmp_path / "s.mrcs", n=10, box=16)
     star = make_star(tmp_path / "particles.star", ["1@s.mrcs", "10@s.mrcs", "11@s.mrcs"], box=16)
     with pytest.raises(InputError) as exc:
@@ -178,7 +183,9 @@ def test_truncated_stack(tmp_path: Path, make_star: MakeStar, make_stack: MakeSt
     assert str(star) in str(exc.value)
 
 
-def test_mixed_box_sizes_between_stacks(tmp_path: Path, make_star: MakeStar, make_stack: MakeStack) -> None:
+def test_mixed_box_sizes_between_stacks(
+    tmp_path: Path, make_star: MakeStar, make_stack: MakeStack
+) -> None:
     make_stack(tmp_path / "a.mrcs", n=2, box=16)
     make_stack(tmp_path / "b.mrcs", n=2, box=24)
     star = make_star(tmp_path / "p.star", ["1@a.mrcs", "2@a.mrcs", "1@b.mrcs"], box=16)
@@ -203,7 +210,8 @@ def test_mixed_box_sizes_between_optics_groups(
     t.loc[1, ["rlnOpticsGroup", "rlnImageSize"]] = [2, 32]
     mixed = ParticleSet(table=t, source=ps.source)
     with pytest.raises(
-        InputError, match=r"mixed box sizes: optics group 1 has 16 px images, optics group 2 has 32 px"
+        InputError,
+        match=r"mixed box sizes: optics group 1 has 16 px images, optics group 2 has 32 px",
     ) as exc:
         _ = mixed.box
     assert str(ps.source) in str(exc.value)
@@ -239,7 +247,8 @@ def test_rlnimagesize_disagrees_with_stack(
     make_stack(tmp_path / "s.mrcs", n=2, box=16)
     star = make_star(tmp_path / "p.star", ["1@s.mrcs"], box=32)
     with pytest.raises(
-        InputError, match=r"row 0 .*rlnImageSize 32 px \(optics group 1\) does not match stack s.mrcs"
+        InputError,
+        match=r"row 0 .*rlnImageSize 32 px \(optics group 1\) does not match stack s.mrcs",
     ):
         read_particles(star)
 
@@ -272,9 +281,14 @@ def test_unusable_images_is_the_one_check_of_batch_and_stream() -> None:
 
     imgs = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)
     imgs[1, 0, 0], imgs[3], imgs[4, 1, 1] = np.nan, 2.5, -np.inf
-    assert unusable_images(imgs) == [(1, "has NaN/Inf pixels"),
-                                     (3, "is constant (std 0, every pixel 2.5)"),
-                                     (4, "has NaN/Inf pixels")]
+    assert unusable_images(imgs) == [
+        (1, "has NaN/Inf pixels"),
+        (3, "is constant (std 0, every pixel 2.5)"),
+        (4, "has NaN/Inf pixels"),
+    ]
     assert [w for _, w in unusable_images(imgs, with_value=False)] == [
-        "has NaN/Inf pixels", "is constant (std 0)", "has NaN/Inf pixels"]
+        "has NaN/Inf pixels",
+        "is constant (std 0)",
+        "has NaN/Inf pixels",
+    ]
     assert unusable_images(imgs[:0]) == []

@@ -27,9 +27,11 @@ from cryoclass.io import InputError, read_particles, write_cs, write_star
 from cryoclass.io.columns import REQUIRED_COLUMNS
 from cryoclass.io.cs import REQUIRED_FIELDS, read_cs_table
 
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 _FIRST = string.ascii_letters
 _REST = string.ascii_letters + string.digits + "_-."
@@ -39,10 +41,18 @@ numeric_words = st.integers(0, 10**6).map(str)
 stack_names = st.lists(words, min_size=1, max_size=3).map(lambda p: "/".join(p) + ".mrcs")
 
 
-def finite(lo: float, hi: float, *, exclude_min: bool = False, exclude_max: bool = False,
-           width: int = 64) -> st.SearchStrategy[float]:
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, exclude_min=exclude_min,
-                     exclude_max=exclude_max, width=width)
+def finite(
+    lo: float, hi: float, *, exclude_min: bool = False, exclude_max: bool = False, width: int = 64
+) -> st.SearchStrategy[float]:
+    return st.floats(
+        lo,
+        hi,
+        allow_nan=False,
+        allow_infinity=False,
+        exclude_min=exclude_min,
+        exclude_max=exclude_max,
+        width=width,
+    )
 
 
 @st.composite
@@ -52,31 +62,42 @@ def particle_tables(draw, width: int = 64) -> pd.DataFrame:
     n = draw(st.integers(1, 25))
     n_groups = draw(st.integers(1, 3))
     groups = draw(st.lists(st.integers(1, n_groups), min_size=n, max_size=n))
-    optics = {g: dict(rlnVoltage=draw(finite(0, 1000, exclude_min=True, width=width)),
-                      rlnSphericalAberration=draw(finite(0, 20, width=width)),
-                      rlnAmplitudeContrast=draw(finite(0, 1, exclude_max=True, width=width)),
-                      rlnImagePixelSize=draw(finite(0.0625, 1000, width=width)),
-                      rlnImageSize=draw(st.integers(2, 1024)))
-              for g in range(1, n_groups + 1)}
+    optics = {
+        g: dict(
+            rlnVoltage=draw(finite(0, 1000, exclude_min=True, width=width)),
+            rlnSphericalAberration=draw(finite(0, 20, width=width)),
+            rlnAmplitudeContrast=draw(finite(0, 1, exclude_max=True, width=width)),
+            rlnImagePixelSize=draw(finite(0.0625, 1000, width=width)),
+            rlnImageSize=draw(st.integers(2, 1024)),
+        )
+        for g in range(1, n_groups + 1)
+    }
     stacks = draw(st.lists(stack_names, min_size=1, max_size=4, unique=True))
     names = [f"{draw(st.integers(1, 99999)):06d}@{draw(st.sampled_from(stacks))}" for _ in range(n)]
     assume(len(set(names)) == n)
     col = lambda s: draw(st.lists(s, min_size=n, max_size=n))  # noqa: E731
-    t = pd.DataFrame({
-        "rlnImageName": names,
-        "rlnMicrographName": col(st.one_of(words, numeric_words)),
-        "rlnCoordinateX": col(finite(-1e6, 1e6, width=width)),
-        "rlnDefocusU": col(finite(0, 200_000, exclude_min=True, width=width)),
-        "rlnDefocusV": col(finite(0, 200_000, exclude_min=True, width=width)),
-        "rlnDefocusAngle": col(finite(-360, 360, width=width)),
-        "rlnPhaseShift": col(finite(-180, 180, width=width)),
-        "rlnCtfBfactor": col(finite(-1e4, 1e4, width=width)),
-        "rlnAnglePsi": col(finite(-180, 180, width=width)),
-        "rlnClassNumber": col(st.integers(1, 500)),
-        "rlnOpticsGroup": groups,
-    })
-    for c in ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
-              "rlnImagePixelSize", "rlnImageSize"):
+    t = pd.DataFrame(
+        {
+            "rlnImageName": names,
+            "rlnMicrographName": col(st.one_of(words, numeric_words)),
+            "rlnCoordinateX": col(finite(-1e6, 1e6, width=width)),
+            "rlnDefocusU": col(finite(0, 200_000, exclude_min=True, width=width)),
+            "rlnDefocusV": col(finite(0, 200_000, exclude_min=True, width=width)),
+            "rlnDefocusAngle": col(finite(-360, 360, width=width)),
+            "rlnPhaseShift": col(finite(-180, 180, width=width)),
+            "rlnCtfBfactor": col(finite(-1e4, 1e4, width=width)),
+            "rlnAnglePsi": col(finite(-180, 180, width=width)),
+            "rlnClassNumber": col(st.integers(1, 500)),
+            "rlnOpticsGroup": groups,
+        }
+    )
+    for c in (
+        "rlnVoltage",
+        "rlnSphericalAberration",
+        "rlnAmplitudeContrast",
+        "rlnImagePixelSize",
+        "rlnImageSize",
+    ):
         t[c] = [optics[g][c] for g in groups]
     return t
 
@@ -95,8 +116,9 @@ def test_star_round_trip_is_lossless(table: pd.DataFrame) -> None:
     with _tmp() as folder:
         write_star(folder / "p.star", table)
         back = read_particles(folder / "p.star", check_images=False).table
-        pd.testing.assert_frame_equal(back[table.columns], table, check_exact=True,
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            back[table.columns], table, check_exact=True, check_dtype=False
+        )
         for c in table.columns:  # dtypes as read: text stays text, numbers come back as numbers
             if c in ("rlnImageName", "rlnMicrographName"):
                 assert back[c].map(type).eq(str).all(), c
@@ -183,8 +205,11 @@ def test_truncated_star_reads_or_fails_cleanly(table: pd.DataFrame, cut: float) 
         whole = len(ps) + len(ps.rejects)
         assert whole <= len(table)
         kept = ps.table["_source_row"].to_numpy()
-        pd.testing.assert_series_equal(ps.table["rlnImageName"], table["rlnImageName"].iloc[kept]
-                                       .reset_index(drop=True), check_names=False)
+        pd.testing.assert_series_equal(
+            ps.table["rlnImageName"],
+            table["rlnImageName"].iloc[kept].reset_index(drop=True),
+            check_names=False,
+        )
 
 
 # --------------------------------------------------------------------------- CryoSPARC .cs
@@ -193,15 +218,30 @@ def cs_datasets(draw) -> Dataset:
     """A valid CryoSPARC particle dataset as cryosparc-tools stores it (float32 values)."""
     t = draw(particle_tables(width=32))
     n = len(t)
-    f32 = lambda lo, hi: np.asarray(draw(st.lists(finite(lo, hi, width=32), min_size=n,  # noqa: E731
-                                                  max_size=n)), np.float32)
+    f32 = lambda lo, hi: np.asarray(  # noqa: E731
+        draw(
+            st.lists(
+                finite(lo, hi, width=32),
+                min_size=n,
+                max_size=n,
+            )
+        ),
+        np.float32,
+    )
     paths = t["rlnImageName"].str.split("@").str[1].to_numpy(dtype=object)
     fields = [
-        ("uid", np.asarray(draw(st.lists(st.integers(0, 2**64 - 1), min_size=n, max_size=n,
-                                         unique=True)), np.uint64)),
+        (
+            "uid",
+            np.asarray(
+                draw(st.lists(st.integers(0, 2**64 - 1), min_size=n, max_size=n, unique=True)),
+                np.uint64,
+            ),
+        ),
         ("blob/path", paths),
-        ("blob/idx", np.asarray(draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n)),
-                                np.uint32)),
+        (
+            "blob/idx",
+            np.asarray(draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n)), np.uint32),
+        ),
         ("blob/shape", np.repeat(t["rlnImageSize"].to_numpy(np.uint32)[:, None], 2, axis=1)),
         ("blob/psize_A", t["rlnImagePixelSize"].to_numpy(np.float32)),
         ("ctf/accel_kv", t["rlnVoltage"].to_numpy(np.float32)),
@@ -249,7 +289,10 @@ def test_cs_missing_field_is_named(dset: Dataset, data) -> None:
         dset.save(folder / "p.cs")
         with pytest.raises(InputError) as exc:
             read_cs_table(folder / "p.cs")
-        assert str(exc.value) == f"{folder / 'p.cs'}: missing required field(s) {field} in the .cs file"
+        assert (
+            str(exc.value)
+            == f"{folder / 'p.cs'}: missing required field(s) {field} in the .cs file"
+        )
 
 
 @SETTINGS

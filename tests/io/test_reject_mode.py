@@ -17,8 +17,10 @@ def test_real_duplicates_are_set_aside(data_dir: Path) -> None:
     ps = read_particles(path, check_images=False, on_bad="reject")
     assert len(ps) == 15 and [r.row for r in ps.rejects] == [11, 14]
     assert ps.rejects[0].source == str(path) and ps.rejects[0].image_name == "1@toy_images_a.mrcs"
-    assert ps.rejects[0].reason == ("duplicate particle: image 1@toy_images_a.mrcs is also row 0 "
-                                    "(0-based data row); the first one is kept")
+    assert ps.rejects[0].reason == (
+        "duplicate particle: image 1@toy_images_a.mrcs is also row 0 "
+        "(0-based data row); the first one is kept"
+    )
     keys = ps.table["_stack_path"] + "@" + ps.table["_stack_index"].astype(str)
     assert keys.is_unique
     assert len(read_particles(path, check_images=False)) == 17  # raise mode: metadata as is
@@ -56,4 +58,3 @@ def test_damaged_copy_of_real_particles(data_dir: Path, tmp_path: Path) -> None:
     assert len(ps) == 4
     with pytest.raises(InputError, match=r"row 4 \(0-based data row\): image index 8"):
         read_particles(tmp_path / "p.star")  # raise mode: the first problem found (stacks first)
-

@@ -10,7 +10,14 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryoclass.io import InputError, open_stack, read_images, stack_pixel_size_A, stack_shape, write_stack
+from cryoclass.io import (
+    InputError,
+    open_stack,
+    read_images,
+    stack_pixel_size_A,
+    stack_shape,
+    write_stack,
+)
 from cryoclass.io import stacks as stacks_mod
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -38,7 +45,9 @@ def _permissive_data(path: Path) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mrcfile.open(path, permissive=True) as mrc:
-            return np.array(mrc.data, dtype=np.float32).reshape(-1, mrc.data.shape[-2], mrc.data.shape[-1])
+            return np.array(mrc.data, dtype=np.float32).reshape(
+                -1, mrc.data.shape[-2], mrc.data.shape[-1]
+            )
 
 
 @pytest.mark.parametrize("name", PARTICLE_STACKS)
@@ -222,4 +231,6 @@ def test_lru_cache_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         write_stack(path, np.full((2, 4, 4), float(i), np.float32), 1.0)
         arrays.append(open_stack(path))
         assert len(stacks_mod._cache) <= 3
-    assert [float(a[1, 0, 0]) for a in arrays] == [float(i) for i in range(8)]  # evicted views stay valid
+    assert [float(a[1, 0, 0]) for a in arrays] == [
+        float(i) for i in range(8)
+    ]  # evicted views stay valid

@@ -17,8 +17,12 @@ DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # What each real STAR file should give. images=False: metadata only (stacks not shipped).
 EXPECTED: dict[str, dict[str, Any]] = {
-    "aspire/sample_particles_relion30.star": dict(n=17, images=True, box=200, psize=5e4 / 37369.207031),
-    "aspire/starfile_historic_3800particles.star": dict(n=3796, images=False, psize=5e4 / 37369.207031),
+    "aspire/sample_particles_relion30.star": dict(
+        n=17, images=True, box=200, psize=5e4 / 37369.207031
+    ),
+    "aspire/starfile_historic_3800particles.star": dict(
+        n=3796, images=False, psize=5e4 / 37369.207031
+    ),
     "cryodrgn/FinalRefinement-OriginalParticles-PfCRT.star": dict(
         n=5, images=False, psize=1.035, defaults={"rlnAmplitudeContrast": 0.1}
     ),
@@ -46,7 +50,9 @@ PARTICLE_STAR_FILES = [f for f in STAR_FILES if not EXPECTED.get(f, {}).get("not
 
 
 def _read(path: Path, exp: dict[str, Any], **kw: Any) -> ParticleSet:
-    return read_particles(path, check_images=exp.get("images", False), defaults=exp.get("defaults"), **kw)
+    return read_particles(
+        path, check_images=exp.get("images", False), defaults=exp.get("defaults"), **kw
+    )
 
 
 def check_ctf_units(ps: ParticleSet) -> None:
@@ -165,13 +171,17 @@ def test_written_star_is_relion31(data_dir: Path, tmp_path: Path) -> None:
 
 def test_relion30_conversions(data_dir: Path) -> None:
     raw = starfile.read(data_dir / "aspire/starfile_historic_3800particles.star")
-    ps = read_particles(data_dir / "aspire/starfile_historic_3800particles.star", check_images=False)
+    ps = read_particles(
+        data_dir / "aspire/starfile_historic_3800particles.star", check_images=False
+    )
     psize = 5.0 * 1e4 / 37369.207031
     np.testing.assert_allclose(ps.table["rlnImagePixelSize"], psize)
     np.testing.assert_allclose(ps.table["rlnOriginXAngst"], raw["rlnOriginX"] * psize)
     np.testing.assert_allclose(ps.table["rlnOriginYAngst"], raw["rlnOriginY"] * psize)
     assert (ps.table["rlnImageSize"] == 0).all()  # unknown: stacks not shipped
-    with pytest.raises(InputError, match=r"row 0 .*box size unknown.*stack_0500_cor_DW.mrcs.*not found"):
+    with pytest.raises(
+        InputError, match=r"row 0 .*box size unknown.*stack_0500_cor_DW.mrcs.*not found"
+    ):
         _ = ps.box
     assert (ps.table["rlnOpticsGroup"] == 1).all()
     assert (ps.table["rlnImageName"] == raw["rlnImageName"]).all()  # as in the file
@@ -207,7 +217,8 @@ def test_mixed_pixel_sizes_between_optics_groups(data_dir: Path) -> None:
     ps = read_particles(data_dir / "cryodrgn/relion31.6opticsgroups.star", check_images=False)
     assert ps.box == 196
     with pytest.raises(
-        InputError, match=r"mixed pixel sizes: optics group \d has 1.2[45] Å, optics group \d has 1.2[45] Å"
+        InputError,
+        match=r"mixed pixel sizes: optics group \d has 1.2[45] Å, optics group \d has 1.2[45] Å",
     ) as exc:
         _ = ps.pixel_size_A
     assert str(data_dir / "cryodrgn/relion31.6opticsgroups.star") in str(exc.value)
@@ -257,7 +268,8 @@ def test_non_numeric_defocus(
         tmp_path / "p.star", ["1@s.mrcs", "2@s.mrcs", "3@s.mrcs"], defocus=["15000", "16000", "abc"]
     )
     with pytest.raises(
-        InputError, match=r"row 2 \(0-based data row\): rlnDefocusU is not a finite number \('abc'\)"
+        InputError,
+        match=r"row 2 \(0-based data row\): rlnDefocusU is not a finite number \('abc'\)",
     ) as exc:
         read_particles(star)
     assert str(star) in str(exc.value)
@@ -332,13 +344,18 @@ def test_write_subset_with_given_optics(data_dir: Path, tmp_path: Path) -> None:
     t.loc[0, "rlnMicrographName"] = "with space/mic 1.mrc"
     optics = ps.optics.copy()
     optics["myOpticsNote"] = [f"note{i}" for i in range(len(optics))]
-    t["myOpticsNote"] = [f"particle{i}" for i in range(len(t))]  # varies within a group: stays per particle
+    t["myOpticsNote"] = [
+        f"particle{i}" for i in range(len(t))
+    ]  # varies within a group: stays per particle
     out = tmp_path / "sub.star"
     write_star(out, t, optics=optics)
     blocks = starfile.read(out, always_dict=True)
     assert len(blocks["optics"]) == 6  # every group of the given optics table is kept
     assert "myOpticsNote" in blocks["particles"].columns
-    assert "rlnBeamTiltX" in blocks["optics"].columns and "rlnBeamTiltX" not in blocks["particles"].columns
+    assert (
+        "rlnBeamTiltX" in blocks["optics"].columns
+        and "rlnBeamTiltX" not in blocks["particles"].columns
+    )
     back = read_particles(out, check_images=False, project_dir=data_dir / "cryodrgn")
     cols = [c for c in t.columns if c != "_source_row"]  # rows are renumbered in the new file
     pd.testing.assert_frame_equal(back.table[cols], t[cols], check_exact=True)

@@ -25,8 +25,9 @@ def _protein(k: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return g(-4, -4, 1.5) + g(0, 0, 1.5) + g(4, 4, 1.5) + 0.7 * g(-6, 5, 1.2)
 
 
-def micelle_set(n: int, belt_amplitude: float, noise_sd: float, seed: int = 0
-                ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
+def micelle_set(
+    n: int, belt_amplitude: float, noise_sd: float, seed: int = 0
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
     """(images (n, D, D), RELION table, true view (n,), true belt (n,))."""
     rng = np.random.default_rng(seed)
     view = rng.integers(0, 3, n)
@@ -46,15 +47,30 @@ def micelle_set(n: int, belt_amplitude: float, noise_sd: float, seed: int = 0
     belt_img = lowpass_images(torch.stack(belts), APIX, 60.0, 0.5) * belt_amplitude
     img = torch.stack(imgs) + belt_img
     du = rng.uniform(8000, 20000, n)
-    table = pd.DataFrame({
-        "rlnImageName": [f"{i + 1}@micelle.mrcs" for i in range(n)],
-        "rlnDefocusU": du, "rlnDefocusV": du - 150.0, "rlnDefocusAngle": rng.uniform(0, 180, n),
-        "rlnVoltage": 300.0, "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1,
-        "rlnImagePixelSize": APIX, "rlnImageSize": BOX,
-    })
+    table = pd.DataFrame(
+        {
+            "rlnImageName": [f"{i + 1}@micelle.mrcs" for i in range(n)],
+            "rlnDefocusU": du,
+            "rlnDefocusV": du - 150.0,
+            "rlnDefocusAngle": rng.uniform(0, 180, n),
+            "rlnVoltage": 300.0,
+            "rlnSphericalAberration": 2.7,
+            "rlnAmplitudeContrast": 0.1,
+            "rlnImagePixelSize": APIX,
+            "rlnImageSize": BOX,
+        }
+    )
     fx, fy = rfft_frequencies(BOX, APIX)
-    ctf = ctf_2d(fx, fy, table.rlnDefocusU.values, table.rlnDefocusV.values,
-                 table.rlnDefocusAngle.values, 300.0, 2.7, 0.1)
+    ctf = ctf_2d(
+        fx,
+        fy,
+        table.rlnDefocusU.values,
+        table.rlnDefocusV.values,
+        table.rlnDefocusAngle.values,
+        300.0,
+        2.7,
+        0.1,
+    )
     ft = torch.fft.rfft2(torch.fft.ifftshift(img, dim=(-2, -1))) * ctf
     img = torch.fft.fftshift(torch.fft.irfft2(ft, s=(BOX, BOX)), dim=(-2, -1))
     img = img + noise_sd * torch.as_tensor(rng.standard_normal(img.shape), dtype=torch.float32)

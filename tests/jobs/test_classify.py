@@ -23,8 +23,7 @@ APIX = 3.0
 def sim(tmp_path_factory):
     """1,500 particles of the built-in phantom, 4 views, box 48 at 3 Å, SNR 0.3, with CTF."""
     out = tmp_path_factory.mktemp("sim")
-    simulate_dataset(out, n_particles=1500, box=48, pixel_size_A=APIX, n_views=4, snr=0.3,
-                     seed=1)
+    simulate_dataset(out, n_particles=1500, box=48, pixel_size_A=APIX, n_views=4, snr=0.3, seed=1)
     return out
 
 
@@ -43,9 +42,25 @@ def test_batch_classification_recovers_the_views(sim, tmp_path):
 def test_cli_classify_writes_every_output(sim, tmp_path):
     _register()
     out = tmp_path / "cli"
-    r = CliRunner().invoke(app, ["classify", str(sim / "particles.star"), "--out", str(out),
-                                 "-K", "3", "--n-online-em-iters", "3", "--n-full-iters", "1",
-                                 "--max-res-A", "12", "--batch-size-per-class", "50"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            str(sim / "particles.star"),
+            "--out",
+            str(out),
+            "-K",
+            "3",
+            "--n-online-em-iters",
+            "3",
+            "--n-full-iters",
+            "1",
+            "--max-res-A",
+            "12",
+            "--batch-size-per-class",
+            "50",
+        ],
+    )
     assert r.exit_code == 0, r.output
     classes = mrcfile.read(out / "classes.mrcs")
     assert classes.shape == (3, 48, 48)
@@ -54,18 +69,27 @@ def test_cli_classify_writes_every_output(sim, tmp_path):
     star = starfile.read(out / "particles.star")
     p = star["particles"]
     assert len(p) == 1500 and "optics" in star
-    for col in ("rlnClassNumber", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
-                "rlnMaxValueProbDistribution", "rlnNrOfSignificantSamples",
-                "rlnLogLikeliContribution"):
+    for col in (
+        "rlnClassNumber",
+        "rlnAnglePsi",
+        "rlnOriginXAngst",
+        "rlnOriginYAngst",
+        "rlnMaxValueProbDistribution",
+        "rlnNrOfSignificantSamples",
+        "rlnLogLikeliContribution",
+    ):
         assert col in p.columns
     assert set(p["rlnClassNumber"]) <= {1, 2, 3}
     counts = np.bincount(p["rlnClassNumber"], minlength=4)[1:]
     assert list(counts) == sorted(counts, reverse=True)  # sort_classes default
     model = starfile.read(out / "model.star")
     mc = model["model_classes"]
-    assert len(mc) == 3 and mc["rlnClassDistribution"].sum() == pytest.approx(1.0, abs=3e-6)  # 3 x 6 decimals
+    assert len(mc) == 3 and mc["rlnClassDistribution"].sum() == pytest.approx(
+        1.0, abs=3e-6
+    )  # 3 x 6 decimals
     assert (mc["rlnEstimatedResolution"] > 0).all()
     from cryosparc.dataset import Dataset
+
     cs = Dataset.load(out / "particles.cs")
     assert len(cs) == 1500
     assert set(np.unique(cs["alignments2D/class"])) <= {0, 1, 2}
@@ -81,17 +105,25 @@ def test_cli_reports_bad_input_clearly(tmp_path):
     assert "bad.star" in r.output and "rlnImageName" in r.output
 
 
-@pytest.mark.parametrize("name", ["cryodrgn/empiar_10076_7.star", "cryodrgn/empiar_10076_7.cs",
-                                  "aspire/sample_particles_relion30.star"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cryodrgn/empiar_10076_7.star",
+        "cryodrgn/empiar_10076_7.cs",
+        "aspire/sample_particles_relion30.star",
+    ],
+)
 def test_classify_runs_on_real_particle_files(name, tmp_path):
     path = SHARED / name
     if not path.exists():
         pytest.skip(f"../shared/data not found ({path})")
-    cfg = Config(n_classes=2, max_res_A=30.0, n_online_em_iters=2, n_full_iters=1,
-                 batch_size_per_class=4)
+    cfg = Config(
+        n_classes=2, max_res_A=30.0, n_online_em_iters=2, n_full_iters=1, batch_size_per_class=4
+    )
     result = classify(path, cfg, tmp_path / "out")
     paths = result.paths
     from cryoclass.io import read_particles, read_rejects
+
     star = starfile.read(paths["particles_star"])["particles"]
     assert result.classes.shape[0] == 2 and len(result.assignments) == len(star)
     assert result.assignments.cls.max() < 2
@@ -107,8 +139,16 @@ def test_pose_accuracy_follows_the_mask_diameter(sim, tmp_path):
     (mask_diameter_A / 2), as a stream's are, not for a fixed 0.85 of the box."""
     from cryoclass.engine.poses import working_steps
 
-    cfg = Config(n_classes=3, n_online_em_iters=2, n_full_iters=1, max_res_A=12.0,
-                 batch_size_per_class=50, psi_step_deg=1.0, mask_diameter_A=60.0, seed=0)
+    cfg = Config(
+        n_classes=3,
+        n_online_em_iters=2,
+        n_full_iters=1,
+        max_res_A=12.0,
+        batch_size_per_class=50,
+        psi_step_deg=1.0,
+        mask_diameter_A=60.0,
+        seed=0,
+    )
     result = classify(sim / "particles.star", cfg, tmp_path / "out")
     paths = result.paths
     res_A = 48 * APIX / result.model.r_work

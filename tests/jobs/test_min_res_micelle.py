@@ -35,9 +35,18 @@ class _Arrays:
 
 
 def _config(min_res: float | None) -> Config:
-    return Config(n_classes=3, max_res_A=9.0, min_res_A=min_res, batch_size_per_class=60,
-                  n_online_em_iters=8, sigma_anneal_iters=5, n_full_iters=1,
-                  mask_diameter_A=BOX * APIX * 0.9, seed=0, device="cpu")
+    return Config(
+        n_classes=3,
+        max_res_A=9.0,
+        min_res_A=min_res,
+        batch_size_per_class=60,
+        n_online_em_iters=8,
+        sigma_anneal_iters=5,
+        n_full_iters=1,
+        mask_diameter_A=BOX * APIX * 0.9,
+        seed=0,
+        device="cpu",
+    )
 
 
 def views_recovered(view: np.ndarray, cls: np.ndarray, purity: float = 0.7) -> int:
@@ -60,8 +69,11 @@ def _classify(mode: str, images: np.ndarray, table, config: Config, tmp_path) ->
     table = table.assign(truth_row=np.arange(len(table)))
     with Stream(config, tmp_path / f"stream_{config.min_res_A}", outputs_every_s=1e9) as s:
         for a in range(0, N, 100):
-            s.add_particles(images[a:a + 100], table.iloc[a:a + 100].reset_index(drop=True),
-                            pixel_size_A=APIX)
+            s.add_particles(
+                images[a : a + 100],
+                table.iloc[a : a + 100].reset_index(drop=True),
+                pixel_size_A=APIX,
+            )
         result = s.finish()
     rows = result.table["truth_row"].to_numpy()[result.particles.index]
     out = np.full(len(table), -1)
@@ -79,7 +91,7 @@ def test_min_res_separates_views_that_the_belt_merges(mode, tmp_path):
         cls = _classify(mode, images, table, _config(min_res), tmp_path)
         ari[min_res] = adjusted_rand_index(view, cls)
         found[min_res] = views_recovered(view, cls)
-        assert abs(adjusted_rand_index(belt, cls)) < 0.1   # nothing tracks the belts' size
+        assert abs(adjusted_rand_index(belt, cls)) < 0.1  # nothing tracks the belts' size
     print(mode, "ARI", ari, "views", found)
     assert ari[40.0] > 0.8
     assert ari[40.0] > ari[None] + 0.2

@@ -26,26 +26,41 @@ def _blob_image(cx: float, cy: float) -> torch.Tensor:
 def _result(cls, psi, tx, ty) -> ParticleResult:
     n = len(cls)
     z = np.zeros(n)
-    return ParticleResult(index=np.arange(n), cls=np.asarray(cls), psi_deg=np.asarray(psi, float),
-                          tx=np.asarray(tx, float), ty=np.asarray(ty, float), max_prob=z + 1,
-                          n_significant=z + 1, log_likelihood=z, posterior=np.ones((n, 2)))
+    return ParticleResult(
+        index=np.arange(n),
+        cls=np.asarray(cls),
+        psi_deg=np.asarray(psi, float),
+        tx=np.asarray(tx, float),
+        ty=np.asarray(ty, float),
+        max_prob=z + 1,
+        n_significant=z + 1,
+        log_likelihood=z,
+        posterior=np.ones((n, 2)),
+    )
 
 
 def test_written_classes_and_poses_model_the_same_particles():
     classes = torch.stack([_blob_image(6.0, -4.0), _blob_image(-3.0, 5.0)])
-    res = _result([0, 1, 0, 1], [30.0, 200.0, 300.0, 75.0], [1.5, -2.0, 0.0, 3.0],
-                  [-1.0, 2.5, 2.0, 0.0])
+    res = _result(
+        [0, 1, 0, 1], [30.0, 200.0, 300.0, 75.0], [1.5, -2.0, 0.0, 3.0], [-1.0, 2.5, 2.0, 0.0]
+    )
     # each particle as the engine models it: its class turned by -psi, then moved by +t
-    particles = torch.stack([
-        shift_images(rotate_images(classes[c], -p), (x, y))
-        for c, p, x, y in zip(res.cls, res.psi_deg, res.tx, res.ty)])
+    particles = torch.stack(
+        [
+            shift_images(rotate_images(classes[c], -p), (x, y))
+            for c, p, x, y in zip(res.cls, res.psi_deg, res.tx, res.ty)
+        ]
+    )
     moved, m = centre_images(classes, threshold=0.2)
-    assert np.all(np.hypot(m[:, 0], m[:, 1]) > 4.0)            # they really were off centre
+    assert np.all(np.hypot(m[:, 0], m[:, 1]) > 4.0)  # they really were off centre
     np.testing.assert_allclose(density_centre(torch.as_tensor(moved), 0.2).numpy(), 0, atol=0.05)
     new = centred_poses(res, m)
-    again = torch.stack([
-        shift_images(rotate_images(torch.as_tensor(moved[c]), -p), (x, y))
-        for c, p, x, y in zip(new.cls, new.psi_deg, new.tx, new.ty)])
+    again = torch.stack(
+        [
+            shift_images(rotate_images(torch.as_tensor(moved[c]), -p), (x, y))
+            for c, p, x, y in zip(new.cls, new.psi_deg, new.tx, new.ty)
+        ]
+    )
     err = float((again - particles).abs().max() / particles.abs().max())
     assert err < 0.02, f"re-centred classes and poses model the particles {err:.1%} off"
     np.testing.assert_array_equal(new.cls, res.cls)
@@ -54,11 +69,11 @@ def test_written_classes_and_poses_model_the_same_particles():
 
 def test_moving_never_wraps_density_round_the_box():
     img = torch.zeros(1, D, D)
-    img[0, D // 2 - 2:D // 2 + 3, 2:8] = 1.0       # density near the left edge
-    img[0, D // 2 - 2:D // 2 + 3, 40:46] = 0.2     # a weak part near the right edge
-    moved, m = centre_images(img, threshold=0.5)   # only the strong part counts: moves right
+    img[0, D // 2 - 2 : D // 2 + 3, 2:8] = 1.0  # density near the left edge
+    img[0, D // 2 - 2 : D // 2 + 3, 40:46] = 0.2  # a weak part near the right edge
+    moved, m = centre_images(img, threshold=0.5)  # only the strong part counts: moves right
     assert m[0, 0] < -15
-    assert moved[0, D // 2, D // 2] > 0.9          # the strong part is at the centre now
+    assert moved[0, D // 2, D // 2] > 0.9  # the strong part is at the centre now
     # the weak part left the box on the right; a periodic shift would bring it (0.2) in on the
     # left. What is left there is the sub-pixel shift's ringing of these hard edges.
     assert np.abs(moved[0, :, :18]).max() < 0.05

@@ -25,12 +25,18 @@ def _ctf_by_hand(fx, fy, du, dv, ang, kv, cs, w, phase=0.0, b=0.0):
     s2 = fx * fx + fy * fy
     th = math.atan2(fy, fx)
     dz = 0.5 * (du + dv) + 0.5 * (du - dv) * math.cos(2 * (th - math.radians(ang)))
-    chi = (math.pi * lam * dz * s2 - 0.5 * math.pi * cs * 1e7 * lam ** 3 * s2 * s2
-           + math.radians(phase) + math.atan(w / math.sqrt(1 - w * w)))
+    chi = (
+        math.pi * lam * dz * s2
+        - 0.5 * math.pi * cs * 1e7 * lam**3 * s2 * s2
+        + math.radians(phase)
+        + math.atan(w / math.sqrt(1 - w * w))
+    )
     return math.sin(chi) * math.exp(-b * s2 / 4)
 
 
-@pytest.mark.parametrize("fx,fy", [(0.0, 0.0), (0.01, 0.0), (0.0, 0.02), (0.03, -0.04), (-0.11, 0.07)])
+@pytest.mark.parametrize(
+    "fx,fy", [(0.0, 0.0), (0.01, 0.0), (0.0, 0.02), (0.03, -0.04), (-0.11, 0.07)]
+)
 def test_hand_computed_values(fx, fy):
     params = (15000.0, 14000.0, 35.0, KV, CS, W, 20.0, 60.0)
     got = ctf_2d(torch.tensor(fx), torch.tensor(fy), *params)
@@ -40,7 +46,9 @@ def test_hand_computed_values(fx, fy):
 
 def test_low_frequency_sign_is_positive_for_underfocus():
     # RELION sign: white-protein images, CTF(0) = w > 0
-    c = ctf_2d(torch.tensor([0.0, 1e-3]), torch.tensor([0.0, 0.0]), 20000.0, 20000.0, 0.0, KV, CS, W)
+    c = ctf_2d(
+        torch.tensor([0.0, 1e-3]), torch.tensor([0.0, 0.0]), 20000.0, 20000.0, 0.0, KV, CS, W
+    )
     assert float(c[0, 0]) == pytest.approx(W, abs=1e-6)
     assert float(c[0, 1]) > W
 
@@ -48,7 +56,7 @@ def test_low_frequency_sign_is_positive_for_underfocus():
 def test_zeros_at_analytic_positions():
     dz = 12000.0
     lam = electron_wavelength_A(KV)
-    a = 0.5 * math.pi * CS * 1e7 * lam ** 3
+    a = 0.5 * math.pi * CS * 1e7 * lam**3
     b = math.pi * lam * dz
     c = math.atan(W / math.sqrt(1 - W * W))
     s_zero = []
@@ -88,21 +96,31 @@ def test_matches_torch_ctf_full_grid():
     du = torch.tensor([15000.0, 22000.0, 9000.0])
     dv = torch.tensor([14200.0, 21900.0, 8500.0])
     ang = torch.tensor([30.0, -65.0, 120.0])
-    ours = ctf_rfft(box, apix, du, dv, ang, KV, CS, W, phase_shift_deg=torch.tensor([0.0, 10.0, 90.0]))
+    ours = ctf_rfft(
+        box, apix, du, dv, ang, KV, CS, W, phase_shift_deg=torch.tensor([0.0, 10.0, 90.0])
+    )
     # mapping: mean defocus and half astigmatism in micrometres, angle from the x (column) axis,
     # rfft layout without fftshift; identical sign (both give RELION's sin(+chi) form)
     theirs = torch_ctf.calculate_ctf_2d(
-        defocus=(du + dv) / 2 / 1e4, astigmatism=(du - dv) / 2 / 1e4, astigmatism_angle=ang,
-        voltage=KV, spherical_aberration=CS, amplitude_contrast=W,
-        phase_shift=torch.tensor([0.0, 10.0, 90.0]), pixel_size=apix, image_shape=(box, box),
-        rfft=True, fftshift=False)
+        defocus=(du + dv) / 2 / 1e4,
+        astigmatism=(du - dv) / 2 / 1e4,
+        astigmatism_angle=ang,
+        voltage=KV,
+        spherical_aberration=CS,
+        amplitude_contrast=W,
+        phase_shift=torch.tensor([0.0, 10.0, 90.0]),
+        pixel_size=apix,
+        image_shape=(box, box),
+        rfft=True,
+        fftshift=False,
+    )
     assert theirs.shape == ours.shape == (3, box, box // 2 + 1)
     # torch-ctf takes lambda from CODATA constants (6e-6 relative to RELION's 12.2643247 formula);
     # with chi ~ 400 rad in the corners that is a few 1e-3 there, far less elsewhere
     diff = (ours - theirs).abs()
     assert float(diff.max()) < 5e-3
     fx, fy = rfft_frequencies(box, apix)
-    assert float(diff[:, fx ** 2 + fy ** 2 < 0.2 ** 2].max()) < 5e-4  # to 5 A
+    assert float(diff[:, fx**2 + fy**2 < 0.2**2].max()) < 5e-4  # to 5 A
 
 
 def test_rfft_frequencies_layout():
@@ -133,7 +151,7 @@ def test_bfactor_envelope():
     fx, fy = rfft_frequencies(32, 2.0)
     c0 = ctf_2d(fx, fy, 12000.0, 12000.0, 0.0, KV, CS, W)
     c1 = ctf_2d(fx, fy, 12000.0, 12000.0, 0.0, KV, CS, W, bfactor_A2=100.0)
-    env = torch.exp(-100.0 * (fx ** 2 + fy ** 2) / 4)
+    env = torch.exp(-100.0 * (fx**2 + fy**2) / 4)
     assert torch.allclose(c1, c0 * env, atol=1e-6)
 
 

@@ -3,12 +3,22 @@
 import pytest
 import torch
 
-from cryoclass.physics.fourier import (band_to_image, fourier_shift_images, make_band, padded_fft,
-                                       rfft_band, rotate_points, sample_bilinear, shift_phase)
+from cryoclass.physics.fourier import (
+    band_to_image,
+    fourier_shift_images,
+    make_band,
+    padded_fft,
+    rfft_band,
+    rotate_points,
+    sample_bilinear,
+    shift_phase,
+)
 
 
 def _blob(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-((x - 3) ** 2 + (y + 2) ** 2) / 8.0) + 0.5 * torch.exp(-((x + 4) ** 2 + y**2) / 5.0)
+    return torch.exp(-((x - 3) ** 2 + (y + 2) ** 2) / 8.0) + 0.5 * torch.exp(
+        -((x + 4) ** 2 + y**2) / 5.0
+    )
 
 
 def _grid(d: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +62,14 @@ def test_rotation_convention_matches_a_90_degree_turn():
     rx, ry = rotate_points(band.kx, band.ky, psi)
     sampled = sample_bilinear(padded_fft(img), torch.zeros(1, dtype=torch.long), rx, ry)
     direct = rfft_band(turned, band)
-    a = torch.nn.functional.cosine_similarity(torch.view_as_real(sampled).flatten()[None],
-                                              torch.view_as_real(direct).flatten()[None]).item()
+    a = torch.nn.functional.cosine_similarity(
+        torch.view_as_real(sampled).flatten()[None], torch.view_as_real(direct).flatten()[None]
+    ).item()
     b_rx, b_ry = rotate_points(band.kx, band.ky, -psi)
     wrong = sample_bilinear(padded_fft(img), torch.zeros(1, dtype=torch.long), b_rx, b_ry)
-    b = torch.nn.functional.cosine_similarity(torch.view_as_real(wrong).flatten()[None],
-                                              torch.view_as_real(direct).flatten()[None]).item()
+    b = torch.nn.functional.cosine_similarity(
+        torch.view_as_real(wrong).flatten()[None], torch.view_as_real(direct).flatten()[None]
+    ).item()
     assert a > 0.95 > b
 
 

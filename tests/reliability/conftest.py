@@ -26,5 +26,3 @@ def _fresh_stack_cache() -> Iterator[None]:
     clear_stack_cache()
     yield
     clear_stack_cache()
-
-

@@ -24,8 +24,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 BOX, APIX = 16, 2.0
 #: A classification that takes well under a second on 40 particles of 16 px.
-FAST = ["-K", "2", "--n-online-em-iters", "2", "--n-full-iters", "1", "--batch-size-per-class",
-        "10", "--max-res-A", "8", "--device", "cpu", "--no-remove-duplicates"]
+FAST = [
+    "-K",
+    "2",
+    "--n-online-em-iters",
+    "2",
+    "--n-full-iters",
+    "1",
+    "--batch-size-per-class",
+    "10",
+    "--max-res-A",
+    "8",
+    "--device",
+    "cpu",
+    "--no-remove-duplicates",
+]
 
 OPTICS = {
     "rlnOpticsGroup": "1",
@@ -57,16 +70,18 @@ class Project:
         (self.folder / "Extract").mkdir(parents=True, exist_ok=True)
         write_stack(self.folder / "Extract" / name, imgs, APIX)
         for i in range(n):
-            self.rows.append({
-                "rlnImageName": f"{i + 1:06d}@Extract/{name}",
-                "rlnMicrographName": f"Micrographs/{Path(name).stem}.mrc",
-                "rlnCoordinateX": f"{100 + 50 * i}",
-                "rlnCoordinateY": "300",
-                "rlnDefocusU": f"{15000 + 37 * len(self.rows):.2f}",
-                "rlnDefocusV": f"{14500 + 37 * len(self.rows):.2f}",
-                "rlnDefocusAngle": "30.5",
-                "rlnOpticsGroup": "1",
-            })
+            self.rows.append(
+                {
+                    "rlnImageName": f"{i + 1:06d}@Extract/{name}",
+                    "rlnMicrographName": f"Micrographs/{Path(name).stem}.mrc",
+                    "rlnCoordinateX": f"{100 + 50 * i}",
+                    "rlnCoordinateY": "300",
+                    "rlnDefocusU": f"{15000 + 37 * len(self.rows):.2f}",
+                    "rlnDefocusV": f"{14500 + 37 * len(self.rows):.2f}",
+                    "rlnDefocusAngle": "30.5",
+                    "rlnOpticsGroup": "1",
+                }
+            )
         return imgs
 
     def star_text(self) -> str:

@@ -21,8 +21,9 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
 STREAM = [*FAST, "--poll", "0.1"]
 
 
-def add_micrograph(folder: Path, name: str, n: int = 20, seed: int = 0, box: int = BOX,
-                   stack: bool = True) -> Path:
+def add_micrograph(
+    folder: Path, name: str, n: int = 20, seed: int = 0, box: int = BOX, stack: bool = True
+) -> Path:
     """Write ``Extract/name.mrcs`` (n images; none if not ``stack``) and ``name.star`` listing
     them; returns the STAR path."""
     p = Project(folder)
@@ -36,14 +37,24 @@ def add_micrograph(folder: Path, name: str, n: int = 20, seed: int = 0, box: int
 
 def launch(watch: Path, out: Path, *extra: str, log: Path) -> subprocess.Popen:
     """``cryoclass stream WATCH --out OUT`` as a process; stdout and stderr into ``log``."""
-    cmd = [sys.executable, "-m", "cryoclass.cli", "stream", str(watch), "--out", str(out),
-           *STREAM, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoclass.cli",
+        "stream",
+        str(watch),
+        "--out",
+        str(out),
+        *STREAM,
+        *extra,
+    ]
     fh = open(log, "w")
     return subprocess.Popen(cmd, env=ENV, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def wait_until(cond: Callable[[], bool], proc: subprocess.Popen | None = None,
-               timeout: float = 60.0) -> None:
+def wait_until(
+    cond: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 60.0
+) -> None:
     """Poll cond() until true; fail if the process ends first or time runs out."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

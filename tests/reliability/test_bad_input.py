@@ -58,7 +58,10 @@ def _out_of_range(p: Project) -> dict[int, str]:
 def _missing_stack(p: Project) -> dict[int, str]:
     for i in (20, 21, 22):
         p.rows[i]["rlnImageName"] = f"{i:06d}@Extract/gone.mrcs"
-    return {i: r"image stack Extract/gone.mrcs not found \(looked for: .*gone.mrcs" for i in (20, 21, 22)}
+    return {
+        i: r"image stack Extract/gone.mrcs not found \(looked for: .*gone.mrcs"
+        for i in (20, 21, 22)
+    }
 
 
 def _stack_is_a_folder(p: Project) -> dict[int, str]:
@@ -70,16 +73,21 @@ def _stack_is_a_folder(p: Project) -> dict[int, str]:
 def _corrupt_stack(p: Project) -> dict[int, str]:
     path = p.folder / "Extract" / "mic_b.mrcs"
     path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
-    return {i: r"image stack Extract/mic_b.mrcs: (invalid MRC header|unsupported MRC mode|cannot read)"
-            for i in range(20, 40)}
+    return {
+        i: r"image stack Extract/mic_b.mrcs: (invalid MRC header|unsupported MRC mode|cannot read)"
+        for i in range(20, 40)
+    }
 
 
 def _stack_being_written(p: Project) -> dict[int, str]:
     path = p.folder / "Extract" / "mic_b.mrcs"
     with open(path, "r+b") as fh:  # 7 and a half of its 20 images are on disk so far
         fh.truncate(1024 + int(7.5 * BOX * BOX * 4))
-    return {i: r"image stack Extract/mic_b.mrcs: truncated MRC file: header declares 20 images.*"
-               r"7 complete images; damaged, or still being written" for i in range(20, 40)}
+    return {
+        i: r"image stack Extract/mic_b.mrcs: truncated MRC file: header declares 20 images.*"
+        r"7 complete images; damaged, or still being written"
+        for i in range(20, 40)
+    }
 
 
 def _bad_pixels(p: Project) -> dict[int, str]:
@@ -89,9 +97,11 @@ def _bad_pixels(p: Project) -> dict[int, str]:
     imgs[4, 0, 0] = np.inf
     imgs[5] = 0.25
     write_stack(path, imgs, APIX)
-    return {3: r"image 3 \(0-based\) of stack .*mic_a.mrcs has NaN/Inf pixels",
-            4: r"image 4 \(0-based\) of stack .*mic_a.mrcs has NaN/Inf pixels",
-            5: r"is constant \(std 0, every pixel 0.25\)"}
+    return {
+        3: r"image 3 \(0-based\) of stack .*mic_a.mrcs has NaN/Inf pixels",
+        4: r"image 4 \(0-based\) of stack .*mic_a.mrcs has NaN/Inf pixels",
+        5: r"is constant \(std 0, every pixel 0.25\)",
+    }
 
 
 def _negative_defocus(p: Project) -> dict[int, str]:
@@ -100,25 +110,32 @@ def _negative_defocus(p: Project) -> dict[int, str]:
 
 
 def _zero_voltage_group(p: Project) -> dict[int, str]:
-    p.optics.append(dict(OPTICS, rlnOpticsGroup="2", rlnOpticsGroupName="opticsGroup2",
-                         rlnVoltage="0"))
+    p.optics.append(
+        dict(OPTICS, rlnOpticsGroup="2", rlnOpticsGroupName="opticsGroup2", rlnVoltage="0")
+    )
     for i in range(30, 40):
         p.rows[i]["rlnOpticsGroup"] = "2"
-    return {i: r"rlnVoltage 0 kV \(optics group 2\) is not a plausible acceleration voltage"
-            for i in range(30, 40)}
+    return {
+        i: r"rlnVoltage 0 kV \(optics group 2\) is not a plausible acceleration voltage"
+        for i in range(30, 40)
+    }
 
 
 def _wrong_types(p: Project) -> dict[int, str]:
     p.rows[9]["rlnDefocusV"] = "abc"
     p.rows[10]["rlnDefocusAngle"] = "nan"
-    return {9: r"rlnDefocusV is not a finite number \('abc'\)",
-            10: r"rlnDefocusAngle is not a finite number"}
+    return {
+        9: r"rlnDefocusV is not a finite number \('abc'\)",
+        10: r"rlnDefocusAngle is not a finite number",
+    }
 
 
 def _duplicate(p: Project) -> dict[int, str]:
     p.rows.append(dict(p.rows[2]))
-    return {N: r"duplicate particle: image 000003@Extract/mic_a.mrcs is also row 2 "
-               r"\(0-based data row\); the first one is kept"}
+    return {
+        N: r"duplicate particle: image 000003@Extract/mic_a.mrcs is also row 2 "
+        r"\(0-based data row\); the first one is kept"
+    }
 
 
 def _bad_image_name(p: Project) -> dict[int, str]:
@@ -142,8 +159,9 @@ PER_PARTICLE: dict[str, Callable[[Project], dict[int, str]]] = {
 
 
 @pytest.mark.parametrize("case", list(PER_PARTICLE))
-def test_bad_particles_are_set_aside_and_the_job_goes_on(case: str, project: Project,
-                                                         tmp_path: Path) -> None:
+def test_bad_particles_are_set_aside_and_the_job_goes_on(
+    case: str, project: Project, tmp_path: Path
+) -> None:
     expected = PER_PARTICLE[case](project)
     names = [r["rlnImageName"] for r in project.rows]
     rejects, classified = classify_ok(project, tmp_path / "out")
@@ -176,15 +194,19 @@ def test_missing_particle_column(project: Project, tmp_path: Path) -> None:
 def test_missing_optics_column(project: Project, tmp_path: Path) -> None:
     del project.optics[0]["rlnVoltage"]
     msg = _fail(project, tmp_path / "out")
-    assert "particles.star: missing required column(s) rlnVoltage (looked in data_optics or " \
-           "data_particles)" in msg
+    assert (
+        "particles.star: missing required column(s) rlnVoltage (looked in data_optics or "
+        "data_particles)" in msg
+    )
 
 
 def test_unknown_optics_group(project: Project, tmp_path: Path) -> None:
     project.rows[4]["rlnOpticsGroup"] = "one"
     msg = _fail(project, tmp_path / "out")
-    assert "particles.star, row 4 (0-based data row): rlnOpticsGroup 'one' is not defined in " \
-           "data_optics" in msg
+    assert (
+        "particles.star, row 4 (0-based data row): rlnOpticsGroup 'one' is not defined in "
+        "data_optics" in msg
+    )
 
 
 @pytest.mark.parametrize("what", ["pixel", "box"])
@@ -195,8 +217,10 @@ def test_optics_groups_disagree(what: str, project: Project, tmp_path: Path) -> 
     else:
         project.add_stack("big.mrcs", 10, seed=4, box=24)
         project.optics.append(dict(OPTICS, rlnOpticsGroup="2", rlnImageSize="24"))
-        expected = "mixed box sizes: stack Extract/mic_a.mrcs holds 16x16 px images (row 0) but " \
-                   "stack Extract/big.mrcs holds 24x24 px images"
+        expected = (
+            "mixed box sizes: stack Extract/mic_a.mrcs holds 16x16 px images (row 0) but "
+            "stack Extract/big.mrcs holds 24x24 px images"
+        )
     for r in project.rows[30:]:
         r["rlnOpticsGroup"] = "2"
     msg = _fail(project, tmp_path / "out")
@@ -212,11 +236,23 @@ def test_every_particle_bad(project: Project, tmp_path: Path) -> None:
     assert len(rejects_of(tmp_path / "out")) == 40
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "empty", "header only", "garbage",
-                                  "unreadable", "empty .cs", "bad extension"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "folder",
+        "empty",
+        "header only",
+        "garbage",
+        "unreadable",
+        "empty .cs",
+        "bad extension",
+    ],
+)
 def test_unusable_particle_file(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / ("p.cs" if case == "empty .cs" else "p.txt" if case == "bad extension"
-                       else "p.star")
+    path = tmp_path / (
+        "p.cs" if case == "empty .cs" else "p.txt" if case == "bad extension" else "p.star"
+    )
     expected = {
         "missing": "p.star: file not found",
         "folder": "p.star: is a folder, not a particle file",
@@ -257,10 +293,19 @@ def test_unusable_particle_file(case: str, tmp_path: Path, monkeypatch: pytest.M
 def _empty_table():
     import pandas as pd
 
-    cols = ["rlnImageName", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage",
-            "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize"]
-    return pd.DataFrame({c: pd.Series([], dtype=str if c == "rlnImageName" else float)
-                         for c in cols})
+    cols = [
+        "rlnImageName",
+        "rlnDefocusU",
+        "rlnDefocusV",
+        "rlnDefocusAngle",
+        "rlnVoltage",
+        "rlnSphericalAberration",
+        "rlnAmplitudeContrast",
+        "rlnImagePixelSize",
+    ]
+    return pd.DataFrame(
+        {c: pd.Series([], dtype=str if c == "rlnImageName" else float) for c in cols}
+    )
 
 
 def test_cs_with_missing_field(project: Project, tmp_path: Path) -> None:
@@ -278,10 +323,18 @@ def test_cs_with_missing_field(project: Project, tmp_path: Path) -> None:
 def test_real_process_exit_code_and_message(tmp_path: Path) -> None:
     """The installed entry point: exit code 2, the message on stderr, no traceback."""
     missing = tmp_path / "nope.star"
-    cmd = [sys.executable, "-m", "cryoclass.cli", "classify", str(missing), "--out",
-           str(tmp_path / "out")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, COLUMNS="300"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoclass.cli",
+        "classify",
+        str(missing),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="300")
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr + r.stdout
     assert f"error: {missing}: file not found" in one_line(r.stderr)

@@ -16,9 +16,9 @@ import starfile
 from cryoclass.config import Config
 from cryoclass.io import InputError
 from cryoclass.jobs import classify as classify_module
+from cryoclass.jobs.classify import classify
 from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, JobCheckpoint
 from cryoclass.outputs.events import EVENTS_NAME, read_events
-from cryoclass.jobs.classify import classify
 from cryoclass.schedules.batch import batch_steps
 from cryoclass.simulate import simulate_dataset
 
@@ -33,9 +33,18 @@ class Crash(Exception):
 
 def job_config(**overrides) -> Config:
     """K = 4, 6 online-EM iterations of 80 particles, 2 full passes: 8 steps, about 1 s."""
-    base = dict(n_classes=4, max_res_A=12.5, batch_size_per_class=20, n_online_em_iters=6,
-                n_full_iters=2, sigma_anneal_start=1, sigma_anneal_iters=4, seed=0, device="cpu",
-                initial_uncertainty_factor=8.0)
+    base = dict(
+        n_classes=4,
+        max_res_A=12.5,
+        batch_size_per_class=20,
+        n_online_em_iters=6,
+        n_full_iters=2,
+        sigma_anneal_start=1,
+        sigma_anneal_iters=4,
+        seed=0,
+        device="cpu",
+        initial_uncertainty_factor=8.0,
+    )
     base.update(overrides)
     return Config(**base)
 
@@ -45,8 +54,16 @@ def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("resume_data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(out, n_particles=N, box=32, pixel_size_A=5.0, n_views=4, snr=1.0,
-                         particles_per_micrograph=50, seed=5)
+        simulate_dataset(
+            out,
+            n_particles=N,
+            box=32,
+            pixel_size_A=5.0,
+            n_views=4,
+            snr=1.0,
+            particles_per_micrograph=50,
+            seed=5,
+        )
     return out / "particles.star"
 
 
@@ -60,7 +77,9 @@ def reference(dataset: Path, tmp_path_factory) -> Path:
 
 def assert_same_outputs(a: Path, b: Path) -> None:
     """Same class averages, same particles (each once) with the same class and pose."""
-    np.testing.assert_array_equal(mrcfile.read(a / "classes.mrcs"), mrcfile.read(b / "classes.mrcs"))
+    np.testing.assert_array_equal(
+        mrcfile.read(a / "classes.mrcs"), mrcfile.read(b / "classes.mrcs")
+    )
     pa = starfile.read(a / "particles.star")["particles"]
     pb = starfile.read(b / "particles.star")["particles"]
     assert len(pb) == N and pb["rlnImageName"].is_unique
@@ -68,10 +87,12 @@ def assert_same_outputs(a: Path, b: Path) -> None:
     ma = starfile.read(a / "model.star")
     mb = starfile.read(b / "model.star")
     ref = "rlnReferenceImage"  # NNNNNN@ + the path of each folder's own classes.mrcs
-    pd.testing.assert_frame_equal(ma["model_classes"].drop(columns=[ref]),
-                                  mb["model_classes"].drop(columns=[ref]))
-    assert list(ma["model_classes"][ref].str.replace(str(a), "")) == \
-        list(mb["model_classes"][ref].str.replace(str(b), ""))
+    pd.testing.assert_frame_equal(
+        ma["model_classes"].drop(columns=[ref]), mb["model_classes"].drop(columns=[ref])
+    )
+    assert list(ma["model_classes"][ref].str.replace(str(a), "")) == list(
+        mb["model_classes"][ref].str.replace(str(b), "")
+    )
     cols = ["iteration", "phase", "n_particles", "temperature", "work_res_A", "mean_loglik"]
     pd.testing.assert_frame_equal(ma["model_iterations"][cols], mb["model_iterations"][cols])
 
@@ -95,12 +116,14 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, call: int, after_save: bool) -> No
 STEPS = batch_steps(job_config())
 
 
-@pytest.mark.parametrize("call,after_save", [(1, False), (3, True), (6, False), (7, True),
-                                             (STEPS, True)],
-                         ids=["first-iteration", "online-em", "last-online", "full-pass",
-                              "before-outputs"])
-def test_stopped_at_any_step_resumes_to_the_same_result(call, after_save, dataset, reference,
-                                                        tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "call,after_save",
+    [(1, False), (3, True), (6, False), (7, True), (STEPS, True)],
+    ids=["first-iteration", "online-em", "last-online", "full-pass", "before-outputs"],
+)
+def test_stopped_at_any_step_resumes_to_the_same_result(
+    call, after_save, dataset, reference, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     with monkeypatch.context() as m:
         crash_at(m, call, after_save)
@@ -121,8 +144,14 @@ def test_resume_counts_each_step_once(dataset, tmp_path, monkeypatch):
             classify(dataset, job_config(), out)
     steps: list[int] = []
     real = JobCheckpoint.save
-    monkeypatch.setattr(JobCheckpoint, "save", lambda self, m, s, finished=False: (
-        steps.append(s["point"]["step"]), real(self, m, s, finished))[1])
+    monkeypatch.setattr(
+        JobCheckpoint,
+        "save",
+        lambda self, m, s, finished=False: (
+            steps.append(s["point"]["step"]),
+            real(self, m, s, finished),
+        )[1],
+    )
     result = classify(dataset, job_config(), out, resume=True)
     assert steps == list(range(5, STEPS + 1))
     assert [e.iteration for e in result.log] == list(range(1, STEPS + 1))
@@ -175,8 +204,9 @@ def test_other_particles_are_refused(dataset, tmp_path, monkeypatch):
         classify(fewer, job_config(), out, resume=True, project_dir=dataset.parent)
 
 
-def test_finished_job_runs_again_and_resume_only_rewrites(dataset, reference, tmp_path,
-                                                          monkeypatch):
+def test_finished_job_runs_again_and_resume_only_rewrites(
+    dataset, reference, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     classify(dataset, job_config(), out)
     called = []

@@ -29,8 +29,11 @@ from .projects import FAST, Project, one_line, run_cli
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file of a folder (not the lock), by name."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
-            if p.is_file() and p.name != LOCK_NAME}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != LOCK_NAME
+    }
 
 
 def no_temporaries(folder: Path) -> bool:
@@ -58,8 +61,9 @@ def full_disk_for(monkeypatch: pytest.MonkeyPatch, folder: Path, after: int = 0)
 
 
 @pytest.mark.parametrize("after", [0, 3, 9], ids=["checkpoint", "during-job", "during-outputs"])
-def test_batch_full_disk_keeps_previous_outputs(after: int, project: Project, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_full_disk_keeps_previous_outputs(
+    after: int, project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     star, out = project.write(), tmp_path / "out"
     assert run_cli("classify", str(star), "--out", str(out), *FAST).exit_code == 0
     before = snapshot(out)
@@ -69,8 +73,10 @@ def test_batch_full_disk_keeps_previous_outputs(after: int, project: Project, tm
     assert r.exit_code == 3, r.output
     msg = one_line(r.output)
     assert f"error: {out}" in msg
-    assert "cannot write (No space left on device, errno 28); the previous version of the file, " \
-           "if any, is intact" in msg
+    assert (
+        "cannot write (No space left on device, errno 28); the previous version of the file, "
+        "if any, is intact" in msg
+    )
     after_files = snapshot(out)
     # the commit point and the log of the run under way change as it runs; the outputs do not
     outputs = [n for n in before if n not in (CHECKPOINT_NAME, EVENTS_NAME)]
@@ -83,13 +89,21 @@ def test_batch_full_disk_keeps_previous_outputs(after: int, project: Project, tm
     assert snapshot(out)["classes.mrcs"] != before["classes.mrcs"]
 
 
-def test_stream_full_disk_keeps_previous_outputs(project: Project, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stream_full_disk_keeps_previous_outputs(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cryoclass.io import read_particles
 
     pset = read_particles(project.write())
-    cfg = Config(n_classes=2, n_online_em_iters=2, batch_size_per_class=5, n_full_iters=1,
-                 max_res_A=8, device="cpu", remove_duplicates=False)
+    cfg = Config(
+        n_classes=2,
+        n_online_em_iters=2,
+        batch_size_per_class=5,
+        n_full_iters=1,
+        max_res_A=8,
+        device="cpu",
+        remove_duplicates=False,
+    )
     out = tmp_path / "live"
     with Stream(cfg, out) as s:
         s.add_particles(pset.subset(np.arange(20)))
@@ -109,20 +123,37 @@ def test_stream_full_disk_keeps_previous_outputs(project: Project, tmp_path: Pat
         assert s.finish().particles.index.size == 40
 
 
-def test_stream_cli_full_disk_message(project: Project, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stream_cli_full_disk_message(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project.write()
     out = tmp_path / "live"
     out.mkdir()
     with monkeypatch.context() as m:
         full_disk_for(m, out)
-        r = run_cli("stream", str(project.folder), "--out", str(out), "-K", "2",
-                    "--batch-size-per-class", "5", "--max-res-A", "8", "--device", "cpu",
-                    "--poll", "0.05", "--idle-timeout", "30")
+        r = run_cli(
+            "stream",
+            str(project.folder),
+            "--out",
+            str(out),
+            "-K",
+            "2",
+            "--batch-size-per-class",
+            "5",
+            "--max-res-A",
+            "8",
+            "--device",
+            "cpu",
+            "--poll",
+            "0.05",
+            "--idle-timeout",
+            "30",
+        )
     assert r.exit_code == 3, r.output
     msg = one_line(r.output)
-    assert f"error: {out / CHECKPOINT_NAME}: cannot write (No space left on device, errno 28)" \
-        in msg
+    assert (
+        f"error: {out / CHECKPOINT_NAME}: cannot write (No space left on device, errno 28)" in msg
+    )
 
 
 @pytest.fixture
@@ -130,11 +161,14 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB file system (tmpfs); skipped where mounting is not allowed."""
     mnt = tmp_path / "small_disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs here ({r.stderr.strip() or 'not root'}); the "
-                    "in-process ENOSPC tests cover the full disk")
+        pytest.skip(
+            f"cannot mount a 1 MiB tmpfs here ({r.stderr.strip() or 'not root'}); the "
+            "in-process ENOSPC tests cover the full disk"
+        )
     try:
         yield mnt
     finally:

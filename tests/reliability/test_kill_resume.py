@@ -33,9 +33,26 @@ from cryoclass.stream import read_events
 from .whole import Watcher, broken_outputs
 
 N_BATCH = 400
-BATCH_ARGS = ["-K", "4", "--max-res-A", "12.5", "--batch-size-per-class", "20",
-              "--n-online-em-iters", "10", "--n-full-iters", "2", "--sigma-anneal-start", "1",
-              "--sigma-anneal-iters", "5", "--initial-uncertainty-factor", "8", "--device", "cpu"]
+BATCH_ARGS = [
+    "-K",
+    "4",
+    "--max-res-A",
+    "12.5",
+    "--batch-size-per-class",
+    "20",
+    "--n-online-em-iters",
+    "10",
+    "--n-full-iters",
+    "2",
+    "--sigma-anneal-start",
+    "1",
+    "--sigma-anneal-iters",
+    "5",
+    "--initial-uncertainty-factor",
+    "8",
+    "--device",
+    "cpu",
+]
 BATCH_STEPS = 12
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
 
@@ -47,7 +64,9 @@ def cli(*args: str) -> list[str]:
 def checkpoint_step(path: Path) -> int:
     """The step a batch checkpoint holds (-1 if none yet)."""
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["state"]["point"]["step"])
+        return int(
+            torch.load(path, map_location="cpu", weights_only=False)["state"]["point"]["step"]
+        )
     except (FileNotFoundError, EOFError, RuntimeError):
         return -1
 
@@ -78,29 +97,50 @@ def batch_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kill_data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(out, n_particles=N_BATCH, box=32, pixel_size_A=5.0, n_views=4, snr=1.0,
-                         particles_per_micrograph=50, seed=11)
+        simulate_dataset(
+            out,
+            n_particles=N_BATCH,
+            box=32,
+            pixel_size_A=5.0,
+            n_views=4,
+            snr=1.0,
+            particles_per_micrograph=50,
+            seed=11,
+        )
     return out / "particles.star"
 
 
 @pytest.mark.slow
 def test_batch_killed_repeatedly_resumes_to_the_same_result(batch_data, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "out"
-    r = subprocess.run(cli("classify", str(batch_data), "--out", str(ref), *BATCH_ARGS),
-                       env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cli("classify", str(batch_data), "--out", str(ref), *BATCH_ARGS),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rng = np.random.default_rng(2026)
     ckpt = out / CHECKPOINT_NAME
     # (phase, checkpoint step to wait for): start-up, online EM, full passes, output writing
-    plan = [("start-up", None), ("online EM", 2), ("online EM", 6), ("full pass", 11),
-            ("outputs", BATCH_STEPS)]
+    plan = [
+        ("start-up", None),
+        ("online EM", 2),
+        ("online EM", 6),
+        ("full pass", 11),
+        ("outputs", BATCH_STEPS),
+    ]
     watcher = Watcher(out)
     watcher.start()
     killed, steps = [], []
     for phase, step in plan:
-        proc = subprocess.Popen(cli("classify", str(batch_data), "--out", str(out), *BATCH_ARGS,
-                                    "--resume"), env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cli("classify", str(batch_data), "--out", str(out), *BATCH_ARGS, "--resume"),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         if step is None:
             time.sleep(rng.uniform(0.2, 1.0))
         else:
@@ -111,40 +151,70 @@ def test_batch_killed_repeatedly_resumes_to_the_same_result(batch_data, tmp_path
         steps.append(checkpoint_step(ckpt))
         assert steps == sorted(steps), f"a resumed run went back: steps {steps}"
         assert not broken_outputs(out), broken_outputs(out)
-    proc = subprocess.run(cli("classify", str(batch_data), "--out", str(out), *BATCH_ARGS,
-                              "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cli("classify", str(batch_data), "--out", str(out), *BATCH_ARGS, "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     watcher.stop()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(killed) >= 4, f"only {killed} were killed mid-run"
     assert not watcher.problems, watcher.problems[:5]
     assert watcher.reads > 50
     # complete and identical to the run never killed: every particle once, same class and pose
-    np.testing.assert_array_equal(mrcfile.read(ref / "classes.mrcs"),
-                                  mrcfile.read(out / "classes.mrcs"))
+    np.testing.assert_array_equal(
+        mrcfile.read(ref / "classes.mrcs"), mrcfile.read(out / "classes.mrcs")
+    )
     pr = starfile.read(ref / "particles.star")["particles"]
     po = starfile.read(out / "particles.star")["particles"]
     assert len(po) == N_BATCH and po["rlnImageName"].is_unique
     pd.testing.assert_frame_equal(pr, po)
     assert not [p for p in out.iterdir() if ".tmp" in p.name or p.name.startswith(".staging")]
-    print(f"\nkilled during {killed}; checkpoint steps at the kills {steps}; "
-          f"{watcher.reads} whole reads of every output")
+    print(
+        f"\nkilled during {killed}; checkpoint steps at the kills {steps}; "
+        f"{watcher.reads} whole reads of every output"
+    )
 
 
 # --------------------------------------------------------------------------- streaming
 N_STREAM = 450
-STREAM_ARGS = ["--classes", "4", "--max-res-A", "12.5", "--batch-size-per-class", "20",
-               "--n-online-em-iters", "10", "--n-full-iters", "1", "--sigma-anneal-start", "1",
-               "--sigma-anneal-iters", "5", "--device", "cpu", "--poll", "0.1"]
+STREAM_ARGS = [
+    "--classes",
+    "4",
+    "--max-res-A",
+    "12.5",
+    "--batch-size-per-class",
+    "20",
+    "--n-online-em-iters",
+    "10",
+    "--n-full-iters",
+    "1",
+    "--sigma-anneal-start",
+    "1",
+    "--sigma-anneal-iters",
+    "5",
+    "--device",
+    "cpu",
+    "--poll",
+    "0.1",
+]
 
 
 def stream_proc(watch: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(cli("stream", str(watch), "--out", str(out), *STREAM_ARGS), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cli("stream", str(watch), "--out", str(out), *STREAM_ARGS),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def n_updates(out: Path) -> int:
-    return sum(e["event"] in ("online", "live", "full", "final") for e in
-               read_events(out / "events.jsonl"))
+    return sum(
+        e["event"] in ("online", "live", "full", "final") for e in read_events(out / "events.jsonl")
+    )
 
 
 def n_processed(out: Path) -> int:
@@ -155,8 +225,15 @@ def n_processed(out: Path) -> int:
 @pytest.mark.slow
 def test_stream_killed_repeatedly_loses_nothing(tmp_path):
     watch, out = tmp_path / "watch", tmp_path / "out"
-    sim = SimulationConfig(n_particles=N_STREAM, box=32, pixel_size_A=5.0, n_views=4, snr=1.0,
-                           particles_per_micrograph=25, seed=4)
+    sim = SimulationConfig(
+        n_particles=N_STREAM,
+        box=32,
+        pixel_size_A=5.0,
+        n_views=4,
+        snr=1.0,
+        particles_per_micrograph=25,
+        seed=4,
+    )
     # no done marker until the kills are over: the stream is always running when killed
     feeder = threading.Thread(target=feed_simulation, args=(watch, sim, 60.0, ""), daemon=True)
     feeder.start()
@@ -167,8 +244,12 @@ def test_stream_killed_repeatedly_loses_nothing(tmp_path):
     for _ in range(5):
         proc = stream_proc(watch, out)
         target = n_updates(out) + 1 + int(rng.integers(0, 3))
-        wait_for(lambda: n_updates(out) >= target
-                 or (not feeder.is_alive() and n_processed(out) >= N_STREAM), proc)
+        wait_for(
+            lambda: (
+                n_updates(out) >= target or (not feeder.is_alive() and n_processed(out) >= N_STREAM)
+            ),
+            proc,
+        )
         time.sleep(rng.uniform(0.0, 0.3))
         if kill(proc):
             killed.append(n_updates(out))

@@ -33,15 +33,26 @@ def test_bad_rows_in_a_stream_are_set_aside_and_the_rest_classified(tmp_path: Pa
     live.rows = rows[20:]
     live.write("mic_b.star")
     (live.folder / "DONE").write_text("")
-    cfg = Config(n_classes=2, n_online_em_iters=2, batch_size_per_class=5, n_full_iters=1,
-                 max_res_A=8, device="cpu", remove_duplicates=False)
+    cfg = Config(
+        n_classes=2,
+        n_online_em_iters=2,
+        batch_size_per_class=5,
+        n_full_iters=1,
+        max_res_A=8,
+        device="cpu",
+        remove_duplicates=False,
+    )
     out = tmp_path / "out"
     summary = watch(live.folder, cfg, out, poll_s=0.05, max_seconds=120)
     assert summary.reason == "done"
     with open(out / "rejects.csv", newline="") as fh:
         rejects = {(Path(r["source"]).name, int(r["row"])): r["reason"] for r in csv.DictReader(fh)}
-    assert set(rejects) == {("mic_a.star", 3), ("mic_b.star", 5), ("mic_b.star", 10),
-                            ("mic_a.star", 7)}, rejects
+    assert set(rejects) == {
+        ("mic_a.star", 3),
+        ("mic_b.star", 5),
+        ("mic_b.star", 10),
+        ("mic_a.star", 7),
+    }, rejects
     assert rejects[("mic_a.star", 3)].startswith("rlnDefocusU -15000 Å is not a plausible defocus")
     assert rejects[("mic_b.star", 5)] == "rlnDefocusV is not a finite number ('n/a')"
     assert rejects[("mic_b.star", 10)].startswith("cannot parse rlnImageName 'x@Extract/mic_b")

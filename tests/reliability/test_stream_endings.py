@@ -14,22 +14,22 @@ import starfile
 from cryoclass.jobs.outdir import hold
 
 from .projects import FAST, one_line, run_cli
-from .streams import (STREAM, add_micrograph, last_event, launch, rejects, text, wait_until)
-
+from .streams import STREAM, add_micrograph, last_event, launch, rejects, text, wait_until
 
 
 def test_stack_deleted_after_ingestion_is_set_aside_and_the_stream_survives_restart(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     watch, out, log = tmp_path / "watch", tmp_path / "out", tmp_path / "log"
     add_micrograph(watch, "mic_a", seed=1)
     add_micrograph(watch, "mic_b", seed=2)
     proc = launch(watch, out, log=log)
     wait_until(lambda: last_event(out).get("n_processed") == 40, proc)
-    (watch / "Extract" / "mic_a.mrcs").unlink()          # deleted after it was classified
+    (watch / "Extract" / "mic_a.mrcs").unlink()  # deleted after it was classified
     add_micrograph(watch, "mic_c", seed=3)
     add_micrograph(watch, "mic_d", seed=4)
     wait_until(lambda: last_event(out).get("n_processed") == 80, proc)
-    proc.kill()                                            # kill -9, then start again
+    proc.kill()  # kill -9, then start again
     proc.wait(timeout=30)
     proc = launch(watch, out, log=log)
     add_micrograph(watch, "mic_e", seed=5)
@@ -37,21 +37,27 @@ def test_stack_deleted_after_ingestion_is_set_aside_and_the_stream_survives_rest
     (watch / "DONE").write_text("")
     assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
     said = text(log)
-    assert "stream ended (done): 100 particles ingested, 100 classified, 20 set aside, 0 still " \
-           "waiting (found 120 = classified + set aside + still waiting)" in said, said[-2000:]
+    assert (
+        "stream ended (done): 100 particles ingested, 100 classified, 20 set aside, 0 still "
+        "waiting (found 120 = classified + set aside + still waiting)" in said
+    ), said[-2000:]
     assert "20 particles set aside (20 stack unreadable after ingestion)" in said
     rows = rejects(out)
     assert len(rows) == 20 and {Path(r["source"]).name for r in rows} == {"mic_a.star"}
     assert sorted(int(r["row"]) for r in rows) == list(range(20))
-    assert all("image stack not found" in r["reason"] and "withdrawn" in r["reason"]
-               and r["time"].endswith("Z") for r in rows)
+    assert all(
+        "image stack not found" in r["reason"]
+        and "withdrawn" in r["reason"]
+        and r["time"].endswith("Z")
+        for r in rows
+    )
     parts = starfile.read(out / "particles.star")["particles"]
     assert len(parts) == 100 and not parts["rlnImageName"].str.contains("mic_a").any()
 
 
 def test_first_poll_with_two_box_sizes_keeps_the_majority(tmp_path: Path) -> None:
     watch, out = tmp_path / "watch", tmp_path / "out"
-    add_micrograph(watch, "mic_a", seed=1, box=24)         # the first micrograph, outnumbered
+    add_micrograph(watch, "mic_a", seed=1, box=24)  # the first micrograph, outnumbered
     add_micrograph(watch, "mic_b", seed=2)
     add_micrograph(watch, "mic_c", seed=3)
     (watch / "DONE").write_text("")
@@ -62,7 +68,7 @@ def test_first_poll_with_two_box_sizes_keeps_the_majority(tmp_path: Path) -> Non
     rows = rejects(out)
     assert len(rows) == 20 and {Path(x["source"]).name for x in rows} == {"mic_a.star"}
     assert all(x["reason"] == "box 24 px differs from the stream's 16 px" for x in rows)
-    r = run_cli("stream", str(watch), "--out", str(out), *STREAM)   # a restart is fine too
+    r = run_cli("stream", str(watch), "--out", str(out), *STREAM)  # a restart is fine too
     assert r.exit_code == 0, r.output
 
 
@@ -80,23 +86,28 @@ def test_box_tie_goes_to_the_first_micrograph() -> None:
 def test_idle_timeout_sets_aside_what_never_became_usable(tmp_path: Path) -> None:
     watch, out = tmp_path / "watch", tmp_path / "out"
     add_micrograph(watch, "mic_a", seed=1)
-    add_micrograph(watch, "mic_b", seed=2, stack=False)    # its stack never arrives
+    add_micrograph(watch, "mic_b", seed=2, stack=False)  # its stack never arrives
     add_micrograph(watch, "mic_c", seed=3)
     stack = watch / "Extract" / "mic_c.mrcs"
-    stack.write_bytes(stack.read_bytes()[:-500])           # truncated: never complete
+    stack.write_bytes(stack.read_bytes()[:-500])  # truncated: never complete
     (watch / "garbled.star").write_bytes(b"\x00\x01 not a STAR file\n")
     r = run_cli("stream", str(watch), "--out", str(out), *STREAM, "--idle-timeout", "1")
     assert r.exit_code == 0, r.output
     said = one_line(r.output)
-    assert "stream ended (idle): 20 particles ingested, 20 classified, 40 set aside, 0 still " \
-           "waiting (found 60 = classified + set aside + still waiting)" in said, said
+    assert (
+        "stream ended (idle): 20 particles ingested, 20 classified, 40 set aside, 0 still "
+        "waiting (found 60 = classified + set aside + still waiting)" in said
+    ), said
     assert "1 STAR file(s) could not be read and were set aside" in said
     rows = rejects(out)
     by_file: dict[str, list[dict]] = {}
     for x in rows:
         by_file.setdefault(Path(x["source"]).name, []).append(x)
-    assert {k: len(v) for k, v in by_file.items()} == {"mic_b.star": 20, "mic_c.star": 20,
-                                                       "garbled.star": 1}
+    assert {k: len(v) for k, v in by_file.items()} == {
+        "mic_b.star": 20,
+        "mic_c.star": 20,
+        "garbled.star": 1,
+    }
     assert all(x["reason"].startswith("stack never complete") for x in by_file["mic_b.star"])
     assert all(x["reason"].startswith("stack never complete") for x in by_file["mic_c.star"])
     assert by_file["garbled.star"][0]["reason"].startswith("STAR file unreadable")
@@ -106,29 +117,36 @@ def test_idle_timeout_shorter_than_a_poll_still_ingests_what_was_found(tmp_path:
     watch, out = tmp_path / "watch", tmp_path / "out"
     add_micrograph(watch, "mic_a", seed=1)
     add_micrograph(watch, "mic_b", seed=2)
-    r = run_cli("stream", str(watch), "--out", str(out), *FAST, "--poll", "0.5",
-                "--idle-timeout", "0")
+    r = run_cli(
+        "stream", str(watch), "--out", str(out), *FAST, "--poll", "0.5", "--idle-timeout", "0"
+    )
     assert r.exit_code == 0, r.output
-    assert "stream ended (idle): 40 particles ingested, 40 classified, 0 set aside, 0 still " \
-           "waiting (found 40" in one_line(r.output), r.output
+    assert (
+        "stream ended (idle): 40 particles ingested, 40 classified, 0 set aside, 0 still "
+        "waiting (found 40" in one_line(r.output)
+    ), r.output
 
 
-@pytest.mark.parametrize("sig,rc,name", [(signal.SIGTERM, 143, "SIGTERM"),
-                                         (signal.SIGINT, 130, "Ctrl-C")])
-def test_signal_stops_with_every_particle_accounted_and_resumes(tmp_path: Path, sig: int,
-                                                                 rc: int, name: str) -> None:
+@pytest.mark.parametrize(
+    "sig,rc,name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
+def test_signal_stops_with_every_particle_accounted_and_resumes(
+    tmp_path: Path, sig: int, rc: int, name: str
+) -> None:
     watch, out, log = tmp_path / "watch", tmp_path / "out", tmp_path / "log"
     add_micrograph(watch, "mic_a", seed=1)
-    add_micrograph(watch, "mic_b", seed=2, stack=False)    # waiting for its stack
+    add_micrograph(watch, "mic_b", seed=2, stack=False)  # waiting for its stack
     proc = launch(watch, out, log=log)
     wait_until(lambda: last_event(out).get("n_processed") == 20, proc)
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == rc, log.read_text()[-3000:]
     said = text(log)
-    assert f"stream ended ({name}): 20 particles ingested, 20 classified, 0 set aside, 20 still " \
-           "waiting (found 40 = classified + set aside + still waiting)" in said, said[-2000:]
+    assert (
+        f"stream ended ({name}): 20 particles ingested, 20 classified, 0 set aside, 20 still "
+        "waiting (found 40 = classified + set aside + still waiting)" in said
+    ), said[-2000:]
     assert "run the same command to resume" in said
-    add_micrograph(watch, "mic_b", seed=2)                 # the stack arrives; then DONE
+    add_micrograph(watch, "mic_b", seed=2)  # the stack arrives; then DONE
     (watch / "DONE").write_text("")
     proc = launch(watch, out, log=log)
     assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
@@ -141,8 +159,13 @@ def test_batch_and_stream_share_one_lock(tmp_path: Path, project) -> None:
     watch.mkdir()
     proc = launch(watch, out, log=log)
     try:
-        wait_until(lambda: (out / ".cryoclass.lock").exists()
-                   and (out / ".cryoclass.lock").read_text().startswith("stream"), proc)
+        wait_until(
+            lambda: (
+                (out / ".cryoclass.lock").exists()
+                and (out / ".cryoclass.lock").read_text().startswith("stream")
+            ),
+            proc,
+        )
         r = run_cli("classify", str(star), "--out", str(out), *FAST)
         assert r.exit_code == 2, r.output
         assert f"another cryoclass stream (pid {proc.pid}" in one_line(r.output), r.output
@@ -151,7 +174,14 @@ def test_batch_and_stream_share_one_lock(tmp_path: Path, project) -> None:
         proc.kill()
         proc.wait(timeout=30)
     with hold(tmp_path / "batch_out"):
-        r = run_cli("stream", str(watch), "--out", str(tmp_path / "batch_out"), *STREAM,
-                    "--idle-timeout", "0")
+        r = run_cli(
+            "stream",
+            str(watch),
+            "--out",
+            str(tmp_path / "batch_out"),
+            *STREAM,
+            "--idle-timeout",
+            "0",
+        )
         assert r.exit_code == 2, r.output
         assert "another cryoclass classify job (pid" in one_line(r.output), r.output

@@ -30,15 +30,30 @@ def arrivals(tmp_path_factory) -> list:
     out = tmp_path_factory.mktemp("load")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(out, n_particles=N, box=BOX, pixel_size_A=4.0, n_views=4, snr=1.0,
-                         particles_per_micrograph=PER_FILE, seed=6)
+        simulate_dataset(
+            out,
+            n_particles=N,
+            box=BOX,
+            pixel_size_A=4.0,
+            n_views=4,
+            snr=1.0,
+            particles_per_micrograph=PER_FILE,
+            seed=6,
+        )
     return [read_particles(p, project_dir=out) for p in sorted((out / "Movies").glob("*.star"))]
 
 
 @pytest.mark.slow
 def test_many_small_files_all_classified_once_with_bounded_memory(arrivals, tmp_path):
-    cfg = Config(n_classes=4, max_res_A=12, batch_size_per_class=50, n_online_em_iters=6,
-                 n_full_iters=1, device="cpu", remove_duplicates=False)
+    cfg = Config(
+        n_classes=4,
+        max_res_A=12,
+        batch_size_per_class=50,
+        n_online_em_iters=6,
+        n_full_iters=1,
+        device="cpu",
+        remove_duplicates=False,
+    )
     out = tmp_path / "live"
     retained = []
     tracemalloc.start()

@@ -11,8 +11,13 @@ from cryoclass.schedules.passes import FinalPass, final_passes
 
 
 def test_annealing_factor_falls_linearly_over_the_window():
-    cfg = Config(n_classes=2, batch_size_per_class=50, initial_uncertainty_factor=2.0,
-                 sigma_anneal_start=2, sigma_anneal_iters=4)
+    cfg = Config(
+        n_classes=2,
+        batch_size_per_class=50,
+        initial_uncertainty_factor=2.0,
+        sigma_anneal_start=2,
+        sigma_anneal_iters=4,
+    )
     mb = cfg.minibatch_size
     assert annealing_factor(cfg, 0) == annealing_factor(cfg, 2 * mb) == 2.0
     assert annealing_factor(cfg, 4 * mb) == pytest.approx(1.0)
@@ -21,11 +26,14 @@ def test_annealing_factor_falls_linearly_over_the_window():
     assert not reseed_due(cfg.model_copy(update={"reseed_empty": False}), 1.0)
 
 
-@pytest.mark.parametrize("full, hard, expect", [
-    (2, True, [FinalPass(False, True), FinalPass(True, True)]),
-    (1, False, [FinalPass(False, True)]),
-    (0, True, [FinalPass(True, False)]),       # no full iteration: one assignment pass
-])
+@pytest.mark.parametrize(
+    "full, hard, expect",
+    [
+        (2, True, [FinalPass(False, True), FinalPass(True, True)]),
+        (1, False, [FinalPass(False, True)]),
+        (0, True, [FinalPass(True, False)]),  # no full iteration: one assignment pass
+    ],
+)
 def test_final_passes(full, hard, expect):
     cfg = Config(n_online_em_iters=5, n_full_iters=full, hard_classify_last_iter=hard)
     assert final_passes(cfg) == expect

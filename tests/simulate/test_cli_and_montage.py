@@ -22,9 +22,28 @@ def _app() -> typer.Typer:
 
 def test_cli_simulate_writes_dataset(tmp_path):
     out = tmp_path / "data"
-    res = CliRunner().invoke(_app(), ["simulate", "--out", str(out), "--n", "30", "--box", "48",
-                                      "--apix", "3", "--views", "3", "--per-mic", "20",
-                                      "--seed", "2", "--snr", "0.1"])
+    res = CliRunner().invoke(
+        _app(),
+        [
+            "simulate",
+            "--out",
+            str(out),
+            "--n",
+            "30",
+            "--box",
+            "48",
+            "--apix",
+            "3",
+            "--views",
+            "3",
+            "--per-mic",
+            "20",
+            "--seed",
+            "2",
+            "--snr",
+            "0.1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "Simulated 30 particles" in res.output and "particles_preview.png" in res.output
     truth = pd.read_csv(out / "truth.csv")
@@ -42,11 +61,12 @@ def test_cli_rejects_bad_options(tmp_path):
 
 def test_save_montage(tmp_path):
     imgs = np.random.default_rng(0).standard_normal((7, 32, 32)).astype(np.float32)
-    p = save_montage(imgs, tmp_path / "m.png", labels=[f"class {i}" for i in range(7)], ncols=4,
-                     title="seven")
+    p = save_montage(
+        imgs, tmp_path / "m.png", labels=[f"class {i}" for i in range(7)], ncols=4, title="seven"
+    )
     png = mpimg.imread(p)
     assert png.ndim == 3 and png.shape[1] > png.shape[0] > 100
-    save_montage(imgs[0], tmp_path / "one.png")            # a single image is accepted
+    save_montage(imgs[0], tmp_path / "one.png")  # a single image is accepted
     assert (tmp_path / "one.png").stat().st_size > 0
     with pytest.raises(ValueError):
         save_montage(imgs, tmp_path / "x.png", labels=["a"])

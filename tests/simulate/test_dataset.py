@@ -18,8 +18,14 @@ from cryoclass.quality.metrics import best_ncc_inplane
 from cryoclass.quality.transforms import bandpass_images, rotate_images, shift_images
 from cryoclass.simulate import Simulation, SimulationConfig, iter_micrographs, simulate_dataset
 
-SMALL = dict(n_particles=90, box=48, pixel_size_A=3.0, n_views=5, particles_per_micrograph=40,
-             view_candidates=60)
+SMALL = dict(
+    n_particles=90,
+    box=48,
+    pixel_size_A=3.0,
+    n_views=5,
+    particles_per_micrograph=40,
+    view_candidates=60,
+)
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,8 +40,9 @@ PROGRESS: list[tuple[int, int]] = []
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
     out = tmp_path_factory.mktemp("noisy")
-    return out, simulate_dataset(out, snr=0.05, seed=3, progress=lambda d, n: PROGRESS.append((d, n)),
-                                 **SMALL)
+    return out, simulate_dataset(
+        out, snr=0.05, seed=3, progress=lambda d, n: PROGRESS.append((d, n)), **SMALL
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +53,15 @@ def clean(tmp_path_factory):
 
 def test_files_written_and_readable(noisy):
     out, res = noisy
-    for name in ["particles.star", "truth.csv", "views.mrcs", "views.csv", "sim_params.json",
-                 "particles_preview.png", "views_preview.png"]:
+    for name in [
+        "particles.star",
+        "truth.csv",
+        "views.mrcs",
+        "views.csv",
+        "sim_params.json",
+        "particles_preview.png",
+        "views_preview.png",
+    ]:
         assert (out / name).is_file(), name
     assert res.n_micrographs == 3 and len(res.micrograph_stars) == 3
     star = starfile.read(out / "particles.star", always_dict=True)
@@ -109,7 +123,7 @@ def test_truth_snr_is_signal_variance_over_noise_variance():
     clean, signal, _ = sim.render(np.arange(40))
     mask = clean > 0.05 * clean.flatten(1).max(1).values[:, None, None]
     var = np.array([float(signal[i][mask[i]].var(unbiased=False)) for i in range(40)])
-    assert np.allclose(mic.truth["snr"], var / sim.noise_sigma ** 2, rtol=1e-3)
+    assert np.allclose(mic.truth["snr"], var / sim.noise_sigma**2, rtol=1e-3)
     assert mic.truth["snr"].mean() == pytest.approx(0.2, rel=1e-3)
 
 
@@ -122,12 +136,14 @@ def test_particle_is_rotated_shifted_view(clean):
     imgs = ps.images(np.arange(len(ps)))
     for i in range(0, 90, 9):
         t = truth.iloc[i]
-        model = shift_images(rotate_images(views[int(t.view)], -t.psi_deg),
-                             (t.shift_x_px, t.shift_y_px)).numpy()
+        model = shift_images(
+            rotate_images(views[int(t.view)], -t.psi_deg), (t.shift_x_px, t.shift_y_px)
+        ).numpy()
         assert _ncc(imgs[i], model) > 0.99, i
         # the opposite psi sign does not match
-        wrong = shift_images(rotate_images(views[int(t.view)], t.psi_deg),
-                             (t.shift_x_px, t.shift_y_px)).numpy()
+        wrong = shift_images(
+            rotate_images(views[int(t.view)], t.psi_deg), (t.shift_x_px, t.shift_y_px)
+        ).numpy()
         if abs(math.sin(math.radians(t.psi_deg))) > 0.3:
             assert _ncc(imgs[i], wrong) < 0.95
     # and the search of the quality helper recovers angle -psi and the shift
@@ -148,10 +164,22 @@ def test_ctf_sign_and_padding():
     p = 96
     big = torch.zeros(8, p, p)
     big[:, 24:72, 24:72] = clean
-    ctf = ctf_rfft(p, 3.0, sim.defocus_u[idx], sim.defocus_v[idx], sim.defocus_angle[idx], 300.0,
-                   2.7, 0.1, 0.0, 50.0)
-    ref = torch.fft.fftshift(torch.fft.irfft2(torch.fft.rfft2(torch.fft.ifftshift(big, dim=(-2, -1)))
-                                              * ctf, s=(p, p)), dim=(-2, -1))[:, 24:72, 24:72]
+    ctf = ctf_rfft(
+        p,
+        3.0,
+        sim.defocus_u[idx],
+        sim.defocus_v[idx],
+        sim.defocus_angle[idx],
+        300.0,
+        2.7,
+        0.1,
+        0.0,
+        50.0,
+    )
+    ref = torch.fft.fftshift(
+        torch.fft.irfft2(torch.fft.rfft2(torch.fft.ifftshift(big, dim=(-2, -1))) * ctf, s=(p, p)),
+        dim=(-2, -1),
+    )[:, 24:72, 24:72]
     for i in range(8):
         assert _ncc(signal[i].numpy(), ref[i].numpy()) > 0.995
         low = bandpass_images(signal[i], 3.0, lowpass_A=30.0).numpy()
@@ -170,13 +198,14 @@ def test_membrane_adds_low_resolution_power():
     from cryoclass.simulate.geometry import euler_to_matrix
     from cryoclass.simulate.micrographs import build_volume
     from cryoclass.simulate.projection import FourierProjector
+
     plain, _ = build_volume(SimulationConfig(**SMALL))
     mem, info = build_volume(SimulationConfig(membrane=True, belt_density=0.4, **SMALL))
     assert info["belt"]["belt_mass_fraction"] > 0.1
     assert info["belt"]["outer_diameter_A"] > 70
     # protein density kept (voxel-wise maximum), belt at 0.4 of the peak in the slab
     assert np.all(mem >= plain - 1e-6)
-    assert float(mem[24, 24, 24 + 10]) == pytest.approx(0.4, abs=0.03)   # 30 A out, in the slab
+    assert float(mem[24, 24, 24 + 10]) == pytest.approx(0.4, abs=0.03)  # 30 A out, in the slab
     # the same directions (top, side, tilted), with and without the belt:
     # more low-resolution (< 1/40 A) power
     m = euler_to_matrix([0.0, 30.0, 120.0], [0.0, 90.0, 50.0], 0.0)
@@ -184,7 +213,7 @@ def test_membrane_adds_low_resolution_power():
     b = FourierProjector(mem).project(m)
     la = bandpass_images(a, 3.0, lowpass_A=40.0)
     lb = bandpass_images(b, 3.0, lowpass_A=40.0)
-    assert torch.all((lb ** 2).sum(dim=(1, 2)) > 1.3 * (la ** 2).sum(dim=(1, 2)))
+    assert torch.all((lb**2).sum(dim=(1, 2)) > 1.3 * (la**2).sum(dim=(1, 2)))
 
 
 def test_reproducible_and_independent_of_order():
@@ -202,6 +231,7 @@ def test_reproducible_and_independent_of_order():
 
 def test_micrograph_sizes_and_validation():
     from cryoclass.simulate.micrographs import micrograph_sizes
+
     sizes = micrograph_sizes(np.random.default_rng(0), 700, (100, 300))
     assert sum(sizes) == 700 and min(sizes[:-1]) >= 100
     assert micrograph_sizes(np.random.default_rng(0), 95, 40) == [40, 40, 15]

@@ -41,7 +41,7 @@ def test_fourier_resample_keeps_scale():
 
 def test_load_map_resamples_and_normalises(tmp_path):
     path = _write(tmp_path / "map.mrc", gaussian_blobs_volume(80, 2.0) * 7.0 + 0.3, 2.0)
-    with pytest.warns(UserWarning, match="cuts"):          # the phantom nearly fills 144 A
+    with pytest.warns(UserWarning, match="cuts"):  # the phantom nearly fills 144 A
         vol, info = load_map(path, box=48, pixel_size_A=3.0)
     assert vol.shape == (48,) * 3 and vol.max() == pytest.approx(1.0) and vol.min() >= 0.0
     assert info["map_input_apix"] == pytest.approx(2.0) and info["map_input_box"] == 80
@@ -54,20 +54,22 @@ def test_load_map_resamples_and_normalises(tmp_path):
 
 def test_belt_around_tm_slab_and_auto_centre():
     vol = phantom_volume(48, 3.0)
-    shifted = np.roll(vol, 4, axis=0)                       # TM slab now at z = +12 A
+    shifted = np.roll(vol, 4, axis=0)  # TM slab now at z = +12 A
     out, info = add_belt(shifted, 3.0, tm_center_A=12.0)
     assert info["tm_center_A"] == 12.0 and 80 < info["outer_diameter_A"] < 130
     belt = out - shifted
     zc = belt.sum(axis=(1, 2))
-    assert abs((np.argmax(zc) - 24) * 3.0 - 12.0) <= 6.0    # belt centred on the slab
+    assert abs((np.argmax(zc) - 24) * 3.0 - 12.0) <= 6.0  # belt centred on the slab
     # a map carrying a belt: the widest part is the slab
     assert abs(auto_tm_center(out, 3.0) - 12.0) <= 6.0
 
 
 def test_simulate_from_symmetric_map(tmp_path):
     """A C4 map: the top view is view 0 with an in-plane period of 90 degrees."""
-    unit = [((14.0, 4.0, 10.0), (5.0, 4.0, 12.0), (0.0, 0.0, 20.0), 1.0),
-            ((20.0, -6.0, -20.0), (6.0, 4.0, 6.0), (0.0, 0.0, 0.0), 0.8)]
+    unit = [
+        ((14.0, 4.0, 10.0), (5.0, 4.0, 12.0), (0.0, 0.0, 20.0), 1.0),
+        ((20.0, -6.0, -20.0), (6.0, 4.0, 6.0), (0.0, 0.0, 0.0), 0.8),
+    ]
     blobs = []
     for k in range(4):
         t = math.radians(90 * k)
@@ -75,9 +77,17 @@ def test_simulate_from_symmetric_map(tmp_path):
         for (x, y, z), sig, rv, w in unit:
             blobs.append(((c * x - s * y, s * x + c * y, z), sig, (0.0, 0.0, rv[2] + 90 * k), w))
     path = _write(tmp_path / "c4.mrc", gaussian_blobs_volume(48, 3.0, blobs), 3.0)
-    res = simulate_dataset(tmp_path / "out", n_particles=30, box=48, pixel_size_A=3.0, n_views=3,
-                           map_path=path, particles_per_micrograph=30, view_candidates=60,
-                           membrane=True)
+    res = simulate_dataset(
+        tmp_path / "out",
+        n_particles=30,
+        box=48,
+        pixel_size_A=3.0,
+        n_views=3,
+        map_path=path,
+        particles_per_micrograph=30,
+        view_candidates=60,
+        membrane=True,
+    )
     views = pd.read_csv(tmp_path / "out" / "views.csv")
     assert views["psi_period"][0] == 90.0 and views["tilt"][0] == 0.0
     assert res.n_particles == 30

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from cryoclass.quality.transforms import rotate_images, shift_images
-from cryoclass.simulate.geometry import (direction_to_matrix, euler_to_matrix, fibonacci_hemisphere,
-                                         matrix_to_euler, rot_z, rotvec_to_matrix)
+from cryoclass.simulate.geometry import (
+    direction_to_matrix,
+    euler_to_matrix,
+    fibonacci_hemisphere,
+    matrix_to_euler,
+    rot_z,
+    rotvec_to_matrix,
+)
 from cryoclass.simulate.noise import coloured_noise, noise_amplitude, relion_normalise
 from cryoclass.simulate.phantom import phantom_volume
 from cryoclass.simulate.projection import FourierProjector, project_real_space
@@ -35,7 +41,9 @@ def proj(vol) -> FourierProjector:
 
 def test_euler_round_trip_and_relion_form():
     rng = np.random.default_rng(0)
-    ang = np.stack([rng.uniform(-180, 180, 50), rng.uniform(1, 179, 50), rng.uniform(-180, 180, 50)], 1)
+    ang = np.stack(
+        [rng.uniform(-180, 180, 50), rng.uniform(1, 179, 50), rng.uniform(-180, 180, 50)], 1
+    )
     m = euler_to_matrix(*ang.T)
     assert np.allclose(m @ m.transpose(0, 2, 1), np.eye(3), atol=1e-12)
     assert np.allclose(np.linalg.det(m), 1.0)
@@ -79,7 +87,7 @@ def test_phantom_is_asymmetric_and_compact(vol):
     assert vol.shape == (BOX,) * 3 and vol.max() == pytest.approx(1.0)
     g = np.arange(BOX) - BOX // 2
     r = np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2)
-    assert vol[r > 0.48 * BOX].max() < 0.1                         # (nearly) fits the box
+    assert vol[r > 0.48 * BOX].max() < 0.1  # (nearly) fits the box
     assert _ncc(vol, vol[:, :, ::-1]) < 0.8 and _ncc(vol, vol[::-1]) < 0.8
 
 
@@ -96,10 +104,17 @@ def test_views_are_distinct_and_top_first(proj):
 
 def test_inplane_period_of_symmetric_image():
     yy, xx = np.mgrid[:BOX, :BOX] - BOX // 2
-    img = sum(np.exp(-((xx - 10 * np.cos(t)) ** 2 + (yy - 10 * np.sin(t)) ** 2) / 8.0)
-              for t in np.deg2rad([0, 90, 180, 270] + [20])) * 1.0
-    four = sum(np.exp(-((xx - 10 * np.cos(t)) ** 2 + (yy - 10 * np.sin(t)) ** 2) / 8.0)
-               for t in np.deg2rad([0, 90, 180, 270]))
+    img = (
+        sum(
+            np.exp(-((xx - 10 * np.cos(t)) ** 2 + (yy - 10 * np.sin(t)) ** 2) / 8.0)
+            for t in np.deg2rad([0, 90, 180, 270] + [20])
+        )
+        * 1.0
+    )
+    four = sum(
+        np.exp(-((xx - 10 * np.cos(t)) ** 2 + (yy - 10 * np.sin(t)) ** 2) / 8.0)
+        for t in np.deg2rad([0, 90, 180, 270])
+    )
     assert inplane_period(four) == 90.0
     assert inplane_period(img) == 360.0
 
@@ -109,7 +124,7 @@ def test_noise_spectrum_variance_and_normalisation():
     n = coloured_noise(np.random.default_rng(0), 200, 64, amp)
     assert float(n.var()) == pytest.approx(1.0, rel=0.05)
     ps = (torch.fft.rfft2(n).abs() ** 2).mean(0)
-    assert float(ps[0, 1:4].mean()) > 3 * float(ps[0, 28:32].mean())    # falls with frequency
+    assert float(ps[0, 1:4].mean()) > 3 * float(ps[0, 28:32].mean())  # falls with frequency
     imgs = relion_normalise(3.0 * n + 5.0)
     g = torch.arange(64) - 32
     bg = torch.sqrt(g[:, None] ** 2 + g[None, :] ** 2) > 24

@@ -41,9 +41,18 @@ def small_config(seed: int = 0, **overrides) -> Config:
     alike lose a class on 2 of 10 seeds at this tiny size (800 particles, box 32; measured
     2026-12-01, ``test_tiny_first_chunk_at_default_uncertainty``), which turns seed-level
     comparisons into coin flips; at 8 batch finds the 4 views on most seeds."""
-    base = dict(n_classes=VIEWS, max_res_A=12.5, batch_size_per_class=20, n_online_em_iters=10,
-                n_full_iters=2, sigma_anneal_start=1, sigma_anneal_iters=5, seed=seed,
-                device="cpu", initial_uncertainty_factor=8.0)
+    base = dict(
+        n_classes=VIEWS,
+        max_res_A=12.5,
+        batch_size_per_class=20,
+        n_online_em_iters=10,
+        n_full_iters=2,
+        sigma_anneal_start=1,
+        sigma_anneal_iters=5,
+        seed=seed,
+        device="cpu",
+        initial_uncertainty_factor=8.0,
+    )
     base.update(overrides)
     return Config(**base)
 
@@ -60,8 +69,16 @@ def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stream_data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        simulate_dataset(out, n_particles=800, box=BOX, pixel_size_A=APIX, n_views=VIEWS,
-                         snr=1.0, particles_per_micrograph=50, seed=1)
+        simulate_dataset(
+            out,
+            n_particles=800,
+            box=BOX,
+            pixel_size_A=APIX,
+            n_views=VIEWS,
+            snr=1.0,
+            particles_per_micrograph=50,
+            seed=1,
+        )
     return out
 
 
@@ -83,7 +100,7 @@ def in_order():
     def f(result, pset: ParticleSet) -> np.ndarray:
         keys = result.table["_stream_key"].to_numpy()[result.particles.index]
         cls = dict(zip(keys, result.particles.cls))
-        want = (pset.table["_stack_path"] + "@" + pset.table["_stack_index"].astype(str))
+        want = pset.table["_stack_path"] + "@" + pset.table["_stack_index"].astype(str)
         return np.array([cls[k] for k in want])
 
     return f

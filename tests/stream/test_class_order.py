@@ -24,8 +24,7 @@ def _run(particles, config, out):
         engine, _ = centre_images(stream.state.class_images, stream.config.recenter_threshold)
         noise = (stream.state.resolution_A >= 999.0).numpy()
         engine[noise] = stream.state.class_images.numpy()[noise]
-        seen.append((engine, written,
-                     star["rlnClassNumber"].to_numpy()))
+        seen.append((engine, written, star["rlnClassNumber"].to_numpy()))
 
     with Stream(config, out, outputs_every_s=0.0, on_update=grab) as s:
         for a in range(0, 320, 40):
@@ -52,8 +51,9 @@ def test_sorted_stream_orders_classes_by_count(particles, config_for, tmp_path):
 def test_hard_last_iteration_in_streaming(particles, config_for, tmp_path):
     # hard_classify_last_iter acts in streaming as in batch: the final pass is one-hot, and each
     # class's statistics hold its members with weight exactly 1.
-    with Stream(config_for(0, hard_classify_last_iter=True), tmp_path / "hard",
-                outputs_every_s=1e9) as s:
+    with Stream(
+        config_for(0, hard_classify_last_iter=True), tmp_path / "hard", outputs_every_s=1e9
+    ) as s:
         for a in range(0, 320, 40):
             s.add_particles(particles.subset(np.arange(a, a + 40)))
         result = s.finish()
@@ -72,30 +72,36 @@ def test_duplicate_picks_are_set_aside_in_streaming(particles, config_for, tmp_p
     sub = particles.subset(np.arange(n + extra))
     table = sub.table.copy()
     slot = np.arange(n) % 40
-    table["rlnMicrographName"] = [f"mic{i // 40}.mrc" for i in range(n)] + \
-        [f"mic{i // 40}.mrc" for i in range(0, 6 * 25, 25)]
+    table["rlnMicrographName"] = [f"mic{i // 40}.mrc" for i in range(n)] + [
+        f"mic{i // 40}.mrc" for i in range(0, 6 * 25, 25)
+    ]
     x = np.concatenate([(slot % 8) * 150.0, ((np.arange(0, 150, 25) % 40) % 8) * 150.0 + 4.0])
     y = np.concatenate([(slot // 8) * 150.0, ((np.arange(0, 150, 25) % 40) // 8) * 150.0])
     table["rlnCoordinateX"], table["rlnCoordinateY"] = x / _apix(table), y / _apix(table)
     table["truth_row"] = np.arange(n + extra)
     out = tmp_path / "dups"
     with Stream(config_for(0), out, outputs_every_s=1e9) as s:
-        s.add_particles(sub.images(np.arange(n + extra)), table.drop(
-            columns=[c for c in table.columns if c.startswith("_")]),
-            pixel_size_A=_apix(table))
+        s.add_particles(
+            sub.images(np.arange(n + extra)),
+            table.drop(columns=[c for c in table.columns if c.startswith("_")]),
+            pixel_size_A=_apix(table),
+        )
         result = s.finish()
     row_of = dict(zip(result.table["rlnImageName"], result.table["truth_row"]))
     rejects = pd.read_csv(out / "rejects.csv")
-    dup = {row_of[name] for name in
-           rejects.loc[rejects["reason"].str.contains("duplicate pick"), "image_name"]}
+    dup = {
+        row_of[name]
+        for name in rejects.loc[rejects["reason"].str.contains("duplicate pick"), "image_name"]
+    }
     star = starfile.read(out / "particles.star", always_dict=True)["particles"]
     kept = {row_of[name] for name in star["rlnImageName"]}
     assert len(dup) == extra and len(kept) == n and not dup & kept
     # the set-aside copy of each pair is the one with the lower posterior
-    prob = dict(zip(result.table["truth_row"].to_numpy()[result.particles.index],
-                    result.particles.max_prob))
+    prob = dict(
+        zip(result.table["truth_row"].to_numpy()[result.particles.index], result.particles.max_prob)
+    )
     for a, b in zip(range(0, 150, 25), range(n, n + extra)):
-        assert (b if prob[b] <= prob[a] else a) in dup   # a tie keeps the first
+        assert (b if prob[b] <= prob[a] else a) in dup  # a tie keeps the first
 
 
 def _apix(table) -> float:

@@ -25,8 +25,14 @@ def run_stream(particles, config, out):
 
 def fast(config_for, policy, **kw):
     # live: initial 2D run on 2 x 80 particles, then a full pass every 160
-    return config_for(0, stream_policy=policy, n_online_em_iters=2 if policy == "live" else 4,
-                      sigma_anneal_iters=2, n_full_iters=1, **kw)
+    return config_for(
+        0,
+        stream_policy=policy,
+        n_online_em_iters=2 if policy == "live" else 4,
+        sigma_anneal_iters=2,
+        n_full_iters=1,
+        **kw,
+    )
 
 
 def radial_power(images: np.ndarray) -> np.ndarray:
@@ -66,11 +72,12 @@ def test_max_res_no_power_beyond(policy, particles, config_for, tmp_path):
     (12.8 px): between the two limits, 8 <= r < 13 px, they carry ten times more."""
     frac, between = {}, {}
     for max_res in (25.0, 12.5):
-        s = run_stream(particles, fast(config_for, policy, max_res_A=max_res),
-                       tmp_path / f"{max_res}")
+        s = run_stream(
+            particles, fast(config_for, policy, max_res_A=max_res), tmp_path / f"{max_res}"
+        )
         assert s.state.r_work <= 32 * 5.0 / max_res + 1e-6
         p = radial_power(mrcfile.read(tmp_path / f"{max_res}" / "classes.mrcs"))
-        frac[max_res] = p[8:].sum() / p.sum()     # beyond 6.4 px + the soft mask's spread
+        frac[max_res] = p[8:].sum() / p.sum()  # beyond 6.4 px + the soft mask's spread
         between[max_res] = p[8:13].sum() / p.sum()
     assert frac[25.0] < 1e-3
     assert between[12.5] > 10 * between[25.0]
@@ -101,11 +108,12 @@ def test_min_res_left_out_of_alignment(particles, config_for, tmp_path, spy):
     cfg = fast(config_for, "online", min_res_A=40.0)
     s = run_stream(particles, cfg, tmp_path / "m")
     r_min = 32 * 5.0 / 40.0
-    high_passed = [bool((inv.numpy()[r < r_min] == 0).all()) for inv, r in
-                   zip(spy["inv"], spy["radius"])]
+    high_passed = [
+        bool((inv.numpy()[r < r_min] == 0).all()) for inv, r in zip(spy["inv"], spy["radius"])
+    ]
     assert not high_passed[0] and high_passed[-1]
     first = high_passed.index(True)
-    assert all(high_passed[first:])                     # once on, it stays on
+    assert all(high_passed[first:])  # once on, it stays on
     for inv, r in zip(spy["inv"][first:], spy["radius"][first:]):
         assert (inv.numpy()[r >= r_min] > 0).all()
     assert s.state.highpass_on
@@ -122,8 +130,9 @@ def test_pure_noise_claims_no_resolution(policy, particles, config_for, tmp_path
     cfg = fast(config_for, policy)
     with Stream(cfg, tmp_path / "noise", outputs_every_s=1e9) as s:
         for a in range(0, N, 40):
-            s.add_particles(noise[a:a + 40], table.iloc[a:a + 40].reset_index(drop=True),
-                            pixel_size_A=5.0)
+            s.add_particles(
+                noise[a : a + 40], table.iloc[a : a + 40].reset_index(drop=True), pixel_size_A=5.0
+            )
         res = s.finish()
     assert (res.state.resolution_A.numpy() == 999.0).all()
     assert res.state.r_work <= 32 * 5.0 / cfg.init_res_A + 1e-6

@@ -20,7 +20,7 @@ def test_online_cost_follows_new_particles(particles, config_for, tmp_path):
     with Stream(cfg, tmp_path, outputs_every_s=1e9) as s:
         for a in range(0, 480, 30):
             s.add_particles(particles.subset(np.arange(a, a + 30)))
-            assert s.n_processed == s.n_ingested          # classified as soon as they arrive
+            assert s.n_processed == s.n_ingested  # classified as soon as they arrive
         s.finish()
     ev = events_of(tmp_path)
     warm = [e for e in ev if e["event"] == "warmup"]
@@ -46,8 +46,9 @@ def test_online_splits_large_arrivals_into_minibatches(particles, config_for, tm
 def test_live_waits_then_full_passes(particles, config_for, tmp_path):
     """Live: a normal 2D run once batch_size_per_class x K x n_online_em_iters (160) particles
     arrived, then a full iteration over all every batch_size_per_class x K x 2 (160) new."""
-    cfg = config_for(0, stream_policy="live", n_online_em_iters=2, sigma_anneal_iters=2,
-                     n_full_iters=1)
+    cfg = config_for(
+        0, stream_policy="live", n_online_em_iters=2, sigma_anneal_iters=2, n_full_iters=1
+    )
     with Stream(cfg, tmp_path, outputs_every_s=1e9) as s:
         for a in range(0, 440, 40):
             s.add_particles(particles.subset(np.arange(a, a + 40)))
@@ -55,8 +56,11 @@ def test_live_waits_then_full_passes(particles, config_for, tmp_path):
                 assert s.state is None and s.n_processed == 0
         s.finish()
     ev = events_of(tmp_path)
-    kinds = [(e["event"], e["n_ingested"], e["n_new"] + e["n_revisited"]) for e in ev
-             if e["event"] != "finish"]
+    kinds = [
+        (e["event"], e["n_ingested"], e["n_new"] + e["n_revisited"])
+        for e in ev
+        if e["event"] != "finish"
+    ]
     assert kinds == [("init", 160, 160), ("full", 320, 320), ("final", 440, 440)]
 
 

@@ -16,11 +16,11 @@ import pytest
 import starfile
 import torch
 
+from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, JobCheckpoint
+from cryoclass.outputs.events import EventLog
 from cryoclass.simulate import SimulationConfig
 from cryoclass.simulate.feed import feed_simulation
 from cryoclass.stream import Stream, read_events
-from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, JobCheckpoint
-from cryoclass.outputs.events import EventLog
 
 N = 200
 CHUNK = 25
@@ -37,8 +37,9 @@ def die(s: Stream) -> None:
 
 
 def chunks(pset):
-    return [pset.subset(np.arange(a, min(len(pset), a + CHUNK))) for a in range(0, len(pset),
-                                                                                  CHUNK)]
+    return [
+        pset.subset(np.arange(a, min(len(pset), a + CHUNK))) for a in range(0, len(pset), CHUNK)
+    ]
 
 
 def check_outputs(out: Path, n: int) -> None:
@@ -96,26 +97,28 @@ def nth_call_raises(target, n: int, before=None):
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "outputs", "event", "checkpoint_tmp"])
-def test_crash_anywhere_resumes_exactly_once(where, particles, config_for, tmp_path,
-                                             monkeypatch):
+def test_crash_anywhere_resumes_exactly_once(where, particles, config_for, tmp_path, monkeypatch):
     cfg = config_for(0, n_full_iters=1)
     out = tmp_path / "out"
 
     def inject(m):
-        if where == "checkpoint":     # dies before the commit point
+        if where == "checkpoint":  # dies before the commit point
             m.setattr(JobCheckpoint, "save", nth_call_raises(JobCheckpoint.save, 4))
-        elif where == "outputs":      # dies after the checkpoint, before outputs and event
+        elif where == "outputs":  # dies after the checkpoint, before outputs and event
             m.setattr(Stream, "write_outputs", nth_call_raises(Stream.write_outputs, 4))
-        elif where == "event":        # dies halfway through the event line
+        elif where == "event":  # dies halfway through the event line
+
             def half_line(self, event):
                 with open(self.path, "a") as fh:
                     fh.write('{"seq": %d, "ev' % event["seq"])
+
             m.setattr(EventLog, "append", nth_call_raises(EventLog.append, 4, half_line))
-        else:                         # dies while writing the checkpoint's temp file
+        else:  # dies while writing the checkpoint's temp file
             real = torch.save
 
             def partial(obj, fh, *args, **kwargs):
                 fh.write(b"half a checkpoint")
+
             m.setattr(torch, "save", nth_call_raises(real, 4, partial))
 
     crash_then_resume(particles, cfg, out, monkeypatch, inject)
@@ -134,11 +137,11 @@ def test_images_added_through_the_api_resume(particles, config_for, tmp_path, mo
         s = Stream(cfg, out)
         with pytest.raises(Crash):
             for a in range(0, N, CHUNK):
-                s.add_particles(imgs[a:a + CHUNK], table.iloc[a:a + CHUNK])
+                s.add_particles(imgs[a : a + CHUNK], table.iloc[a : a + CHUNK])
         die(s)
     with Stream(cfg, out) as s:
         for a in range(0, N, CHUNK):
-            s.add_particles(imgs[a:a + CHUNK], table.iloc[a:a + CHUNK])
+            s.add_particles(imgs[a : a + CHUNK], table.iloc[a : a + CHUNK])
         s.finish()
     check_outputs(out, N)
     parts = starfile.read(out / "particles.star")["particles"]
@@ -162,15 +165,40 @@ def test_one_process_per_folder(config_for, tmp_path):
 
 
 # --------------------------------------------------------------------------- real kill -9
-STREAM_ARGS = ["--classes", "4", "--max-res-A", "12.5", "--batch-size-per-class", "20",
-               "--n-online-em-iters", "10", "--n-full-iters", "1", "--sigma-anneal-start", "1",
-               "--sigma-anneal-iters", "5", "--device", "cpu", "--poll", "0.1"]
+STREAM_ARGS = [
+    "--classes",
+    "4",
+    "--max-res-A",
+    "12.5",
+    "--batch-size-per-class",
+    "20",
+    "--n-online-em-iters",
+    "10",
+    "--n-full-iters",
+    "1",
+    "--sigma-anneal-start",
+    "1",
+    "--sigma-anneal-iters",
+    "5",
+    "--device",
+    "cpu",
+    "--poll",
+    "0.1",
+]
 
 
 def launch(watch: Path, out: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    cmd = [sys.executable, "-c", "from cryoclass.cli import main; main()", "stream",
-           str(watch), "--out", str(out), *STREAM_ARGS]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from cryoclass.cli import main; main()",
+        "stream",
+        str(watch),
+        "--out",
+        str(out),
+        *STREAM_ARGS,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -178,8 +206,15 @@ def launch(watch: Path, out: Path) -> subprocess.Popen:
 def test_sigkill_mid_stream_and_restart(tmp_path):
     watch, out = tmp_path / "watch", tmp_path / "out"
     n = 500
-    sim = SimulationConfig(n_particles=n, box=32, pixel_size_A=5.0, n_views=4, snr=1.0,
-                           particles_per_micrograph=50, seed=3)
+    sim = SimulationConfig(
+        n_particles=n,
+        box=32,
+        pixel_size_A=5.0,
+        n_views=4,
+        snr=1.0,
+        particles_per_micrograph=50,
+        seed=3,
+    )
     feeder = threading.Thread(target=feed_simulation, args=(watch, sim, 60.0), daemon=True)
     feeder.start()
     proc = launch(watch, out)
@@ -202,5 +237,7 @@ def test_sigkill_mid_stream_and_restart(tmp_path):
     assert proc.returncode == 0, err.decode()[-2000:]
     check_outputs(out, n)
     ev = read_events(out / "events.jsonl")
-    print(f"\nkilled at {killed_at} particles ingested; resumed; {len(ev)} events; "
-          f"latency {ev[-3].get('latency_s')}")
+    print(
+        f"\nkilled at {killed_at} particles ingested; resumed; {len(ev)} events; "
+        f"latency {ev[-3].get('latency_s')}"
+    )

@@ -21,12 +21,20 @@ APIX = 5.0
 def star_table(stack_rel: str, n: int, start: int = 0) -> pd.DataFrame:
     """RELION rows for images start..start+n-1 (0-based) of stack_rel."""
     i = np.arange(start, start + n)
-    return pd.DataFrame({
-        "rlnImageName": [f"{k + 1:06d}@{stack_rel}" for k in i],
-        "rlnDefocusU": 15000.0 + i, "rlnDefocusV": 14800.0 + i, "rlnDefocusAngle": 10.0,
-        "rlnVoltage": 300.0, "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1,
-        "rlnImagePixelSize": APIX, "rlnImageSize": D, "rlnOpticsGroup": 1,
-    })
+    return pd.DataFrame(
+        {
+            "rlnImageName": [f"{k + 1:06d}@{stack_rel}" for k in i],
+            "rlnDefocusU": 15000.0 + i,
+            "rlnDefocusV": 14800.0 + i,
+            "rlnDefocusAngle": 10.0,
+            "rlnVoltage": 300.0,
+            "rlnSphericalAberration": 2.7,
+            "rlnAmplitudeContrast": 0.1,
+            "rlnImagePixelSize": APIX,
+            "rlnImageSize": D,
+            "rlnOpticsGroup": 1,
+        }
+    )
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:
@@ -70,17 +78,17 @@ def test_half_written_stack_waits_until_complete(poller, tmp_path):
     write_stack(full, images(100), APIX)
     data = full.read_bytes()
     stack = watch / "Movies" / "mic_0001.mrcs"
-    stack.write_bytes(data[: 1024 + 50 * D * D * 4])      # header says 100, file holds 50
+    stack.write_bytes(data[: 1024 + 50 * D * D * 4])  # header says 100, file holds 50
     write_star(watch / "Movies" / "mic_0001.star", star_table("Movies/mic_0001.mrcs", 100))
     for _ in range(4):
         res = poller.poll()
         assert poller.stream.n_ingested == 0
         assert len(res.waiting) == 100
     assert "truncated" in next(iter(res.waiting.values()))
-    with open(stack, "ab") as fh:                          # the writer finishes
-        fh.write(data[1024 + 50 * D * D * 4:])
+    with open(stack, "ab") as fh:  # the writer finishes
+        fh.write(data[1024 + 50 * D * D * 4 :])
     poller.poll()
-    assert poller.stream.n_ingested == 0                   # changed since the last poll: wait
+    assert poller.stream.n_ingested == 0  # changed since the last poll: wait
     poller.poll()
     assert poller.stream.n_ingested == 100
     got = poller.stream.pool.images(np.arange(100))
@@ -105,12 +113,12 @@ def test_growing_star_taken_row_by_row_once(poller, tmp_path):
         poller.poll()
     counts.append(poller.stream.n_ingested)
     with open(star, "a") as fh:
-        fh.write("".join(lines[cuts[0]: cuts[1]]) + lines[cuts[1]][:12])   # partial row
+        fh.write("".join(lines[cuts[0] : cuts[1]]) + lines[cuts[1]][:12])  # partial row
     for _ in range(2):
         poller.poll()
     counts.append(poller.stream.n_ingested)
     with open(star, "a") as fh:
-        fh.write(lines[cuts[1]][12:] + "".join(lines[cuts[1] + 1:]))
+        fh.write(lines[cuts[1]][12:] + "".join(lines[cuts[1] + 1 :]))
     for _ in range(2):
         poller.poll()
     counts.append(poller.stream.n_ingested)
@@ -119,8 +127,9 @@ def test_growing_star_taken_row_by_row_once(poller, tmp_path):
     assert t[KEY].is_unique
     assert sorted(t["_stack_index"]) == list(range(30))
     # the partial row was read once complete, with its full defocus value
-    np.testing.assert_allclose(t.sort_values("_stack_index")["rlnDefocusU"],
-                               15000.0 + np.arange(30))
+    np.testing.assert_allclose(
+        t.sort_values("_stack_index")["rlnDefocusU"], 15000.0 + np.arange(30)
+    )
 
 
 def test_duplicates_temporaries_and_output_folder_ignored(poller, tmp_path):
@@ -134,7 +143,7 @@ def test_duplicates_temporaries_and_output_folder_ignored(poller, tmp_path):
     for _ in range(3):
         poller.poll()
     assert poller.stream.n_ingested == 20
-    out = watch / "classified"       # an output folder inside the watched one is not watched
+    out = watch / "classified"  # an output folder inside the watched one is not watched
     out.mkdir()
     write_star(out / "particles.star", star_table("Movies/mic_0001.mrcs", 20))
     w = FolderWatcher(watch, exclude=[out])
@@ -177,16 +186,18 @@ def test_bad_images_set_aside_once(poller, tmp_path):
         poller.poll()
     s = poller.stream
     assert s.n_ingested == 4 and len(s.rejects) == 2
-    assert {r.reason for r in s.rejects} == {"image has NaN/Inf pixels",
-                                             "image is constant (std 0)"}
+    assert {r.reason for r in s.rejects} == {
+        "image has NaN/Inf pixels",
+        "image is constant (std 0)",
+    }
     assert s.rejects[0].image_name == "000003@Movies/m.mrcs"
     assert s.rejects[0].source == str(watch / "Movies" / "m.star")
     assert s.rejects[0].row == 2
 
 
 def test_watch_ends_on_done_and_sets_aside_stacks_never_completed(tmp_path, config_for):
-    from cryoclass.jobs.stream import watch
     from cryoclass.io import read_rejects
+    from cryoclass.jobs.stream import watch
 
     watch_dir, out = tmp_path / "w", tmp_path / "out"
     (watch_dir / "Movies").mkdir(parents=True)

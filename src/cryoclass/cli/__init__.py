@@ -9,17 +9,20 @@ import typer
 
 from cryoclass.job_options import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
 
-HELP = ("2D classification of cryo-EM particle images, batch or streaming.\n\n"
-        "Reads RELION STAR (3.0-5) and CryoSPARC .cs particles with their MRC stacks, sorts "
-        "them into class averages by maximum likelihood, and writes classes.mrcs, "
-        "particles.star, model.star, particles.cs and a gallery that RELION and CryoSPARC read. "
-        f"Bad particles are set aside in rejects.csv. Exit codes: {EXIT_OK} done, {EXIT_INPUT} "
-        f"bad input, {EXIT_OUTPUT} an output cannot be written.\n\n"
-        "Start with 'cryoclass demo', or 'cryoclass classify particles.star --out job1 -K 50'; "
-        "'cryoclass COMMAND --help' lists a command's options.")
+HELP = (
+    "2D classification of cryo-EM particle images, batch or streaming.\n\n"
+    "Reads RELION STAR (3.0-5) and CryoSPARC .cs particles with their MRC stacks, sorts "
+    "them into class averages by maximum likelihood, and writes classes.mrcs, "
+    "particles.star, model.star, particles.cs and a gallery that RELION and CryoSPARC read. "
+    f"Bad particles are set aside in rejects.csv. Exit codes: {EXIT_OK} done, {EXIT_INPUT} "
+    f"bad input, {EXIT_OUTPUT} an output cannot be written.\n\n"
+    "Start with 'cryoclass demo', or 'cryoclass classify particles.star --out job1 -K 50'; "
+    "'cryoclass COMMAND --help' lists a command's options."
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=HELP, pretty_exceptions_show_locals=False
+)
 
 
 def _version(value: bool) -> None:
@@ -31,8 +34,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit")) -> None:
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit"
+    ),
+) -> None:
     """2D classification of cryo-EM particle images, batch or streaming."""
 
 

@@ -10,8 +10,14 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cryoclass.cli.options import (CLUSTER_HELP, SCHEDULER_HELP, check_cluster_options, fail,
-                                   job_option, with_config_options)
+from cryoclass.cli.options import (
+    CLUSTER_HELP,
+    SCHEDULER_HELP,
+    check_cluster_options,
+    fail,
+    job_option,
+    with_config_options,
+)
 from cryoclass.cli.progress import console, iteration_progress
 from cryoclass.config import Config
 from cryoclass.io import InputError, OutputError
@@ -22,18 +28,30 @@ from cryoclass.job_options import EXIT_INPUT, EXIT_OUTPUT
 def command(
     particles: Path = typer.Argument(..., help="Particles: RELION .star or CryoSPARC .cs"),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder"),
-    project_dir: Optional[Path] = typer.Option(None, help="Folder that image paths are relative "
-                                               "to (default: the particle file's folder)"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out "
-                                "from its last checkpoint (same settings and particles)"),
-    init_classes: Optional[Path] = typer.Option(None, "--init-classes", help="Start from these "
-                                                "class averages instead of random subsets: an "
-                                                ".mrcs stack, or a RELION Class2D run_itNNN_*.star "
-                                                "/ job folder (K must match)"),
+    project_dir: Optional[Path] = typer.Option(
+        None, help="Folder that image paths are relative to (default: the particle file's folder)"
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the interrupted run in --out "
+        "from its last checkpoint (same settings and particles)",
+    ),
+    init_classes: Optional[Path] = typer.Option(
+        None,
+        "--init-classes",
+        help="Start from these "
+        "class averages instead of random subsets: an "
+        ".mrcs stack, or a RELION Class2D run_itNNN_*.star "
+        "/ job folder (K must match)",
+    ),
     cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
-    dashboard: bool = typer.Option(False, "--dashboard", help="Serve the live dashboard on "
-                                   "127.0.0.1 while the job runs, and after it until Ctrl-C"),
+    dashboard: bool = typer.Option(
+        False,
+        "--dashboard",
+        help="Serve the live dashboard on 127.0.0.1 while the job runs, and after it until Ctrl-C",
+    ),
     dashboard_port: int = job_option("dashboard_port"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
@@ -51,9 +69,17 @@ def command(
     try:
         initial = _initial_classes(init_classes, project_dir) if init_classes else None
         with iteration_progress("2D classification") as cb:
-            paths = classify(particles, config, out, project_dir=project_dir, progress=cb,
-                             resume=resume, initial_classes=initial, cluster=cluster,
-                             scheduler=scheduler).paths
+            paths = classify(
+                particles,
+                config,
+                out,
+                project_dir=project_dir,
+                progress=cb,
+                resume=resume,
+                initial_classes=initial,
+                cluster=cluster,
+                scheduler=scheduler,
+            ).paths
     except InputError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INPUT) from None

@@ -8,7 +8,6 @@ import inspect
 from typing import Any, Callable, NoReturn
 
 import typer
-
 from pydantic import ValidationError
 
 from cryoclass.config import Config, describe_errors
@@ -24,11 +23,14 @@ def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
+
 #: Help of the execution options --cluster / --scheduler (not Config fields: they do not
 #: change results, only where the E-steps run; see cryoclass.distributed).
-CLUSTER_HELP = ("Run the E-steps on a Dask cluster: local:N (N worker processes here, one GPU "
-                "each when there are GPUs), or slurm:N / pbs:N (N batch jobs via dask-jobqueue, "
-                "configured in the Dask config)")
+CLUSTER_HELP = (
+    "Run the E-steps on a Dask cluster: local:N (N worker processes here, one GPU "
+    "each when there are GPUs), or slurm:N / pbs:N (N batch jobs via dask-jobqueue, "
+    "configured in the Dask config)"
+)
 SCHEDULER_HELP = "Run the E-steps on the Dask cluster whose scheduler is at this address"
 
 
@@ -54,8 +56,9 @@ def job_option(name: str, *decls: str, help: str | None = None) -> Any:
             bounds["min"] = m.ge
         if getattr(m, "le", None) is not None:
             bounds["max"] = m.le
-    return typer.Option(field.default, *(decls or (flag,)), help=help or field.description,
-                        **bounds)
+    return typer.Option(
+        field.default, *(decls or (flag,)), help=help or field.description, **bounds
+    )
 
 
 #: Fields with a short, familiar flag in addition to their own name.
@@ -77,8 +80,9 @@ def config_parameters(skip: set[str] = frozenset()) -> list[inspect.Parameter]:
         opt = typer.Option(default, *decls, help=field.description, show_default=True)
         if "Literal" in str(ann):
             ann = str
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt,
-                                        annotation=ann))
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
+        )
     return params
 
 

@@ -6,8 +6,14 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 
@@ -15,9 +21,15 @@ console = Console(stderr=True)
 @contextmanager
 def iteration_progress(description: str) -> Iterator:
     """Yields a callback(phase, i, total, entry) that advances the bar and prints entry lines."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(description, total=None)
 
         def callback(phase: str, i: int, total: int, entry) -> None:
@@ -27,6 +39,7 @@ def iteration_progress(description: str) -> Iterator:
                     f"iter {entry.iteration:3d} {entry.phase:6s} n={entry.n_particles:6d} "
                     f"T={entry.temperature:6.2f} res={entry.work_res_A:5.1f} Å "
                     f"logL={entry.mean_loglik:9.2f} {entry.seconds:6.1f} s"
-                    + (f" reseeded={entry.reseeded}" if entry.reseeded else ""))
+                    + (f" reseeded={entry.reseeded}" if entry.reseeded else "")
+                )
 
         yield callback

@@ -43,23 +43,38 @@ def parse_classes(text: Optional[str]) -> list[int]:
 
 def command(
     job_dir: Path = typer.Argument(..., help="Output folder of a classify or stream job"),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Classes to keep, e.g. "
-                                          "1,3,5-7"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Classes to keep, e.g. 1,3,5-7"),
     exclude: Optional[str] = typer.Option(None, "--exclude", help="Classes to leave out"),
-    min_count: Optional[int] = typer.Option(None, "--min-count", min=0, help="Keep classes with "
-                                            "at least this many particles"),
-    max_res_A: Optional[float] = typer.Option(None, "--max-res-A", min=0.0, help="Keep classes "
-                                              "with an estimated resolution of this many Å or "
-                                              "better"),
-    saved: bool = typer.Option(False, "--saved", help="Keep the classes marked good in the "
-                               "dashboard (followed onto the current classes)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output STAR path (the .cs "
-                                       "goes beside it); default JOB_DIR/selected_particles.star"),
+    min_count: Optional[int] = typer.Option(
+        None, "--min-count", min=0, help="Keep classes with at least this many particles"
+    ),
+    max_res_A: Optional[float] = typer.Option(
+        None,
+        "--max-res-A",
+        min=0.0,
+        help="Keep classes with an estimated resolution of this many Å or better",
+    ),
+    saved: bool = typer.Option(
+        False,
+        "--saved",
+        help="Keep the classes marked good in the dashboard (followed onto the current classes)",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output STAR path (the .cs goes beside it); default JOB_DIR/selected_particles.star",
+    ),
     no_cs: bool = typer.Option(False, "--no-cs", help="Write only the STAR file"),
 ) -> None:
     """Select 2D classes and export their particles (STAR and .cs)."""
-    from cryoclass.outputs.selection import (OutputsChanging, auto_select, export_selection,
-                                             load_selection, read_job_classes)
+    from cryoclass.outputs.selection import (
+        OutputsChanging,
+        auto_select,
+        export_selection,
+        load_selection,
+        read_job_classes,
+    )
 
     listed, dropped = parse_classes(classes), set(parse_classes(exclude))
     thresholds = min_count is not None or max_res_A is not None
@@ -71,8 +86,10 @@ def command(
         if saved:
             marks = load_selection(job_dir, job)
             if marks is None:
-                raise InputError("no saved selection (mark classes in the dashboard first)",
-                                 file=job_dir / "selection")
+                raise InputError(
+                    "no saved selection (mark classes in the dashboard first)",
+                    file=job_dir / "selection",
+                )
             chosen |= set(marks[0])
         if thresholds:
             passing = set(auto_select(job, min_count or 0, max_res_A))
@@ -88,9 +105,11 @@ def command(
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INPUT) from None
     total = int(job.counts.sum())
-    console.print(f"selected {len(res.classes)} of {job.counts.size} classes "
-                  f"({','.join(map(str, res.classes))}): {res.n_particles} of {total} particles",
-                  highlight=False)
+    console.print(
+        f"selected {len(res.classes)} of {job.counts.size} classes "
+        f"({','.join(map(str, res.classes))}): {res.n_particles} of {total} particles",
+        highlight=False,
+    )
     console.print(f"star {res.star}", soft_wrap=True, highlight=False)
     if res.cs is not None:
         console.print(f"cs   {res.cs}", soft_wrap=True, highlight=False)

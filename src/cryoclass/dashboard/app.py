@@ -24,13 +24,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import (FileResponse, JSONResponse, PlainTextResponse, Response,
-                                 StreamingResponse)
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,14 +55,17 @@ class AutoSelectBody(BaseModel):
 
     min_count: Annotated[int, Field(ge=0, le=10**12)] | None = 0
     max_res_A: Annotated[float, Field(gt=0, le=1e6)] | None = None
+
+
 COOKIE = "cryoclass_token"
 #: Seconds between checks of the job folder for the event stream, and between keep-alives.
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 
 
-def create_app(dashboard: Dashboard, token: str | None = None,
-               allowed_hosts: list[str] | None = None) -> Starlette:
+def create_app(
+    dashboard: Dashboard, token: str | None = None, allowed_hosts: list[str] | None = None
+) -> Starlette:
     """The app for ``dashboard``. token: required on every request when set (query
     ``?token=``, header ``Authorization: Bearer``, or the cookie the page gets); allowed_hosts:
     Host header values accepted (None: any)."""
@@ -68,20 +75,26 @@ def create_app(dashboard: Dashboard, token: str | None = None,
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def state(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(d.state),
-                            headers={"Cache-Control": "no-store"})
+        return JSONResponse(await run_in_threadpool(d.state), headers={"Cache-Control": "no-store"})
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(_version_events(request, d), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _version_events(request, d),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     async def class_png(request: Request) -> Response:
-        png = await run_in_threadpool(d.class_png, request.path_params["key"],
-                                      request.path_params["number"])
+        png = await run_in_threadpool(
+            d.class_png, request.path_params["key"], request.path_params["number"]
+        )
         if png is None:
             return PlainTextResponse("no such class image", status_code=404)
-        return Response(png, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600, immutable"})
+        return Response(
+            png,
+            media_type="image/png",
+            headers={"Cache-Control": "private, max-age=3600, immutable"},
+        )
 
     async def files(request: Request) -> Response:
         p = download_path(d.job, request.path_params["name"])
@@ -126,8 +139,12 @@ def create_app(dashboard: Dashboard, token: str | None = None,
     middleware = [Middleware(Guards, allowed_hosts=allowed_hosts or None)]
     if token:
         middleware.append(Middleware(TokenGate, token=token))
-    handlers = {ValueError: _bad_request, OutputsChanging: _conflict,
-                ValidationError: _unprocessable, BodyTooLarge: _too_large}
+    handlers = {
+        ValueError: _bad_request,
+        OutputsChanging: _conflict,
+        ValidationError: _unprocessable,
+        BodyTooLarge: _too_large,
+    }
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 
@@ -173,8 +190,9 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 async def _unprocessable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ValidationError)
-    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                         for e in exc.errors())
+    problems = "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
     return JSONResponse({"error": problems}, status_code=422)
 
 
@@ -205,8 +223,10 @@ class TokenGate:
         bearer = auth[7:] if auth.lower().startswith("bearer ") else None
         given = query or bearer or req.cookies.get(COOKIE)
         if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
-            resp = PlainTextResponse("a valid token is required (open the URL printed by "
-                                     "cryoclass serve)", status_code=401)
+            resp = PlainTextResponse(
+                "a valid token is required (open the URL printed by cryoclass serve)",
+                status_code=401,
+            )
             await resp(scope, receive, send)
             return
         if not query:

@@ -15,8 +15,13 @@ class FoundCounter:
     """Counts particle rows of ``pattern`` files under ``root`` (hidden files and ``exclude``
     folders skipped), re-reading only changed files, at most every ``min_interval_s``."""
 
-    def __init__(self, root: Path, pattern: str = JOB.pattern, exclude: list[Path] | None = None,
-                 min_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        pattern: str = JOB.pattern,
+        exclude: list[Path] | None = None,
+        min_interval_s: float = 1.0,
+    ) -> None:
         self.root = Path(root).resolve()
         self.pattern = pattern
         self.exclude = [Path(e).resolve() for e in exclude or []]

@@ -11,9 +11,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 #: Largest request body accepted (bytes); the dashboard's own bodies are a few dozen bytes.
 MAX_BODY_BYTES = 64 * 1024
 #: Sent with every response: no other site may show the dashboard in a frame.
-FRAME_HEADERS = [(b"x-frame-options", b"DENY"),
-                 (b"content-security-policy", b"frame-ancestors 'none'"),
-                 (b"x-content-type-options", b"nosniff")]
+FRAME_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+]
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -43,8 +45,9 @@ class Guards:
     another site (403), a body over ``max_body`` bytes (413); adds FRAME_HEADERS to every
     response."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: list[str] | None = None,
-                 max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed_hosts: list[str] | None = None, max_body: int = MAX_BODY_BYTES
+    ) -> None:
         self.app = app
         self.allowed = None if allowed_hosts is None else {_bracketed(h) for h in allowed_hosts}
         self.max_body = max_body
@@ -71,8 +74,7 @@ class Guards:
             if length.isdigit() and int(length) > self.max_body:
                 problem = (413, f"request body too large (over {self.max_body} bytes)")
         if problem is not None:
-            await PlainTextResponse(problem[1], status_code=problem[0])(scope, receive,
-                                                                         send_framed)
+            await PlainTextResponse(problem[1], status_code=problem[0])(scope, receive, send_framed)
             return
         await self.app(scope, self._capped(receive), send_framed)
 

@@ -13,11 +13,29 @@ from cryoclass.outputs.checkpoint import CHECKPOINT_NAME
 from cryoclass.outputs.selection import SELECTED_CS, SELECTED_STAR
 
 #: Files whose change means the page should refresh.
-WATCHED = ("classes.mrcs", "particles.star", "particles.cs", "model.star", "rejects.csv",
-           "config.json", "events.jsonl", CHECKPOINT_NAME)
+WATCHED = (
+    "classes.mrcs",
+    "particles.star",
+    "particles.cs",
+    "model.star",
+    "rejects.csv",
+    "config.json",
+    "events.jsonl",
+    CHECKPOINT_NAME,
+)
 #: Files a user may download from the page.
-DOWNLOADS = ("classes.mrcs", "particles.star", "particles.cs", "model.star", "gallery.png",
-             "rejects.csv", "config.json", "events.jsonl", SELECTED_STAR, SELECTED_CS)
+DOWNLOADS = (
+    "classes.mrcs",
+    "particles.star",
+    "particles.cs",
+    "model.star",
+    "gallery.png",
+    "rejects.csv",
+    "config.json",
+    "events.jsonl",
+    SELECTED_STAR,
+    SELECTED_CS,
+)
 
 Stamp = tuple[int, int, int]
 

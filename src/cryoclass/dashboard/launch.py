@@ -44,8 +44,12 @@ class Server:
 
     def start(self) -> "Server":
         """Serve in a background (daemon) thread."""
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="cryoclass-dashboard", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [self.sock]},
+            name="cryoclass-dashboard",
+            daemon=True,
+        )
         self.thread.start()
         return self
 
@@ -66,9 +70,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(job_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                token: str | None = None, watch_dir: str | Path | None = None,
-                pattern: str = JOB.pattern) -> Server:
+def make_server(
+    job_dir: str | Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    watch_dir: str | Path | None = None,
+    pattern: str = JOB.pattern,
+) -> Server:
     """Bind host:port (port 0: any free one) and build the server for job_dir. ``watch_dir``: the
     folder a stream watches (to count particles found)."""
     if not is_loopback(host) and not token:
@@ -96,14 +105,17 @@ def make_server(job_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAU
     if host in ("0.0.0.0", "::"):
         shown = socket.gethostname()
     url = f"http://{shown}:{real_port}/" + (f"?token={token}" if token else "")
-    config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
     return Server(url=url, token=token, server=uvicorn.Server(config), sock=sock)
 
 
-def start_dashboard(job_dir: str | Path, port: int = DEFAULT_PORT,
-                    watch_dir: str | Path | None = None, pattern: str = JOB.pattern,
-                    say: Callable[[str], object] = print) -> Server | None:
+def start_dashboard(
+    job_dir: str | Path,
+    port: int = DEFAULT_PORT,
+    watch_dir: str | Path | None = None,
+    pattern: str = JOB.pattern,
+    say: Callable[[str], object] = print,
+) -> Server | None:
     """For ``--dashboard`` on a job command: serve the job's folder on 127.0.0.1 in a daemon
     thread (it ends with the process) and say where. If the port is taken, say so and return
     None: the job runs all the same."""

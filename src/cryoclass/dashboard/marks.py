@@ -18,7 +18,7 @@ class Marks:
 
     def __init__(self, job_dir: Path) -> None:
         self.job = job_dir
-        self.tracks = np.zeros(0, dtype=np.int64)   # (K,) track id of output class k+1
+        self.tracks = np.zeros(0, dtype=np.int64)  # (K,) track id of output class k+1
         self.marks: dict[int, str] = {}
         self.classes: JobClasses | None = None
         self.revision = 0

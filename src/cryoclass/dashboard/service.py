@@ -28,13 +28,17 @@ from cryoclass.dashboard.images import to_png
 from cryoclass.dashboard.jobfiles import outputs_settled, stamp, version
 from cryoclass.dashboard.marks import BAD, GOOD, Marks
 from cryoclass.io import InputError
-from cryoclass.job_options import JOB
 from cryoclass.io.lock import last_job
 from cryoclass.io.rejects import reason_kind
+from cryoclass.job_options import JOB
 from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from cryoclass.outputs.events import EVENTS_NAME
-from cryoclass.outputs.selection import (JobClasses, OutputsChanging, export_selection,
-                                         read_job_classes)
+from cryoclass.outputs.selection import (
+    JobClasses,
+    OutputsChanging,
+    export_selection,
+    read_job_classes,
+)
 
 #: Most points per plotted series (older points are thinned, the latest always kept).
 MAX_POINTS = 300
@@ -57,12 +61,16 @@ class ClassesView:
 class Dashboard:
     """State of the job in ``job_dir``; ``watch_dir``: the folder a stream watches (found)."""
 
-    def __init__(self, job_dir: str | Path, watch_dir: str | Path | None = None,
-                 pattern: str = JOB.pattern) -> None:
+    def __init__(
+        self, job_dir: str | Path, watch_dir: str | Path | None = None, pattern: str = JOB.pattern
+    ) -> None:
         self.job = Path(job_dir).resolve()
         self.events = EventTail(self.job / EVENTS_NAME)
-        self.found = (FoundCounter(Path(watch_dir), pattern, exclude=[self.job])
-                      if watch_dir is not None else None)
+        self.found = (
+            FoundCounter(Path(watch_dir), pattern, exclude=[self.job])
+            if watch_dir is not None
+            else None
+        )
         self.marks = Marks(self.job)
         self.view: ClassesView | None = None
         self.last_export: dict[str, Any] | None = None
@@ -163,10 +171,13 @@ class Dashboard:
                 time.sleep(0.3)  # the job moved on: follow its new classes, then try again
                 continue
             with self._lock:
-                self.last_export = {"classes": res.classes, "n_particles": res.n_particles,
-                                    "star": res.star.name,
-                                    "cs": res.cs.name if res.cs is not None else None,
-                                    "time": time.time()}
+                self.last_export = {
+                    "classes": res.classes,
+                    "n_particles": res.n_particles,
+                    "star": res.star.name,
+                    "cs": res.cs.name if res.cs is not None else None,
+                    "time": time.time(),
+                }
                 self._exports += 1
                 return self.last_export
         raise OutputsChanging("the job kept rewriting its outputs; try again")
@@ -215,13 +226,16 @@ class Dashboard:
         total_w = weights.sum()
         frac = weights / total_w if total_w > 0 else np.zeros_like(weights)
         order = np.argsort(-frac, kind="stable")
-        classes = JobClasses(counts=np.rint(frac[order] * m.distinct_seen).astype(np.int64),
-                             resolution_A=m.resolution_A.detach().cpu().numpy()[order],
-                             images=m.class_images.detach().cpu().numpy()[order],
-                             pixel_size_A=float(m.pixel_size_A))
+        classes = JobClasses(
+            counts=np.rint(frac[order] * m.distinct_seen).astype(np.int64),
+            resolution_A=m.resolution_A.detach().cpu().numpy()[order],
+            images=m.class_images.detach().cpu().numpy()[order],
+            pixel_size_A=float(m.pixel_size_A),
+        )
         self._checkpoint_config = dict(ck.config)
-        self._set_view(ClassesView(key=_short(key), classes=classes, source="checkpoint",
-                                   order=order))
+        self._set_view(
+            ClassesView(key=_short(key), classes=classes, source="checkpoint", order=order)
+        )
 
     def _set_view(self, view: ClassesView) -> None:
         self.view = view
@@ -238,29 +252,41 @@ class Dashboard:
         items = []
         for i in range(c.counts.size):
             n = i + 1
-            items.append({
-                "number": n,
-                "track": int(self.marks.tracks[i]) if v.source == "outputs"
-                and i < self.marks.tracks.size else -1 - i,
-                "count": int(c.counts[i]),
-                "fraction": float(c.counts[i] / total) if total else 0.0,
-                "res_A": _num(c.resolution_A[i]),
-                "mark": self.marks.mark_of(n) if v.source == "outputs" else None,
-                "image": f"api/class/{v.key}/{n}.png",
-            })
+            items.append(
+                {
+                    "number": n,
+                    "track": int(self.marks.tracks[i])
+                    if v.source == "outputs" and i < self.marks.tracks.size
+                    else -1 - i,
+                    "count": int(c.counts[i]),
+                    "fraction": float(c.counts[i] / total) if total else 0.0,
+                    "res_A": _num(c.resolution_A[i]),
+                    "mark": self.marks.mark_of(n) if v.source == "outputs" else None,
+                    "image": f"api/class/{v.key}/{n}.png",
+                }
+            )
         items.sort(key=lambda it: (-it["count"], it["number"]))
-        return {"key": v.key, "source": v.source, "items": items, "total": total,
-                "box": int(c.images.shape[-1]) if c.images is not None else 0,
-                "pixel_size_A": c.pixel_size_A}
+        return {
+            "key": v.key,
+            "source": v.source,
+            "items": items,
+            "total": total,
+            "box": int(c.images.shape[-1]) if c.images is not None else 0,
+            "pixel_size_A": c.pixel_size_A,
+        }
 
     def _selection_state(self) -> dict[str, Any]:
         enabled = self.view is not None and self.view.source == "outputs"
         good = self.marks.numbers(GOOD) if enabled else []
         bad = self.marks.numbers(BAD) if enabled else []
         counts = self.view.classes.counts if enabled else np.zeros(0)
-        return {"enabled": enabled, "good": good, "bad": bad,
-                "n_good_particles": int(sum(counts[n - 1] for n in good)),
-                "last_export": self.last_export}
+        return {
+            "enabled": enabled,
+            "good": good,
+            "bad": bad,
+            "n_good_particles": int(sum(counts[n - 1] for n in good)),
+            "last_export": self.last_export,
+        }
 
     # ------------------------------------------------------------------ progress
     def _progress(self, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -345,12 +371,15 @@ class Dashboard:
         frac = np.zeros((len(pts), k))
         for i, e in enumerate(pts):
             c = np.asarray(e["class_counts"], np.float64)
-            frac[i, :c.size] = c / c.sum() if c.sum() > 0 else 0.0
+            frac[i, : c.size] = c / c.sum() if c.sum() > 0 else 0.0
         latest = np.asarray(pts[-1]["class_counts"], np.float64)
         rank = np.empty(latest.size, dtype=np.int64)
         rank[np.argsort(-latest, kind="stable")] = np.arange(latest.size)
-        return {"t": [round(e["time"] - t0, 2) for e in pts], "labels": [int(r) + 1 for r in rank],
-                "series": [[round(float(x), 4) for x in frac[:, j]] for j in range(frac.shape[1])]}
+        return {
+            "t": [round(e["time"] - t0, 2) for e in pts],
+            "labels": [int(r) + 1 for r in rank],
+            "series": [[round(float(x), 4) for x in frac[:, j]] for j in range(frac.shape[1])],
+        }
 
     # ------------------------------------------------------------------ parameters
     def _config(self) -> dict[str, Any]:

@@ -22,9 +22,12 @@ from cryoclass.engine.executor import FULL_SHARD_CHUNKS
 
 
 @contextmanager
-def dask_estep(cluster: str | None = None, scheduler: str | None = None,
-               shard_size: int | None = None, full_shard_chunks: int = FULL_SHARD_CHUNKS
-               ) -> Iterator[DaskEStep | None]:
+def dask_estep(
+    cluster: str | None = None,
+    scheduler: str | None = None,
+    shard_size: int | None = None,
+    full_shard_chunks: int = FULL_SHARD_CHUNKS,
+) -> Iterator[DaskEStep | None]:
     """A DaskEStep on the cluster named by ``cluster`` / ``scheduler`` (see parse_cluster), or
     None when neither is given (E-steps then run in this process; same results)."""
     spec = parse_cluster(cluster, scheduler)
@@ -35,5 +38,12 @@ def dask_estep(cluster: str | None = None, scheduler: str | None = None,
         yield DaskEStep(client, shard_size=shard_size, full_shard_chunks=full_shard_chunks)
 
 
-__all__ = ["ClusterSpec", "DaskEStep", "LazyBatch", "dask_estep", "open_client",
-           "parse_cluster", "worker_device"]
+__all__ = [
+    "ClusterSpec",
+    "DaskEStep",
+    "LazyBatch",
+    "dask_estep",
+    "open_client",
+    "parse_cluster",
+    "worker_device",
+]

@@ -31,8 +31,12 @@ log = logging.getLogger("cryoclass.distributed")
 #: elsewhere set this in their Dask config (README).
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
-JOBQUEUE_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster",
-                  "lsf": "LSFCluster"}
+JOBQUEUE_KINDS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,10 @@ def parse_cluster(cluster: str | None = None, scheduler: str | None = None) -> C
     m = re.fullmatch(r"\s*([a-z]+)\s*(?::\s*(\d+)\s*)?", cluster)
     kinds = ("local", *JOBQUEUE_KINDS)
     if not m or m.group(1) not in kinds:
-        raise ValueError(f"--cluster {cluster!r}: expected local, local:N or one of "
-                         f"{', '.join(k + ':N' for k in JOBQUEUE_KINDS)} (N workers or jobs)")
+        raise ValueError(
+            f"--cluster {cluster!r}: expected local, local:N or one of "
+            f"{', '.join(k + ':N' for k in JOBQUEUE_KINDS)} (N workers or jobs)"
+        )
     kind, n = m.group(1), m.group(2)
     if n is not None and int(n) < 1:
         raise ValueError(f"--cluster {cluster!r}: N must be at least 1")
@@ -126,8 +132,13 @@ def open_client(spec: ClusterSpec, torch_threads: int | None = None) -> Iterator
     if spec.kind == "local":
         n = spec.workers or default_local_workers()
         with dask.config.set(WORKER_ENVIRON):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.WARNING)
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.WARNING,
+            )
         torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // n)
     elif spec.kind in JOBQUEUE_KINDS:
         cluster = _jobqueue_cluster(spec)
@@ -139,8 +150,11 @@ def open_client(spec: ClusterSpec, torch_threads: int | None = None) -> Iterator
             if spec.kind != "local" and not client.nthreads():
                 log.info("dask: waiting for a worker to join %s", spec.address or spec.kind)
                 client.wait_for_workers(1)
-            log.info("dask: %s, %d workers", client.dashboard_link or spec.address or spec.kind,
-                     len(client.nthreads()))
+            log.info(
+                "dask: %s, %d workers",
+                client.dashboard_link or spec.address or spec.kind,
+                len(client.nthreads()),
+            )
             yield client
         finally:
             client.close()
@@ -153,8 +167,10 @@ def jobqueue_missing() -> str:
     """Why a batch-system cluster cannot be started here ('' when dask-jobqueue is installed)."""
     if importlib.util.find_spec("dask_jobqueue") is not None:
         return ""
-    return ("batch-system clusters need dask-jobqueue: pip install 'cryoclass[cluster]' "
-            "(or pip install dask-jobqueue)")
+    return (
+        "batch-system clusters need dask-jobqueue: pip install 'cryoclass[cluster]' "
+        "(or pip install dask-jobqueue)"
+    )
 
 
 def _jobqueue_cluster(spec: ClusterSpec):

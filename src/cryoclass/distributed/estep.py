@@ -41,9 +41,8 @@ from cryoclass.engine.mstep import Statistics
 from cryoclass.engine.particle_result import ParticleResult
 
 if TYPE_CHECKING:
-    from distributed import Client
-
     from cryoclass.engine.source import ParticleSource
+    from distributed import Client
 
 
 @dataclass
@@ -106,8 +105,12 @@ class DaskEStep:
     ``LocalEStep`` with the same plan bit for bit.
     """
 
-    def __init__(self, client: "Client", shard_size: int | None = None,
-                 full_shard_chunks: int = FULL_SHARD_CHUNKS) -> None:
+    def __init__(
+        self,
+        client: "Client",
+        shard_size: int | None = None,
+        full_shard_chunks: int = FULL_SHARD_CHUNKS,
+    ) -> None:
         self.client = client
         self.plan = ShardPlan(shard_size, full_shard_chunks)
         self.n_tasks = 0  # tasks submitted so far (for reports and tests)
@@ -120,9 +123,14 @@ class DaskEStep:
         geom = tasks.Geometry(engine.box, engine.apix)
         model = tasks.broadcast_state(engine.state)
         self.traffic.esteps += 1
-        self.traffic.model += _tensor_bytes(model.class_images, model.sigma2, model.stats.weight,
-                                            model.resolution_A, model.alignment_images,
-                                            model.half_images)
+        self.traffic.model += _tensor_bytes(
+            model.class_images,
+            model.sigma2,
+            model.stats.weight,
+            model.resolution_A,
+            model.alignment_images,
+            model.half_images,
+        )
         with warnings.catch_warnings():  # the model travels once per E-step, by design
             warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
             state = self.client.submit(tasks.identity, model, pure=False)
@@ -132,8 +140,14 @@ class DaskEStep:
         return geom, state
 
     # ------------------------------------------------------------------ executor
-    def minibatch(self, engine: Engine, source: "ParticleSource", idx: np.ndarray, factor: float,
-                  batch: ParticleBatch | None = None) -> EStepOutput:
+    def minibatch(
+        self,
+        engine: Engine,
+        source: "ParticleSource",
+        idx: np.ndarray,
+        factor: float,
+        batch: ParticleBatch | None = None,
+    ) -> EStepOutput:
         """Sharded E-step of rows idx at one temperature (see module docstring). A batch
         already prepared here (a stream's warm-up, one minibatch) is E-stepped here."""
         if batch is not None:
@@ -143,45 +157,60 @@ class DaskEStep:
         idx = np.asarray(idx)
         cfg = engine.cfg
         geom, state = self._setup(engine)
-        shards = [make_shard(i, idx[part], source.table)
-                  for i, part in enumerate(self.plan.minibatch(engine, idx.size))]
+        shards = [
+            make_shard(i, idx[part], source.table)
+            for i, part in enumerate(self.plan.minibatch(engine, idx.size))
+        ]
         self.traffic.shards += sum(_shard_bytes(s) for s in shards)
         submit = self.client.submit
         scored = [submit(tasks.score_shard, cfg, geom, state, s, pure=False) for s in shards]
         bests = self.client.gather([submit(tasks.best_scores, f, pure=False) for f in scored])
         self.traffic.scores += _tensor_bytes(*bests)
         temperature = engine.batch_temperature(factor, torch.cat(bests).to(engine.device))
-        done = [submit(tasks.conclude_shard, cfg, geom, state, f, temperature, pure=False)
-                for f in scored]
+        done = [
+            submit(tasks.conclude_shard, cfg, geom, state, f, temperature, pure=False)
+            for f in scored
+        ]
         self.n_tasks += 3 * len(shards)
         res, stats = self._reduce(engine, done)
         del scored, state
-        return EStepOutput(LazyBatch(engine, source, idx), res, stats, temperature,
-                           {"estep": time.perf_counter() - t0})
+        return EStepOutput(
+            LazyBatch(engine, source, idx),
+            res,
+            stats,
+            temperature,
+            {"estep": time.perf_counter() - t0},
+        )
 
-    def full(self, engine: Engine, source: "ParticleSource", hard: bool = False
-             ) -> tuple[ParticleResult, Statistics, float]:
+    def full(
+        self, engine: Engine, source: "ParticleSource", hard: bool = False
+    ) -> tuple[ParticleResult, Statistics, float]:
         """Sharded full-pass E-step of every particle (see module docstring)."""
         cfg = engine.cfg
         n = len(source)
         geom, state = self._setup(engine)
-        shards = [make_shard(i, part, source.table)
-                  for i, part in enumerate(self.plan.full(engine, n))]
+        shards = [
+            make_shard(i, part, source.table) for i, part in enumerate(self.plan.full(engine, n))
+        ]
         self.traffic.shards += sum(_shard_bytes(s) for s in shards)
-        futures = [self.client.submit(tasks.full_shard, cfg, geom, state, s, hard, pure=False)
-                   for s in shards]
+        futures = [
+            self.client.submit(tasks.full_shard, cfg, geom, state, s, hard, pure=False)
+            for s in shards
+        ]
         self.n_tasks += len(shards)
         temps: list[float] = []
         res, stats = self._reduce(engine, futures, temps)
         del state
         return res, stats, float(np.mean(temps))
 
-    def _reduce(self, engine: Engine, futures: list, temps: list[float] | None = None
-                ) -> tuple[ParticleResult, Statistics]:
+    def _reduce(
+        self, engine: Engine, futures: list, temps: list[float] | None = None
+    ) -> tuple[ParticleResult, Statistics]:
         """Results concatenated and statistics summed in shard order (each shard once),
         gathering one shard at a time."""
-        total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
-                                 engine.device)
+        total = Statistics.zeros(
+            engine.cfg.n_classes, engine.grid.size, engine.n_shells, engine.device
+        )
         parts: list[ParticleResult] = []
         for i, fut in enumerate(futures):
             out = fut.result()

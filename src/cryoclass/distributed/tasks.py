@@ -64,8 +64,9 @@ def _sizeof_scored(x: ScoredShard) -> int:
         for f in fields(obj):
             v = getattr(obj, f.name)
             tensors = [v.values, *v.derived.values()] if isinstance(v, RotatedReferences) else [v]
-            total += sum(t.element_size() * t.nelement() for t in tensors
-                         if isinstance(t, torch.Tensor))
+            total += sum(
+                t.element_size() * t.nelement() for t in tensors if isinstance(t, torch.Tensor)
+            )
     return total
 
 
@@ -75,17 +76,26 @@ def broadcast_state(state: ModelState) -> ModelState:
     statistics (the bulk of the model) stay with the client: their tensors are left empty."""
     st = state.stats
     k = st.weight.shape[-1]
-    slim = Statistics(num=torch.zeros(2, k, 0, dtype=st.num.dtype),
-                      den=torch.zeros(2, k, 0, dtype=st.den.dtype),
-                      weight=st.weight.detach().cpu().clone(),
-                      noise_power=torch.zeros(0), noise_count=torch.zeros(0),
-                      evidence=torch.zeros(0), evidence_sq=torch.zeros(0))
+    slim = Statistics(
+        num=torch.zeros(2, k, 0, dtype=st.num.dtype),
+        den=torch.zeros(2, k, 0, dtype=st.den.dtype),
+        weight=st.weight.detach().cpu().clone(),
+        noise_power=torch.zeros(0),
+        noise_count=torch.zeros(0),
+        evidence=torch.zeros(0),
+        evidence_sq=torch.zeros(0),
+    )
     align, halves = state.alignment_images, state.half_images
-    return replace(state, class_images=state.class_images.detach().cpu().clone(), stats=slim,
-                   alignment_images=None if align is None else align.detach().cpu().clone(),
-                   half_images=None if halves is None else halves.detach().cpu().clone(),
-                   sigma2=state.sigma2.detach().cpu().clone(),
-                   resolution_A=state.resolution_A.detach().cpu().clone(), history=[])
+    return replace(
+        state,
+        class_images=state.class_images.detach().cpu().clone(),
+        stats=slim,
+        alignment_images=None if align is None else align.detach().cpu().clone(),
+        half_images=None if halves is None else halves.detach().cpu().clone(),
+        sigma2=state.sigma2.detach().cpu().clone(),
+        resolution_A=state.resolution_A.detach().cpu().clone(),
+        history=[],
+    )
 
 
 @dataclass
@@ -110,9 +120,19 @@ class PackedStatistics:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in
-                   (self.points, self.num, self.den, self.weight, self.noise_power,
-                    self.noise_count, self.evidence, self.evidence_sq))
+        return sum(
+            t.element_size() * t.nelement()
+            for t in (
+                self.points,
+                self.num,
+                self.den,
+                self.weight,
+                self.noise_power,
+                self.noise_count,
+                self.evidence,
+                self.evidence_sq,
+            )
+        )
 
     def add_to(self, total: Statistics) -> None:
         """total += these statistics (exactly as adding the full-size ones: the points left
@@ -132,10 +152,17 @@ def pack(stats: Statistics) -> PackedStatistics:
     """stats without the class-grid points where every num and den is zero, on the CPU."""
     has = (stats.den != 0).any(dim=1).any(dim=0) | (stats.num != 0).any(dim=1).any(dim=0)
     pts = torch.nonzero(has).squeeze(1)
-    return PackedStatistics(pts.cpu(), stats.num[:, :, pts].cpu(), stats.den[:, :, pts].cpu(),
-                            stats.weight.cpu(), stats.noise_power.cpu(),
-                            stats.noise_count.cpu(), stats.evidence.cpu(),
-                            stats.evidence_sq.cpu(), int(stats.num.shape[-1]))
+    return PackedStatistics(
+        pts.cpu(),
+        stats.num[:, :, pts].cpu(),
+        stats.den[:, :, pts].cpu(),
+        stats.weight.cpu(),
+        stats.noise_power.cpu(),
+        stats.noise_count.cpu(),
+        stats.evidence.cpu(),
+        stats.evidence_sq.cpu(),
+        int(stats.num.shape[-1]),
+    )
 
 
 def identity(x: object) -> object:
@@ -157,22 +184,27 @@ def worker_engine(config: Config, geom: Geometry, state: ModelState) -> Engine:
     """An engine for this worker's device holding ``state`` (built once per worker and
     settings; each task gets its own shallow copy, so concurrent tasks cannot share a model)."""
     device = worker_device(config.device)
-    eng = copy.copy(_base_engine(config.model_dump_json(), geom.box, geom.pixel_size_A,
-                                 str(device)))
+    eng = copy.copy(
+        _base_engine(config.model_dump_json(), geom.box, geom.pixel_size_A, str(device))
+    )
     if device.type != "cpu":
         align, halves = state.alignment_images, state.half_images
-        state = replace(state, class_images=state.class_images.to(device),
-                        alignment_images=None if align is None else align.to(device),
-                        half_images=None if halves is None else halves.to(device),
-                        stats=statistics_to(state.stats, device),
-                        sigma2=state.sigma2.to(device),
-                        resolution_A=state.resolution_A.to(device))
+        state = replace(
+            state,
+            class_images=state.class_images.to(device),
+            alignment_images=None if align is None else align.to(device),
+            half_images=None if halves is None else halves.to(device),
+            stats=statistics_to(state.stats, device),
+            sigma2=state.sigma2.to(device),
+            resolution_A=state.resolution_A.to(device),
+        )
     eng.state = state
     return eng
 
 
-def load_shard(engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | None = None
-               ) -> ParticleBatch:
+def load_shard(
+    engine: Engine, shard: Shard, geom: Geometry, rows: np.ndarray | None = None
+) -> ParticleBatch:
     """Read and prepare the shard's particles (positions ``rows`` of it, default all), as the
     local schedule does; the batch's index is the job's row numbers."""
     from cryoclass.engine.source import load_batch
@@ -199,8 +231,7 @@ def _keep_refs(state: ModelState, refs: RotatedReferences | None) -> None:
         weakref.finalize(state, _REFS.pop, key, None)
 
 
-def score_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard
-                ) -> ScoredShard:
+def score_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard) -> ScoredShard:
     """First half of a minibatch E-step on a shard (kept on the worker)."""
     maybe_die("score")
     eng = worker_engine(config, geom, state)
@@ -215,8 +246,9 @@ def best_scores(scored: ScoredShard) -> torch.Tensor:
     return scored.scored.best.cpu()
 
 
-def conclude_shard(config: Config, geom: Geometry, state: ModelState, scored: ScoredShard,
-                   temperature: float) -> tuple[ParticleResult, PackedStatistics]:
+def conclude_shard(
+    config: Config, geom: Geometry, state: ModelState, scored: ScoredShard, temperature: float
+) -> tuple[ParticleResult, PackedStatistics]:
     """Second half: posteriors at the minibatch's temperature, results and statistics."""
     maybe_die("conclude")
     eng = worker_engine(config, geom, state)
@@ -224,8 +256,9 @@ def conclude_shard(config: Config, geom: Geometry, state: ModelState, scored: Sc
     return res, pack(stats)
 
 
-def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, hard: bool
-               ) -> tuple[ParticleResult, PackedStatistics, list[float]]:
+def full_shard(
+    config: Config, geom: Geometry, state: ModelState, shard: Shard, hard: bool
+) -> tuple[ParticleResult, PackedStatistics, list[float]]:
     """Full-pass E-step of a shard as a local full pass does it (``executor.full_pass_shard``:
     chunks of ``config.batch_particles``, statistics summed in chunk order); the chunks'
     temperatures."""
@@ -234,7 +267,8 @@ def full_shard(config: Config, geom: Geometry, state: ModelState, shard: Shard, 
     maybe_die("full")
     eng = worker_engine(config, geom, state)
     parts, stats, temps, refs = full_pass_shard(
-        eng, lambda pos: load_shard(eng, shard, geom, pos), shard.n, hard, _cached_refs(state))
+        eng, lambda pos: load_shard(eng, shard, geom, pos), shard.n, hard, _cached_refs(state)
+    )
     _keep_refs(state, refs)
     return ParticleResult.concat(parts), pack(stats), temps
 

@@ -17,6 +17,7 @@ from cryoclass.physics.ctf import ctf_2d
 from cryoclass.physics.fourier import Band, PaddedSpectrum, padded_fft, padded_window, rfft_band
 from cryoclass.physics.masks import background_stats
 
+
 @dataclass
 class ParticleBatch:
     """n preprocessed particles.
@@ -48,14 +49,19 @@ class ParticleBatch:
     def rows(self, pos: slice | torch.Tensor) -> "ParticleBatch":
         """The particles at positions ``pos`` (a slice or (m,) long) as a batch of their own
         (the same values as preparing only them)."""
-        return ParticleBatch(index=self.index[pos], images=self.images[pos],
-                             ctf_params={k: v[pos] for k, v in self.ctf_params.items()},
-                             pixel_size_A=self.pixel_size_A, skip_ctf=self.skip_ctf,
-                             align_images=None if self.align_images is None
-                             else self.align_images[pos], fourier=self.fourier)
+        return ParticleBatch(
+            index=self.index[pos],
+            images=self.images[pos],
+            ctf_params={k: v[pos] for k, v in self.ctf_params.items()},
+            pixel_size_A=self.pixel_size_A,
+            skip_ctf=self.skip_ctf,
+            align_images=None if self.align_images is None else self.align_images[pos],
+            fourier=self.fourier,
+        )
 
-    def _derived(self, name: str, key: object,
-                 compute: Callable[[torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+    def _derived(
+        self, name: str, key: object, compute: Callable[[torch.Tensor | None], torch.Tensor]
+    ) -> torch.Tensor:
         """compute(pos) -> values at positions pos of the batch (all for None), through the
         Fourier cache when the batch has one."""
         if self.fourier is None:
@@ -72,26 +78,36 @@ class ParticleBatch:
         else the images themselves."""
         use = highpassed and self.align_images is not None
         images = self.align_images if use else self.images
-        return self._derived("band_hp" if use else "band", (band.box, band.size),
-                             lambda pos: rfft_band(self._at(images, pos), band))
+        return self._derived(
+            "band_hp" if use else "band",
+            (band.box, band.size),
+            lambda pos: rfft_band(self._at(images, pos), band),
+        )
 
     def band_ctf(self, band: Band) -> torch.Tensor:
         """(n, F) CTF at the band's points (``ctf(band.kx, band.ky)``)."""
-        return self._derived("band_ctf", (band.box, band.size),
-                             lambda pos: self.ctf(band.kx, band.ky, rows=pos))
+        return self._derived(
+            "band_ctf", (band.box, band.size), lambda pos: self.ctf(band.kx, band.ky, rows=pos)
+        )
 
     def padded(self, radius: float) -> PaddedSpectrum:
         """Padded transforms for interpolation within radius (Fourier pixels); computed once
         per batch unless a wider radius is asked for later."""
         w = padded_window(self.box, 2, radius)
         if self._padded is None or self._padded.window < w:
-            data = self._derived("padded", w, lambda pos: padded_fft(
-                self._at(self.images, pos), 2, radius).data)
+            data = self._derived(
+                "padded", w, lambda pos: padded_fft(self._at(self.images, pos), 2, radius).data
+            )
             self._padded = PaddedSpectrum(data, 2)
         return self._padded
 
-    def ctf(self, kx: torch.Tensor, ky: torch.Tensor, rows: torch.Tensor | None = None,
-            extra_angle_deg: torch.Tensor | None = None) -> torch.Tensor:
+    def ctf(
+        self,
+        kx: torch.Tensor,
+        ky: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        extra_angle_deg: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """CTF at frequencies (kx, ky) in Fourier pixels, shape (F,) -> (m, F).
 
         rows: which particles (default all); extra_angle_deg (m,): the CTF pattern turned by this
@@ -107,20 +123,30 @@ class ParticleBatch:
         return ctf_2d(kx * scale, ky * scale, **p)
 
 
-def ctf_tensors(ctf: dict[str, np.ndarray], device: torch.device | str = "cpu"
-                ) -> dict[str, torch.Tensor]:
+def ctf_tensors(
+    ctf: dict[str, np.ndarray], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """CTF parameters in physical units (name -> (n,) array: defocus_u_A, defocus_v_A,
     astig_angle_deg, voltage_kV, cs_mm, amp_contrast, phase_shift_deg, bfactor_A2) as float32
     tensors on ``device``."""
-    return {name: torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32,
-                                  device=device) for name, v in ctf.items()}
+    return {
+        name: torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32, device=device)
+        for name, v in ctf.items()
+    }
 
 
-def prepare_batch(index: np.ndarray, images: np.ndarray, ctf: dict[str, np.ndarray],
-                  pixel_size_A: float,
-                  mask: torch.Tensor, mask_radius_px: float, invert_contrast: bool,
-                  skip_ctf: bool, device: torch.device, highpass_radius: float = 0.0
-                  ) -> ParticleBatch:
+def prepare_batch(
+    index: np.ndarray,
+    images: np.ndarray,
+    ctf: dict[str, np.ndarray],
+    pixel_size_A: float,
+    mask: torch.Tensor,
+    mask_radius_px: float,
+    invert_contrast: bool,
+    skip_ctf: bool,
+    device: torch.device,
+    highpass_radius: float = 0.0,
+) -> ParticleBatch:
     """Normalise, mask and package raw particle images (n, D, D) with their CTF parameters
     (physical units, see ``ctf_tensors``).
 

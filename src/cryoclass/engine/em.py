@@ -26,13 +26,27 @@ import torch
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
 from cryoclass.engine.device import gemm_dtype
-from cryoclass.engine.estep import (PoseNeighbourhood, class_posterior, coarse_shift_indices,
-                                    neighbourhood_scores, score_best_poses, score_coarse_to_fine,
-                                    score_spread, shifted_matrix_fits, shifted_reference_matrix)
+from cryoclass.engine.estep import (
+    PoseNeighbourhood,
+    class_posterior,
+    coarse_shift_indices,
+    neighbourhood_scores,
+    score_best_poses,
+    score_coarse_to_fine,
+    score_spread,
+    shifted_matrix_fits,
+    shifted_reference_matrix,
+)
 from cryoclass.engine.evidence import best_cross_by_shell, significant_resolution
 from cryoclass.engine.model import ModelState
-from cryoclass.engine.mstep import (Assignments, Statistics, accumulate, accumulate_noise,
-                                    noise_spectrum, wiener_averages)
+from cryoclass.engine.mstep import (
+    Assignments,
+    Statistics,
+    accumulate,
+    accumulate_noise,
+    noise_spectrum,
+    wiener_averages,
+)
 from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
 from cryoclass.engine.prepared_cache import PreparedCache
@@ -40,7 +54,7 @@ from cryoclass.engine.references import RotatedReferences, rotated_references
 from cryoclass.physics.fourier import Band, band_to_image, make_band, rfft_band, shell_sum
 from cryoclass.physics.masks import soft_circular_mask
 
-MAX_CLASSES_PER_PARTICLE = 8     # pairs kept per particle in the M-step (renormalised)
+MAX_CLASSES_PER_PARTICLE = 8  # pairs kept per particle in the M-step (renormalised)
 MIN_PAIR_WEIGHT = 1e-2
 # T = factor x UNCERTAINTY_SCALE x spread: with the CryoSPARC default factor 2 the first
 # temperature is half the spread of class scores (best ARI on the bench's TRPV1 sets among
@@ -55,9 +69,9 @@ RESEED_FRACTION = 0.15
 # of its best classes; poses below MIN_POSE_WEIGHT of the particle's best pose are dropped.
 MARGINAL_CLASSES = 4
 MIN_POSE_WEIGHT = 1e-2
-MARGINAL_POSES = 4   # most probable poses kept per class (the M-step's cost grows with them)
+MARGINAL_POSES = 4  # most probable poses kept per class (the M-step's cost grows with them)
 EMPTY_CLASS_RESOLUTION_A = 999.0
-MIN_BAND_RATIO = 2.5   # working radius >= this x the min_res radius once the high-pass applies
+MIN_BAND_RATIO = 2.5  # working radius >= this x the min_res radius once the high-pass applies
 
 
 def pairs_weight_table(pairs: Assignments, n: int, k: int) -> torch.Tensor:
@@ -92,16 +106,18 @@ class Scored:
 class Engine:
     """Maximum-likelihood 2D classification engine for one box / pixel size."""
 
-    def __init__(self, config: Config, box: int, pixel_size_A: float,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, config: Config, box: int, pixel_size_A: float, device: torch.device | str = "cpu"
+    ) -> None:
         self.cfg = config
         self.box = int(box)
         self.apix = float(pixel_size_A)
         self.device = torch.device(device)
         d_mask_A = config.mask_diameter_A or 0.85 * box * pixel_size_A
         d_mask_px = min(d_mask_A / pixel_size_A, box - 2.0)
-        outer_px = (config.mask_diameter_outer_A / pixel_size_A
-                    if config.mask_diameter_outer_A else None)
+        outer_px = (
+            config.mask_diameter_outer_A / pixel_size_A if config.mask_diameter_outer_A else None
+        )
         self.mask_radius_px = d_mask_px / 2.0
         self.particle_radius_A = d_mask_px * pixel_size_A / 2.0
         self.mask = soft_circular_mask(box, d_mask_px, outer_px, self.device)
@@ -138,10 +154,12 @@ class Engine:
         r_init = min(self.box * self.apix / self.cfg.init_res_A, self.r_max)
         full = make_band(self.box, self.box / 2.0, r_lo=0.5, device=self.device)
         X = rfft_band(batch.images, full)
-        power = shell_sum((X.real**2 + X.imag**2).mean(0, keepdim=True), full.shell,
-                          self.n_shells)[0]
-        counts = shell_sum(torch.ones(1, full.size, device=self.device), full.shell,
-                           self.n_shells)[0]
+        power = shell_sum((X.real**2 + X.imag**2).mean(0, keepdim=True), full.shell, self.n_shells)[
+            0
+        ]
+        counts = shell_sum(torch.ones(1, full.size, device=self.device), full.shell, self.n_shells)[
+            0
+        ]
         sigma2 = power / counts.clamp_min(1)
         sigma2[0] = sigma2[1] if self.n_shells > 1 else 1.0
         sigma2 = sigma2.clamp_min(1e-6)
@@ -152,18 +170,29 @@ class Engine:
         rows = order.repeat(math.ceil(k * per / n))[: k * per] if n < k * per else order[: k * per]
         m = rows.numel()
         zeros = torch.zeros(m, device=self.device)
-        pairs = Assignments(row=rows, cls=cls[:m], psi_deg=zeros, tx=zeros, ty=zeros,
-                            weight=torch.ones(m, device=self.device),
-                            rot=zeros.long(), shift=zeros.long())
+        pairs = Assignments(
+            row=rows,
+            cls=cls[:m],
+            psi_deg=zeros,
+            tx=zeros,
+            ty=zeros,
+            weight=torch.ones(m, device=self.device),
+            rot=zeros.long(),
+            shift=zeros.long(),
+        )
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
         r_lp = min(self.box * self.apix / self.cfg.init_lowpass_A, self.r_max)
         gmask = self.grid_mask(r_lp)
         accumulate(batch, pairs, self.half_of(batch.index), self.grid, gmask, k, stats)
         self.state = ModelState(
-            box=self.box, pixel_size_A=self.apix,
+            box=self.box,
+            pixel_size_A=self.apix,
             class_images=torch.zeros(k, self.box, self.box, device=self.device),
-            stats=stats, sigma2=sigma2, r_work=r_init,
-            resolution_A=torch.full((k,), float(self.cfg.init_lowpass_A), device=self.device))
+            stats=stats,
+            sigma2=sigma2,
+            r_work=r_init,
+            resolution_A=torch.full((k,), float(self.cfg.init_lowpass_A), device=self.device),
+        )
         self._rebuild_classes(r_lp)
         # The initial statistics only seed the classes; they are not data evidence.
         self.state.stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
@@ -176,11 +205,18 @@ class Engine:
     # ------------------------------------------------------------------ E-step
     def pose_grid(self) -> PoseGrid:
         """Rotation/shift grid for the current working resolution."""
-        psi_step, shift_step = working_steps(self.res_A(self.state.r_work), self.apix,
-                                             self.particle_radius_A, self.cfg.psi_step_deg,
-                                             self.cfg.shift_step_px)
-        return PoseGrid(psi_grid(psi_step, self.device),
-                        shift_grid(self.cfg.max_shift_px, shift_step, self.device), shift_step)
+        psi_step, shift_step = working_steps(
+            self.res_A(self.state.r_work),
+            self.apix,
+            self.particle_radius_A,
+            self.cfg.psi_step_deg,
+            self.cfg.shift_step_px,
+        )
+        return PoseGrid(
+            psi_grid(psi_step, self.device),
+            shift_grid(self.cfg.max_shift_px, shift_step, self.device),
+            shift_step,
+        )
 
     def alignment_band(self) -> tuple[Band, torch.Tensor]:
         """Particle-grid band up to the working radius, and (F,) 1/sigma2 weights with the
@@ -188,8 +224,9 @@ class Engine:
         band = make_band(self.box, self.state.r_work, r_lo=0.5, device=self.device)
         sig = self.state.sigma2
         if self.cfg.white_noise:
-            cnt = shell_sum(torch.ones(1, band.size, device=self.device), band.shell,
-                            self.n_shells)[0]
+            cnt = shell_sum(
+                torch.ones(1, band.size, device=self.device), band.shell, self.n_shells
+            )[0]
             flat = float((sig * cnt).sum() / cnt.sum())
             inv = torch.full((band.size,), 1.0 / flat, device=self.device)
         else:
@@ -204,8 +241,9 @@ class Engine:
         """Whether the minimum alignment resolution applies now (set, and the annealing over)."""
         return self.r_min > 0 and self.state is not None and self.state.highpass_on
 
-    def expectation(self, batch: ParticleBatch, factor: float, hard: bool = False,
-                    noise: bool = True) -> tuple[ParticleResult, Statistics, float]:
+    def expectation(
+        self, batch: ParticleBatch, factor: float, hard: bool = False, noise: bool = True
+    ) -> tuple[ParticleResult, Statistics, float]:
         """E-step on a batch and its sufficient statistics (not yet absorbed).
 
         factor: annealing factor (``cryoclass.schedules.annealing``); hard: one-hot posteriors.
@@ -215,8 +253,9 @@ class Engine:
         concludes each shard (``cryoclass.distributed``).
         """
         scored = self.score(batch)
-        return self.conclude(batch, scored, self.batch_temperature(factor, scored.best), hard,
-                             noise)
+        return self.conclude(
+            batch, scored, self.batch_temperature(factor, scored.best), hard, noise
+        )
 
     def score(self, batch: ParticleBatch, refs: RotatedReferences | None = None) -> "Scored":
         """First half of the E-step: best pose and score of every particle in every class.
@@ -232,26 +271,39 @@ class Engine:
             best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs.values, poses.shifts, band)
         else:
             best, rot, shf = score_coarse_to_fine(
-                X, ctf, inv_sigma2, refs.values, poses.shifts, poses.shift_step, band,
+                X,
+                ctf,
+                inv_sigma2,
+                refs.values,
+                poses.shifts,
+                poses.shift_step,
+                band,
                 coarse_dtype=self.coarse_dtype,
-                coarse_matrix=self._coarse_matrix(refs, poses, band))
+                coarse_matrix=self._coarse_matrix(refs, poses, band),
+            )
         nearby = None
         if not self.cfg.force_max:
             top = best.topk(min(MARGINAL_CLASSES, best.shape[1]), dim=1).indices
-            nearby = neighbourhood_scores(X, ctf, inv_sigma2, refs.values, poses.shifts,
-                                          poses.shift_step, band, top, rot, shf)
+            nearby = neighbourhood_scores(
+                X, ctf, inv_sigma2, refs.values, poses.shifts, poses.shift_step, band, top, rot, shf
+            )
         return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby)
 
-    def _coarse_matrix(self, refs: RotatedReferences, poses: PoseGrid, band: Band
-                       ) -> torch.Tensor | None:
+    def _coarse_matrix(
+        self, refs: RotatedReferences, poses: PoseGrid, band: Band
+    ) -> torch.Tensor | None:
         """The coarse search's shifted-reference matrix, built once per model; None when it
         would exceed SHIFTED_REFS_BUDGET (the search then shifts the particles instead)."""
         k, r, f = refs.values.shape
         coarse_s = coarse_shift_indices(poses.shifts, poses.shift_step)
         if not shifted_matrix_fits(k * (r // 2) * coarse_s.numel(), f, self.coarse_dtype):
             return None
-        return refs.memo(("coarse", self.coarse_dtype), lambda: shifted_reference_matrix(
-            refs.values[:, ::2], poses.shifts[coarse_s], band, self.coarse_dtype))
+        return refs.memo(
+            ("coarse", self.coarse_dtype),
+            lambda: shifted_reference_matrix(
+                refs.values[:, ::2], poses.shifts[coarse_s], band, self.coarse_dtype
+            ),
+        )
 
     def alignment_images(self) -> torch.Tensor:
         """(K, D, D) class images the particles are aligned to. With min_res_A they are
@@ -270,21 +322,29 @@ class Engine:
         scores per class are ``best`` (n, K)."""
         return max(1.0, factor * UNCERTAINTY_SCALE * score_spread(best))
 
-    def conclude(self, batch: ParticleBatch, scored: "Scored", temperature: float,
-                 hard: bool = False, noise: bool = True
-                 ) -> tuple[ParticleResult, Statistics, float]:
+    def conclude(
+        self,
+        batch: ParticleBatch,
+        scored: "Scored",
+        temperature: float,
+        hard: bool = False,
+        noise: bool = True,
+    ) -> tuple[ParticleResult, Statistics, float]:
         """Second half of the E-step: posteriors at ``temperature`` and the batch statistics.
         Returns as ``expectation``."""
         st = self.state
         k = st.n_classes
         band, poses, refs, X, ctf = scored.band, scored.poses, scored.refs, scored.X, scored.ctf
         best, rot, shf = scored.best, scored.rot, scored.shf
-        log_prior = st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
+        log_prior = (
+            st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
+        )
         near = scored.nearby
         class_score = best
         if near is not None:  # marginalised over the poses kept, as RELION does
-            class_score = best.scatter(1, near.cls, temperature * torch.logsumexp(
-                near.score / temperature, dim=2))
+            class_score = best.scatter(
+                1, near.cls, temperature * torch.logsumexp(near.score / temperature, dim=2)
+            )
         post, _ = class_posterior(class_score, log_prior, temperature)
         if hard:
             post = torch.nn.functional.one_hot(post.argmax(1), k).float()
@@ -292,8 +352,9 @@ class Engine:
         if near is not None and not hard:
             pairs = self._spread_over_poses(pairs, post, near, temperature, poses)
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-        accumulate(batch, pairs, self.half_of(batch.index), self.grid,
-                   self.grid_mask(st.r_work), k, stats)
+        accumulate(
+            batch, pairs, self.half_of(batch.index), self.grid, self.grid_mask(st.r_work), k, stats
+        )
         if noise:
             accumulate_noise(X, ctf, refs.values, poses.shifts, band, pairs, self.n_shells, stats)
         top = post.argmax(1)
@@ -304,7 +365,8 @@ class Engine:
             index=batch.index.cpu().numpy(),
             cls=top.cpu().numpy(),
             psi_deg=poses.psi[rot[ar, top]].cpu().numpy(),
-            tx=t[:, 0].cpu().numpy(), ty=t[:, 1].cpu().numpy(),
+            tx=t[:, 0].cpu().numpy(),
+            ty=t[:, 1].cpu().numpy(),
             max_prob=post.max(1).values.cpu().numpy(),
             n_significant=(post > 0.01).sum(1).cpu().numpy(),
             log_likelihood=best[ar, top].cpu().numpy(),
@@ -312,8 +374,9 @@ class Engine:
         )
         return result, stats, temperature
 
-    def _accumulate_evidence(self, batch: ParticleBatch, scored: "Scored",
-                             stats: Statistics) -> None:
+    def _accumulate_evidence(
+        self, batch: ParticleBatch, scored: "Scored", stats: Statistics
+    ) -> None:
         """Add the batch's signal evidence (``evidence.py``) to the statistics: each particle
         searched over the other half-set's averages of every class, on the coarse pose grid
         (every second rotation, shifts on the lattice of twice the step), against its
@@ -325,26 +388,40 @@ class Engine:
         psi = poses.psi[::2] if poses.n_rot % 2 == 0 else poses.psi
         shifts = poses.shifts[coarse_shift_indices(poses.shifts, poses.shift_step)]
         k = st.n_classes
-        halves = scored.refs.memo(("halves", psi.numel()), lambda: rotated_references(
-            st.half_images.reshape(2 * k, self.box, self.box), band, psi))          # (2K, R, F)
+        halves = scored.refs.memo(
+            ("halves", psi.numel()),
+            lambda: rotated_references(
+                st.half_images.reshape(2 * k, self.box, self.box), band, psi
+            ),
+        )  # (2K, R, F)
         other = 1 - self.half_of(batch.index)
         for h in (0, 1):
             rows = torch.nonzero(other == h).squeeze(1)
             if rows.numel() == 0:
                 continue
-            refs = halves[h * k:(h + 1) * k]
-            matrix = scored.refs.memo(("halves_matrix", h, psi.numel()), lambda: (
-                shifted_reference_matrix(refs, shifts, band, self.coarse_dtype)))
+            refs = halves[h * k : (h + 1) * k]
+            matrix = scored.refs.memo(
+                ("halves_matrix", h, psi.numel()),
+                lambda: shifted_reference_matrix(refs, shifts, band, self.coarse_dtype),
+            )
             cls, cls_c, cross, cross_c = best_cross_by_shell(
-                scored.X[rows], scored.ctf[rows], scored.inv_sigma2, refs, matrix, shifts, band,
-                self.n_shells)
+                scored.X[rows],
+                scored.ctf[rows],
+                scored.inv_sigma2,
+                refs,
+                matrix,
+                shifts,
+                band,
+                self.n_shells,
+            )
             stats.evidence.index_add_(0, cls, cross)
             stats.evidence.index_add_(0, cls_c, -cross_c)
             stats.evidence_sq.index_add_(0, cls, cross * cross)
             stats.evidence_sq.index_add_(0, cls_c, cross_c * cross_c)
 
-    def _pairs(self, post: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor,
-               poses: PoseGrid) -> Assignments:
+    def _pairs(
+        self, post: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor, poses: PoseGrid
+    ) -> Assignments:
         """(particle, class) pairs with their best pose, top classes only, renormalised."""
         n, k = post.shape
         top = min(k, MAX_CLASSES_PER_PARTICLE)
@@ -356,24 +433,42 @@ class Engine:
         row, c, ww = rows[keep], cls[keep], w[keep]
         r_i, s_i = rot[row, c], shf[row, c]
         t = poses.shifts[s_i]
-        return Assignments(row=row, cls=c, psi_deg=poses.psi[r_i], tx=t[:, 0], ty=t[:, 1],
-                           weight=ww, rot=r_i, shift=s_i)
+        return Assignments(
+            row=row,
+            cls=c,
+            psi_deg=poses.psi[r_i],
+            tx=t[:, 0],
+            ty=t[:, 1],
+            weight=ww,
+            rot=r_i,
+            shift=s_i,
+        )
 
-    def _spread_over_poses(self, pairs: Assignments, post: torch.Tensor, near: PoseNeighbourhood,
-                           temperature: float, poses: PoseGrid) -> Assignments:
+    def _spread_over_poses(
+        self,
+        pairs: Assignments,
+        post: torch.Tensor,
+        near: PoseNeighbourhood,
+        temperature: float,
+        poses: PoseGrid,
+    ) -> Assignments:
         """force_max off: pairs of the classes in ``near`` are replaced by their neighbourhood's
         MARGINAL_POSES most probable poses, weighted by the class weight x softmax(pose score /
         T); poses under MIN_POSE_WEIGHT of the particle's largest weight are dropped, weights
         renormalised."""
         n, m_top, p = near.score.shape
-        local = (pairs.cls[:, None] == near.cls[pairs.row]).any(1)                # (pairs,)
+        local = (pairs.cls[:, None] == near.cls[pairs.row]).any(1)  # (pairs,)
         w_cls = torch.gather(pairs_weight_table(pairs, n, post.shape[1]), 1, near.cls)
-        w = w_cls[:, :, None] * torch.softmax(near.score / temperature, dim=2)       # (n, M, P)
-        w, top_p = w.topk(min(MARGINAL_POSES, p), dim=2)                          # (n, M, P')
+        w = w_cls[:, :, None] * torch.softmax(near.score / temperature, dim=2)  # (n, M, P)
+        w, top_p = w.topk(min(MARGINAL_POSES, p), dim=2)  # (n, M, P')
         shape = top_p.shape
         keep_pairs = ~local
-        row = torch.cat([pairs.row[keep_pairs],
-                         torch.arange(n, device=self.device)[:, None, None].expand(shape).reshape(-1)])
+        row = torch.cat(
+            [
+                pairs.row[keep_pairs],
+                torch.arange(n, device=self.device)[:, None, None].expand(shape).reshape(-1),
+            ]
+        )
         c = torch.cat([pairs.cls[keep_pairs], near.cls[:, :, None].expand(shape).reshape(-1)])
         r_i = torch.cat([pairs.rot[keep_pairs], torch.gather(near.rot, 2, top_p).reshape(-1)])
         s_i = torch.cat([pairs.shift[keep_pairs], torch.gather(near.shift, 2, top_p).reshape(-1)])
@@ -384,12 +479,21 @@ class Engine:
         total = torch.zeros(n, device=self.device).index_add_(0, row, ww)
         ww = ww / total[row].clamp_min(1e-30)
         t = poses.shifts[s_i]
-        return Assignments(row=row, cls=c, psi_deg=poses.psi[r_i], tx=t[:, 0], ty=t[:, 1],
-                           weight=ww, rot=r_i, shift=s_i)
+        return Assignments(
+            row=row,
+            cls=c,
+            psi_deg=poses.psi[r_i],
+            tx=t[:, 0],
+            ty=t[:, 1],
+            weight=ww,
+            rot=r_i,
+            shift=s_i,
+        )
 
     # ------------------------------------------------------------------ M-step
-    def absorb(self, batch_stats: Statistics, n_new: int, n_new_distinct: int,
-               replace: bool = False) -> None:
+    def absorb(
+        self, batch_stats: Statistics, n_new: int, n_new_distinct: int, replace: bool = False
+    ) -> None:
         """Blend a batch's statistics into the model and rebuild the classes.
 
         Online EM: stats <- (p_old / p_new) stats + batch, p = particles processed, so a particle's
@@ -461,7 +565,7 @@ class Engine:
         shells = torch.arange(self.n_shells, device=self.device)
         valid = (shells >= 1) & (shells <= int(r))
         below = (frc < 0.143) & valid[None]
-        below[:, int(r) + 1:] = True
+        below[:, int(r) + 1 :] = True
         below[:, 0] = False
         first = torch.argmax(below.int(), dim=1).clamp_min(1)
         last_good = (first - 1).clamp_min(1).float()
@@ -498,17 +602,20 @@ class Engine:
             # only the picked particles' transforms are needed, not the whole batch's
             sub = batch.rows(torch.as_tensor(pick, device=self.device))
             m = sub.n
-            pairs = Assignments(row=torch.arange(m, device=self.device),
-                                cls=torch.full((m,), e, device=self.device),
-                                psi_deg=torch.as_tensor(result.psi_deg[pick], device=self.device),
-                                tx=torch.as_tensor(result.tx[pick], device=self.device),
-                                ty=torch.as_tensor(result.ty[pick], device=self.device),
-                                weight=torch.ones(m, device=self.device),
-                                rot=torch.zeros(m, dtype=torch.long, device=self.device),
-                                shift=torch.zeros(m, dtype=torch.long, device=self.device))
+            pairs = Assignments(
+                row=torch.arange(m, device=self.device),
+                cls=torch.full((m,), e, device=self.device),
+                psi_deg=torch.as_tensor(result.psi_deg[pick], device=self.device),
+                tx=torch.as_tensor(result.tx[pick], device=self.device),
+                ty=torch.as_tensor(result.ty[pick], device=self.device),
+                weight=torch.ones(m, device=self.device),
+                rot=torch.zeros(m, dtype=torch.long, device=self.device),
+                shift=torch.zeros(m, dtype=torch.long, device=self.device),
+            )
             tmp = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-            accumulate(sub, pairs, self.half_of(sub.index), self.grid,
-                       self.grid_mask(st.r_work), k, tmp)
+            accumulate(
+                sub, pairs, self.half_of(sub.index), self.grid, self.grid_mask(st.r_work), k, tmp
+            )
             scale = float(w[largest]) / 2.0 / max(float(tmp.weight[:, e].sum()), 1e-6)
             st.stats.num[:, e] = tmp.num[:, e] * scale
             st.stats.den[:, e] = tmp.den[:, e] * scale

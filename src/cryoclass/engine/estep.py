@@ -22,7 +22,6 @@ import torch
 
 from cryoclass.physics.fourier import Band, shift_phase
 
-
 #: Largest shifted-reference matrix (bytes) that score_best_poses builds; above it, the shifts are
 #: applied to the particles instead (same scores, more elementwise work per particle).
 SHIFTED_REFS_BUDGET = 512 << 20
@@ -35,8 +34,9 @@ def shifted_matrix_fits(n_rows: int, n_points: int, dtype: torch.dtype) -> bool:
     return n_rows * 2 * n_points * itemsize <= SHIFTED_REFS_BUDGET
 
 
-def shifted_reference_matrix(refs: torch.Tensor, shifts: torch.Tensor, band: Band,
-                             dtype: torch.dtype) -> torch.Tensor:
+def shifted_reference_matrix(
+    refs: torch.Tensor, shifts: torch.Tensor, band: Band, dtype: torch.dtype
+) -> torch.Tensor:
     """Rotated class averages moved by every shift, as the real matrix of the cross-term GEMM.
 
     refs: (K, R, F) complex; shifts: (S, 2) pixels. Returns (K*R*S, 2F) of dtype, rows ordered
@@ -50,16 +50,22 @@ def shifted_reference_matrix(refs: torch.Tensor, shifts: torch.Tensor, band: Ban
     step = 16  # references per piece: the complex intermediate stays in cache (2x faster)
     for a in range(0, k * r, step):
         b = min(k * r, a + step)
-        moved = flat[a:b, None, :] * phases[None]                                   # (b-a, S, F)
-        out[a * s:b * s] = torch.view_as_real(moved).reshape((b - a) * s, 2 * f)
+        moved = flat[a:b, None, :] * phases[None]  # (b-a, S, F)
+        out[a * s : b * s] = torch.view_as_real(moved).reshape((b - a) * s, 2 * f)
     return out
 
 
-def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
-                     refs: torch.Tensor, shifts: torch.Tensor, band: Band,
-                     max_elements: int = 1 << 25, gemm_dtype: torch.dtype = torch.float32,
-                     ref_matrix: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def score_best_poses(
+    X: torch.Tensor,
+    ctf: torch.Tensor,
+    inv_sigma2: torch.Tensor,
+    refs: torch.Tensor,
+    shifts: torch.Tensor,
+    band: Band,
+    max_elements: int = 1 << 25,
+    gemm_dtype: torch.dtype = torch.float32,
+    ref_matrix: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (rotation, shift) score per particle and class, exhaustively.
 
     X: (n, F) complex band coefficients; ctf: (n, F) real; inv_sigma2: (F,) real (0 = excluded);
@@ -74,9 +80,9 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
     k, r, _ = refs.shape
     s = shifts.shape[0]
     ref_flat = refs.reshape(k * r, f)
-    ref_pow = (ref_flat.real**2 + ref_flat.imag**2)                                 # (KR, F)
-    weighted = X * (ctf * inv_sigma2)                                               # (n, F)
-    norm_all = (ctf**2 * inv_sigma2) @ ref_pow.T                                    # (n, KR)
+    ref_pow = ref_flat.real**2 + ref_flat.imag**2  # (KR, F)
+    weighted = X * (ctf * inv_sigma2)  # (n, F)
+    norm_all = (ctf**2 * inv_sigma2) @ ref_pow.T  # (n, KR)
     if ref_matrix is None and shifted_matrix_fits(k * r * s, f, gemm_dtype):
         ref_matrix = shifted_reference_matrix(refs, shifts, band, gemm_dtype)
     if ref_matrix is not None:
@@ -86,8 +92,9 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
         ref_mat, phases = ref_matrix.T, None
     else:
         ref_mat = torch.view_as_real(ref_flat).reshape(k * r, 2 * f).T.to(gemm_dtype)  # (2F, KR)
-        phases = shift_phase(band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:],
-                             band.box)                                              # (S, F)
+        phases = shift_phase(
+            band.kx[None], band.ky[None], -shifts[:, :1], -shifts[:, 1:], band.box
+        )  # (S, F)
 
     out_score = torch.empty(n, k, dtype=X.real.dtype, device=X.device)
     out_rot = torch.empty(n, k, dtype=torch.long, device=X.device)
@@ -101,20 +108,21 @@ def score_best_poses(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tenso
             best_over_s, arg_s = (w_mat[a:b] @ ref_mat).view(m, k * r, s).max(dim=2)  # (m, KR)
             best_over_s = best_over_s.float()
         else:
-            p = weighted[a:b, None, :] * phases[None]                               # (m, S, F)
+            p = weighted[a:b, None, :] * phases[None]  # (m, S, F)
             p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
             scores = (p_mat @ ref_mat).float().view(m, s, k * r)
-            best_over_s, arg_s = scores.max(dim=1)                                  # (m, KR)
+            best_over_s, arg_s = scores.max(dim=1)  # (m, KR)
         best_over_s = best_over_s.mul_(2.0).sub_(norm_all[a:b]).view(m, k, r)
-        best, arg_r = best_over_s.max(dim=2)                                        # (m, K)
+        best, arg_r = best_over_s.max(dim=2)  # (m, K)
         out_score[a:b] = best
         out_rot[a:b] = arg_r
         out_shift[a:b] = torch.gather(arg_s.view(m, k, r), 2, arg_r[..., None]).squeeze(2)
     return out_score, out_rot, out_shift
 
 
-def class_posterior(best_score: torch.Tensor, log_prior: torch.Tensor, temperature: float
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def class_posterior(
+    best_score: torch.Tensor, log_prior: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax over classes of best_score / T + log prior: (n, K) -> posterior (n, K), log Z (n,)."""
     logits = best_score / temperature + log_prior[None, :]
     log_z = torch.logsumexp(logits, dim=1)
@@ -128,13 +136,13 @@ def score_spread(best_score: torch.Tensor) -> float:
     return float(best_score.std(dim=1).median())
 
 
-OFFSETS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]   # the 3 x 3 lattice neighbourhood
+OFFSETS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # the 3 x 3 lattice neighbourhood
 
 
 def _neighbour_table(shifts: torch.Tensor, step: float, centres: torch.Tensor) -> torch.Tensor:
     """(len(centres), 9) indices of the fine shifts centre + OFFSETS x step, -1 where the offset
     leaves the search disc."""
-    lat = torch.round(shifts / step).long()                                         # (S, 2)
+    lat = torch.round(shifts / step).long()  # (S, 2)
     key = {(int(a), int(b)): i for i, (a, b) in enumerate(lat.tolist())}
     table = []
     for c in centres.tolist():
@@ -149,12 +157,19 @@ def coarse_shift_indices(shifts: torch.Tensor, shift_step: float) -> torch.Tenso
     return torch.nonzero((lat % 2 == 0).all(1)).squeeze(1)
 
 
-def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
-                         refs: torch.Tensor, shifts: torch.Tensor, shift_step: float, band: Band,
-                         top_classes: int = 4, chunk: int = 256,
-                         coarse_dtype: torch.dtype = torch.float32,
-                         coarse_matrix: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def score_coarse_to_fine(
+    X: torch.Tensor,
+    ctf: torch.Tensor,
+    inv_sigma2: torch.Tensor,
+    refs: torch.Tensor,
+    shifts: torch.Tensor,
+    shift_step: float,
+    band: Band,
+    top_classes: int = 4,
+    chunk: int = 256,
+    coarse_dtype: torch.dtype = torch.float32,
+    coarse_matrix: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best pose per class by a coarse exhaustive search refined locally.
 
     Stage 1: every second rotation and the shifts on a lattice of twice the step, as one GEMM
@@ -169,18 +184,27 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
     k, r, f = refs.shape
     n = X.shape[0]
     coarse_s = coarse_shift_indices(shifts, shift_step)
-    best, rot_c, shf_c = score_best_poses(X, ctf, inv_sigma2, refs[:, ::2], shifts[coarse_s],
-                                          band, gemm_dtype=coarse_dtype, ref_matrix=coarse_matrix)
+    best, rot_c, shf_c = score_best_poses(
+        X,
+        ctf,
+        inv_sigma2,
+        refs[:, ::2],
+        shifts[coarse_s],
+        band,
+        gemm_dtype=coarse_dtype,
+        ref_matrix=coarse_matrix,
+    )
     rot = rot_c * 2
     shf = coarse_s[shf_c]
-    nbr = _neighbour_table(shifts, shift_step, coarse_s)                            # (Sc, 9)
+    nbr = _neighbour_table(shifts, shift_step, coarse_s)  # (Sc, 9)
     m_top = min(top_classes, k)
     weighted = X * (ctf * inv_sigma2)
     w_norm = ctf**2 * inv_sigma2
     ref_flat = refs.reshape(k * r, f)
-    ref_pow = ref_flat.real**2 + ref_flat.imag**2                                   # (KR, F)
-    phases = shift_phase(band.kx[None], band.ky[None], -shifts[coarse_s, :1],
-                         -shifts[coarse_s, 1:], band.box)                           # (Sc, F)
+    ref_pow = ref_flat.real**2 + ref_flat.imag**2  # (KR, F)
+    phases = shift_phase(
+        band.kx[None], band.ky[None], -shifts[coarse_s, :1], -shifts[coarse_s, 1:], band.box
+    )  # (Sc, F)
     # Moving by s0 + d is moving by s0, then by d: the 9 offsets d are the same for every
     # particle, so after applying each particle's own s0 they are one GEMM with a fixed (2F, 9),
     # whose rows are interleaved (re, im) like view_as_real: Re(g phi) = g_re phi_re - g_im phi_im.
@@ -191,16 +215,16 @@ def score_coarse_to_fine(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         m = b - a
-        top = best[a:b].topk(m_top, dim=1).indices                                  # (m, M)
-        r0 = torch.gather(rot[a:b], 1, top)                                         # (m, M)
+        top = best[a:b].topk(m_top, dim=1).indices  # (m, M)
+        r0 = torch.gather(rot[a:b], 1, top)  # (m, M)
         s0c = torch.gather(shf_c[a:b], 1, top)
-        rc = (r0[..., None] + drot) % r                                             # (m, M, 3)
-        sc = nbr[s0c]                                                               # (m, M, 9)
-        flat = top[..., None] * r + rc                                              # (m, M, 3)
-        q = weighted[a:b, None, :] * phases[s0c]                                    # (m, M, F)
-        g = ref_flat[flat].conj_physical_().mul_(q[:, :, None, :])                  # (m, M, 3, F)
-        cross = (torch.view_as_real(g).reshape(-1, 2 * f) @ ph_mat)
-        cross = cross.view(m, m_top, 3, 9).transpose(2, 3)                          # (m, M, 9, 3)
+        rc = (r0[..., None] + drot) % r  # (m, M, 3)
+        sc = nbr[s0c]  # (m, M, 9)
+        flat = top[..., None] * r + rc  # (m, M, 3)
+        q = weighted[a:b, None, :] * phases[s0c]  # (m, M, F)
+        g = ref_flat[flat].conj_physical_().mul_(q[:, :, None, :])  # (m, M, 3, F)
+        cross = torch.view_as_real(g).reshape(-1, 2 * f) @ ph_mat
+        cross = cross.view(m, m_top, 3, 9).transpose(2, 3)  # (m, M, 9, 3)
         norm = torch.einsum("mf,mjf->mj", w_norm[a:b], ref_pow[flat.reshape(m, -1)])
         norm = norm.view(m, m_top, 3)
         sc_all = 2.0 * cross - norm[:, :, None, :]
@@ -229,10 +253,19 @@ class PoseNeighbourhood:
     shift: torch.Tensor
 
 
-def neighbourhood_scores(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
-                         refs: torch.Tensor, shifts: torch.Tensor, shift_step: float, band: Band,
-                         classes: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor,
-                         chunk: int = 64) -> PoseNeighbourhood:
+def neighbourhood_scores(
+    X: torch.Tensor,
+    ctf: torch.Tensor,
+    inv_sigma2: torch.Tensor,
+    refs: torch.Tensor,
+    shifts: torch.Tensor,
+    shift_step: float,
+    band: Band,
+    classes: torch.Tensor,
+    rot: torch.Tensor,
+    shf: torch.Tensor,
+    chunk: int = 64,
+) -> PoseNeighbourhood:
     """Scores of the 3 x 9 fine rotations x shifts around each particle's best pose in the
     given classes.
 
@@ -254,10 +287,10 @@ def neighbourhood_scores(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.T
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         cls = classes[a:b]
-        rc = (torch.gather(rot[a:b], 1, cls)[..., None] + drot) % r                 # (m, M, 3)
-        sc = nbr[torch.gather(shf[a:b], 1, cls)]                                    # (m, M, 9)
-        refs_n = ref_flat[cls[..., None] * r + rc]                                  # (m, M, 3, F)
-        moved = weighted[a:b, None, None, :] * phases[sc.clamp_min(0)]              # (m, M, 9, F)
+        rc = (torch.gather(rot[a:b], 1, cls)[..., None] + drot) % r  # (m, M, 3)
+        sc = nbr[torch.gather(shf[a:b], 1, cls)]  # (m, M, 9)
+        refs_n = ref_flat[cls[..., None] * r + rc]  # (m, M, 3, F)
+        moved = weighted[a:b, None, None, :] * phases[sc.clamp_min(0)]  # (m, M, 9, F)
         cross = torch.einsum("mjsf,mjrf->mjsr", moved.conj(), refs_n).real
         norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], refs_n.real**2 + refs_n.imag**2)
         sc_all = 2.0 * cross - norm[:, :, None, :]

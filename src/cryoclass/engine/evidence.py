@@ -34,10 +34,17 @@ from cryoclass.physics.fourier import Band, shell_sum, shift_phase
 EVIDENCE_Z = 3.0
 
 
-def best_cross_by_shell(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Tensor,
-                        refs: torch.Tensor, ref_matrix: torch.Tensor, shifts: torch.Tensor,
-                        band: Band, n_shells: int, chunk: int = 128
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def best_cross_by_shell(
+    X: torch.Tensor,
+    ctf: torch.Tensor,
+    inv_sigma2: torch.Tensor,
+    refs: torch.Tensor,
+    ref_matrix: torch.Tensor,
+    shifts: torch.Tensor,
+    band: Band,
+    n_shells: int,
+    chunk: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (class, rotation, shift) of each particle and of its sign-flipped control, and the
     cross term of each best score by shell.
 
@@ -55,20 +62,19 @@ def best_cross_by_shell(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Te
     phases = shift_phase(band.kx[None], band.ky[None], shifts[:, :1], shifts[:, 1:], band.box)
     ref_flat = refs.reshape(k * r, f)
     weighted = X * (ctf * inv_sigma2)
-    norm_all = (ctf**2 * inv_sigma2) @ (ref_flat.real**2 + ref_flat.imag**2).T    # (n, KR)
+    norm_all = (ctf**2 * inv_sigma2) @ (ref_flat.real**2 + ref_flat.imag**2).T  # (n, KR)
     cls = torch.empty(2, n, dtype=torch.long, device=X.device)
     cross = torch.empty(2, n, n_shells, device=X.device)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         m = b - a
         w = torch.view_as_real(weighted[a:b]).reshape(m, 2 * f).to(ref_matrix.dtype)
-        c = (w @ ref_matrix.T).view(m, k * r, s)                                    # (m, KR, S)
-        top, arg_top = c.max(dim=2)                                                 # (m, KR)
+        c = (w @ ref_matrix.T).view(m, k * r, s)  # (m, KR, S)
+        top, arg_top = c.max(dim=2)  # (m, KR)
         bottom, arg_bottom = c.min(dim=2)
         top, bottom = top.float(), bottom.float()
-        for j, (sign, extreme, arg) in enumerate(((1.0, top, arg_top),
-                                                  (-1.0, bottom, arg_bottom))):
-            kr = ((2.0 * sign) * extreme - norm_all[a:b]).argmax(1)                 # (m,)
+        for j, (sign, extreme, arg) in enumerate(((1.0, top, arg_top), (-1.0, bottom, arg_bottom))):
+            kr = ((2.0 * sign) * extreme - norm_all[a:b]).argmax(1)  # (m,)
             si = torch.gather(arg, 1, kr[:, None]).squeeze(1)
             g = (weighted[a:b].conj() * ref_flat[kr] * phases[si]).real
             cls[j, a:b] = kr // r
@@ -76,8 +82,9 @@ def best_cross_by_shell(X: torch.Tensor, ctf: torch.Tensor, inv_sigma2: torch.Te
     return cls[0], cls[1], cross[0], cross[1]
 
 
-def significant_resolution(evidence: torch.Tensor, evidence_sq: torch.Tensor, r_max: float,
-                           z: float = EVIDENCE_Z) -> torch.Tensor:
+def significant_resolution(
+    evidence: torch.Tensor, evidence_sq: torch.Tensor, r_max: float, z: float = EVIDENCE_Z
+) -> torch.Tensor:
     """(K,) highest shell (Fourier pixels) up to which the classes hold signal; 0 = none.
 
     evidence, evidence_sq: (K, n_shells) summed evidence and summed squared evidence. A shell is

@@ -45,7 +45,6 @@ from cryoclass.engine.references import RotatedReferences
 from cryoclass.engine.source import ParticleSource, load_batch
 
 
-
 @dataclass
 class EStepOutput:
     """One minibatch E-step: the batch (or a stand-in that reads it when first used, for
@@ -62,14 +61,21 @@ class EStepOutput:
 class EStepExecutor(Protocol):
     """Runs E-steps for a schedule (see module docstring)."""
 
-    def minibatch(self, engine: Engine, source: ParticleSource, idx: np.ndarray, factor: float,
-                  batch: ParticleBatch | None = None) -> EStepOutput:
+    def minibatch(
+        self,
+        engine: Engine,
+        source: ParticleSource,
+        idx: np.ndarray,
+        factor: float,
+        batch: ParticleBatch | None = None,
+    ) -> EStepOutput:
         """E-step of rows idx of source at annealing factor ``factor``, as one batch (one
         temperature for all of them). ``batch``: those rows already prepared, if at hand."""
         ...
 
-    def full(self, engine: Engine, source: ParticleSource, hard: bool = False
-             ) -> tuple[ParticleResult, Statistics, float]:
+    def full(
+        self, engine: Engine, source: ParticleSource, hard: bool = False
+    ) -> tuple[ParticleResult, Statistics, float]:
         """E-step of every particle at factor 0 in chunks of ``config.batch_particles`` (each
         chunk its own temperature): results in row order, summed statistics, mean temperature."""
         ...
@@ -122,8 +128,9 @@ def full_pass_shards(n: int, chunk: int, chunks_per_shard: int) -> list[np.ndarr
     return [np.arange(a, min(n, a + per)) for a in range(0, n, per)]
 
 
-def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: float
-                        ) -> tuple[list[ParticleResult], Statistics, float]:
+def sharded_expectation(
+    engine: Engine, shards: list[ParticleBatch], factor: float
+) -> tuple[list[ParticleResult], Statistics, float]:
     """The minibatch E-step of the plan (module docstring) on its prepared shards: per-shard
     results, the statistics summed in shard order, the temperature."""
     scored, refs = [], None
@@ -131,8 +138,7 @@ def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: flo
         scored.append(engine.score(b, refs=refs))
         refs = scored[-1].refs
     temperature = engine.batch_temperature(factor, torch.cat([s.best for s in scored]))
-    total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
-                             engine.device)
+    total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells, engine.device)
     parts = []
     for i, b in enumerate(shards):
         res, stats, _ = engine.conclude(b, scored[i], temperature)
@@ -142,24 +148,28 @@ def sharded_expectation(engine: Engine, shards: list[ParticleBatch], factor: flo
     return parts, total, temperature
 
 
-def full_pass_shard(engine: Engine, load: Callable[[np.ndarray], ParticleBatch], n: int,
-                    hard: bool = False, refs: RotatedReferences | None = None
-                    ) -> tuple[list[ParticleResult], Statistics, list[float], torch.Tensor | None]:
+def full_pass_shard(
+    engine: Engine,
+    load: Callable[[np.ndarray], ParticleBatch],
+    n: int,
+    hard: bool = False,
+    refs: RotatedReferences | None = None,
+) -> tuple[list[ParticleResult], Statistics, list[float], torch.Tensor | None]:
     """One full-pass shard of the plan: its n particles in chunks of ``config.batch_particles``
     (``load(positions)`` prepares positions 0..n-1 of the shard), each chunk E-stepped on its
     own (``Engine.expectation``, its rotated class averages ``refs`` reused when given). Returns
     per-chunk results, their statistics summed in chunk order from zeros, the chunks'
     temperatures and the rotated class averages."""
     chunk = engine.cfg.batch_particles
-    stats = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
-                             engine.device)
+    stats = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells, engine.device)
     parts, temps = [], []
     for a in range(0, n, chunk):
         batch = load(np.arange(a, min(n, a + chunk)))
         scored = engine.score(batch, refs=refs)  # = engine.expectation(batch, 0.0, hard)
         refs = scored.refs
-        res, bstats, t = engine.conclude(batch, scored, engine.batch_temperature(0.0, scored.best),
-                                         hard)
+        res, bstats, t = engine.conclude(
+            batch, scored, engine.batch_temperature(0.0, scored.best), hard
+        )
         del scored
         stats.add_(bstats)
         parts.append(res)
@@ -175,33 +185,51 @@ class LocalEStep:
     its results here (the defaults are the same).
     """
 
-    def __init__(self, shard_size: int | None = None,
-                 full_shard_chunks: int = FULL_SHARD_CHUNKS) -> None:
+    def __init__(
+        self, shard_size: int | None = None, full_shard_chunks: int = FULL_SHARD_CHUNKS
+    ) -> None:
         self.plan = ShardPlan(shard_size, full_shard_chunks)
 
-    def minibatch(self, engine: Engine, source: ParticleSource, idx: np.ndarray, factor: float,
-                  batch: ParticleBatch | None = None) -> EStepOutput:
+    def minibatch(
+        self,
+        engine: Engine,
+        source: ParticleSource,
+        idx: np.ndarray,
+        factor: float,
+        batch: ParticleBatch | None = None,
+    ) -> EStepOutput:
         t0 = time.perf_counter()
         if batch is None:
             batch = load_batch(engine, source, idx)
         t1 = time.perf_counter()
         shards = [batch.rows(s) for s in self.plan.minibatch(engine, batch.n)]
         parts, stats, temp = sharded_expectation(engine, shards, factor)
-        return EStepOutput(batch, ParticleResult.concat(parts), stats, temp,
-                           {"read": t1 - t0, "estep": time.perf_counter() - t1})
+        return EStepOutput(
+            batch,
+            ParticleResult.concat(parts),
+            stats,
+            temp,
+            {"read": t1 - t0, "estep": time.perf_counter() - t1},
+        )
 
-    def full(self, engine: Engine, source: ParticleSource, hard: bool = False
-             ) -> tuple[ParticleResult, Statistics, float]:
+    def full(
+        self, engine: Engine, source: ParticleSource, hard: bool = False
+    ) -> tuple[ParticleResult, Statistics, float]:
         n = len(source)
-        total = Statistics.zeros(engine.cfg.n_classes, engine.grid.size, engine.n_shells,
-                                 engine.device)
+        total = Statistics.zeros(
+            engine.cfg.n_classes, engine.grid.size, engine.n_shells, engine.device
+        )
         parts: list[ParticleResult] = []
         temps: list[float] = []
         refs = None
         for rows in self.plan.full(engine, n):
             res, stats, t, refs = full_pass_shard(
-                engine, lambda pos, rows=rows: load_batch(engine, source, rows[pos]), rows.size,
-                hard, refs)
+                engine,
+                lambda pos, rows=rows: load_batch(engine, source, rows[pos]),
+                rows.size,
+                hard,
+                refs,
+            )
             total.add_(stats)
             parts.extend(res)
             temps.extend(t)

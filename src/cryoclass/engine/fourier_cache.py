@@ -39,8 +39,13 @@ class FourierCache:
         self.budget = budget_bytes
         self.entries: dict[str, _Entry] = {}
 
-    def get(self, name: str, key: object, rows: torch.Tensor,
-            compute: Callable[[torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+    def get(
+        self,
+        name: str,
+        key: object,
+        rows: torch.Tensor,
+        compute: Callable[[torch.Tensor | None], torch.Tensor],
+    ) -> torch.Tensor:
         """Entry ``name`` at rows (m,) long. ``compute(pos)`` gives the values ((p, ...)) at
         positions pos (long) of rows, or at all of them for pos None; it is called only for the
         rows not cached with this key, whose values are then kept within the budget."""
@@ -54,9 +59,13 @@ class FourierCache:
             need = value.element_size() * value[:1].nelement() * self.n_rows
             if need + sum(e.nbytes for e in self.entries.values()) > self.budget:
                 return value
-            entry = _Entry(key, torch.zeros((self.n_rows, *value.shape[1:]), dtype=value.dtype,
-                                            device=value.device),
-                           np.zeros(self.n_rows, dtype=bool))
+            entry = _Entry(
+                key,
+                torch.zeros(
+                    (self.n_rows, *value.shape[1:]), dtype=value.dtype, device=value.device
+                ),
+                np.zeros(self.n_rows, dtype=bool),
+            )
             self.entries[name] = entry
             entry.data[rows] = value
             entry.filled[r] = True

@@ -19,8 +19,15 @@ from dataclasses import dataclass
 import torch
 
 from cryoclass.engine.batch import ParticleBatch
-from cryoclass.physics.fourier import (Band, PaddedSpectrum, rotate_points, sample_at,
-                                      sampling_grid, shell_sum, shift_phase)
+from cryoclass.physics.fourier import (
+    Band,
+    PaddedSpectrum,
+    rotate_points,
+    sample_at,
+    sampling_grid,
+    shell_sum,
+    shift_phase,
+)
 
 
 @dataclass
@@ -55,9 +62,15 @@ class Statistics:
         )
 
     def scaled(self, factor: float) -> "Statistics":
-        return Statistics(self.num * factor, self.den * factor, self.weight * factor,
-                          self.noise_power * factor, self.noise_count * factor,
-                          self.evidence * factor, self.evidence_sq * factor)
+        return Statistics(
+            self.num * factor,
+            self.den * factor,
+            self.weight * factor,
+            self.noise_power * factor,
+            self.noise_count * factor,
+            self.evidence * factor,
+            self.evidence_sq * factor,
+        )
 
     def add_(self, other: "Statistics") -> "Statistics":
         self.num += other.num
@@ -92,9 +105,16 @@ class Assignments:
     shift: torch.Tensor
 
 
-def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, grid: Band,
-               grid_mask: torch.Tensor, n_classes: int, out: Statistics,
-               chunk: int = 512) -> None:
+def accumulate(
+    batch: ParticleBatch,
+    pairs: Assignments,
+    half: torch.Tensor,
+    grid: Band,
+    grid_mask: torch.Tensor,
+    n_classes: int,
+    out: Statistics,
+    chunk: int = 512,
+) -> None:
     """Add the pairs' back-rotated, un-shifted, CTF-weighted particles to out.num/den/weight.
 
     half: (n,) long 0/1 half-set of each batch particle; grid: the class grid (Q points, integer
@@ -115,18 +135,20 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
     iy = qy.round().long()
     iy_off = int(iy.min()) if sel.numel() else 0
     xs = torch.arange(int(ix.max()) + 1 if sel.numel() else 1, device=qx.device, dtype=qx.dtype)
-    ys = torch.arange(iy_off, (int(iy.max()) + 1) if sel.numel() else 1, device=qx.device,
-                      dtype=qx.dtype)
-    for part, x in _sampled_chunks(padded, pairs.row, read_at, read_sign, which_angle, batch.n,
-                                   chunk):                                        # X(R^-1 q)
+    ys = torch.arange(
+        iy_off, (int(iy.max()) + 1) if sel.numel() else 1, device=qx.device, dtype=qx.dtype
+    )
+    for part, x in _sampled_chunks(
+        padded, pairs.row, read_at, read_sign, which_angle, batch.n, chunk
+    ):  # X(R^-1 q)
         row, cls, w = pairs.row[part], pairs.cls[part], pairs.weight[part]
         psi, tx, ty = pairs.psi_deg[part], pairs.tx[part], pairs.ty[part]
         c, s = torch.cos(torch.deg2rad(psi)), torch.sin(torch.deg2rad(psi))
-        u, v = c * tx - s * ty, s * tx + c * ty                                  # R_psi t
-        ph_x = shift_phase(xs[None], 0.0, -u[:, None], 0.0, batch.box)             # (m, Wx)
-        ph_y = shift_phase(0.0, ys[None], 0.0, -v[:, None], batch.box)             # (m, Wy)
+        u, v = c * tx - s * ty, s * tx + c * ty  # R_psi t
+        ph_x = shift_phase(xs[None], 0.0, -u[:, None], 0.0, batch.box)  # (m, Wx)
+        ph_y = shift_phase(0.0, ys[None], 0.0, -v[:, None], batch.box)  # (m, Wy)
         unshift = ph_x[:, ix] * ph_y[:, iy - iy_off]
-        ctf = batch.ctf(qx, qy, rows=row, extra_angle_deg=psi)                    # CTF(R^-1 q)
+        ctf = batch.ctf(qx, qy, rows=row, extra_angle_deg=psi)  # CTF(R^-1 q)
         slot = half[row] * k + cls
         cw = ctf * w[:, None]
         num_buf.index_add_(0, slot, x.mul_(unshift).mul_(cw))
@@ -142,9 +164,15 @@ def accumulate(batch: ParticleBatch, pairs: Assignments, half: torch.Tensor, gri
 DENSE_PAIR_FILL = 0.6
 
 
-def _sampled_chunks(padded: PaddedSpectrum, row: torch.Tensor, grid: torch.Tensor,
-                    sgn: torch.Tensor, angle: torch.Tensor, n: int, chunk: int
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _sampled_chunks(
+    padded: PaddedSpectrum,
+    row: torch.Tensor,
+    grid: torch.Tensor,
+    sgn: torch.Tensor,
+    angle: torch.Tensor,
+    n: int,
+    chunk: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Pairs in chunks of about ``chunk``, each (positions into the pairs, (m, F) complex samples
     of their particles' transforms at their points), i.e. sample_at by parts.
 
@@ -158,7 +186,7 @@ def _sampled_chunks(padded: PaddedSpectrum, row: torch.Tensor, grid: torch.Tenso
     per = int(counts.max())
     if m < DENSE_PAIR_FILL * n * per:
         for a in range(0, m, chunk):
-            part = order[a:a + chunk]
+            part = order[a : a + chunk]
             j = angle[part]
             yield part, sample_at(padded, row[part], grid[j], sgn[j])
         return
@@ -173,15 +201,24 @@ def _sampled_chunks(padded: PaddedSpectrum, row: torch.Tensor, grid: torch.Tenso
         r1 = min(n, r0 + step)
         layout = grid.new_full((r1 - r0, per, grid.shape[2], 2), -1.0)  # unused: a dummy point
         layout[srow[a:b] - r0, rank[a:b]] = grid[angle[part], 0]
-        vals = torch.nn.functional.grid_sample(padded.data[r0:r1], layout, mode="bilinear",
-                                               padding_mode="border", align_corners=True)
-        vals = vals[srow[a:b] - r0, :, rank[a:b]]                                 # (m, 2, F)
+        vals = torch.nn.functional.grid_sample(
+            padded.data[r0:r1], layout, mode="bilinear", padding_mode="border", align_corners=True
+        )
+        vals = vals[srow[a:b] - r0, :, rank[a:b]]  # (m, 2, F)
         yield part, torch.complex(vals[:, 0], vals[:, 1] * sgn[angle[part]])
 
 
-def accumulate_noise(X: torch.Tensor, ctf: torch.Tensor, refs: torch.Tensor, shifts: torch.Tensor,
-                     band: Band, pairs: Assignments, n_shells: int, out: Statistics,
-                     chunk: int = 512) -> None:
+def accumulate_noise(
+    X: torch.Tensor,
+    ctf: torch.Tensor,
+    refs: torch.Tensor,
+    shifts: torch.Tensor,
+    band: Band,
+    pairs: Assignments,
+    n_shells: int,
+    out: Statistics,
+    chunk: int = 512,
+) -> None:
     """Add weighted residual power |X - CTF S_t A_c(R k)|^2 per shell of the particle grid.
 
     X, ctf: (n, F); refs: (K, R, F) complex; shifts: (S, 2) pixels.
@@ -211,8 +248,13 @@ class ClassAverages:
     tau2: torch.Tensor
 
 
-def wiener_averages(stats: Statistics, sigma2_shell: torch.Tensor, grid: Band,
-                    grid_mask: torch.Tensor, tau2_fudge: float) -> ClassAverages:
+def wiener_averages(
+    stats: Statistics,
+    sigma2_shell: torch.Tensor,
+    grid: Band,
+    grid_mask: torch.Tensor,
+    tau2_fudge: float,
+) -> ClassAverages:
     """Wiener-filtered class averages from statistics.
 
     tau2 per class and shell is estimated from the data: the power of the unregularised average
@@ -220,7 +262,7 @@ def wiener_averages(stats: Statistics, sigma2_shell: torch.Tensor, grid: Band,
     classes with few particles come out smooth rather than noisy.
     """
     n_shells = sigma2_shell.numel()
-    sig = sigma2_shell[grid.shell][None, :]                                        # (1, Q)
+    sig = sigma2_shell[grid.shell][None, :]  # (1, Q)
     inside = grid_mask[None, :].float()
 
     def filt(num: torch.Tensor, den: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,8 +271,9 @@ def wiener_averages(stats: Statistics, sigma2_shell: torch.Tensor, grid: Band,
         p_u = (unreg.real**2 + unreg.imag**2) * inside * has
         p_n = torch.where(has, sig / den.clamp_min(1e-6), torch.zeros_like(den)) * inside
         cnt = shell_sum((has.float() * inside), grid.shell, n_shells).clamp_min(1)
-        tau2 = ((shell_sum(p_u, grid.shell, n_shells) - shell_sum(p_n, grid.shell, n_shells))
-                / cnt).clamp_min(0)
+        tau2 = (
+            (shell_sum(p_u, grid.shell, n_shells) - shell_sum(p_n, grid.shell, n_shells)) / cnt
+        ).clamp_min(0)
         t = tau2[:, grid.shell] * tau2_fudge
         reg = torch.where(t > 0, sig / t.clamp_min(1e-20), torch.full_like(t, float("inf")))
         avg = torch.where(torch.isfinite(reg), num / (den + reg), torch.zeros_like(num))

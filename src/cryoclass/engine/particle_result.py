@@ -50,10 +50,17 @@ class ParticleResult:
         """n placeholder rows (index first_row, first_row + 1, ...) for particles never
         E-stepped: class -1, poses and scores 0, posterior (n, K) float32 zeros."""
         f = np.zeros(n, dtype=np.float64)
-        return cls(index=np.arange(first_row, first_row + n, dtype=np.int64), cls=np.full(n, -1, dtype=np.int64),
-                   psi_deg=f, tx=f.copy(), ty=f.copy(), max_prob=f.copy(),
-                   n_significant=np.zeros(n, dtype=np.int64), log_likelihood=f.copy(),
-                   posterior=np.zeros((n, n_classes), dtype=np.float32))
+        return cls(
+            index=np.arange(first_row, first_row + n, dtype=np.int64),
+            cls=np.full(n, -1, dtype=np.int64),
+            psi_deg=f,
+            tx=f.copy(),
+            ty=f.copy(),
+            max_prob=f.copy(),
+            n_significant=np.zeros(n, dtype=np.int64),
+            log_likelihood=f.copy(),
+            posterior=np.zeros((n, n_classes), dtype=np.float32),
+        )
 
     def take(self, pos: np.ndarray) -> ParticleResult:
         """The particles at positions ``pos`` (an index array or a boolean mask)."""

@@ -37,8 +37,9 @@ def psi_grid(step_deg: float, device: torch.device | str = "cpu") -> torch.Tenso
     return torch.arange(n, dtype=torch.float32, device=device) * (360.0 / n)
 
 
-def shift_grid(max_shift_px: float, step_px: float, device: torch.device | str = "cpu"
-               ) -> torch.Tensor:
+def shift_grid(
+    max_shift_px: float, step_px: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(S, 2) shifts on a square lattice of step_px within a disc of radius max_shift_px."""
     n = int(math.floor(max_shift_px / step_px + 1e-6))
     r = torch.arange(-n, n + 1, dtype=torch.float32) * step_px
@@ -49,8 +50,13 @@ def shift_grid(max_shift_px: float, step_px: float, device: torch.device | str =
     return pts[order].to(device)
 
 
-def working_steps(res_A: float, pixel_size_A: float, particle_radius_A: float,
-                  psi_step_deg: float, shift_step_px: float) -> tuple[float, float]:
+def working_steps(
+    res_A: float,
+    pixel_size_A: float,
+    particle_radius_A: float,
+    psi_step_deg: float,
+    shift_step_px: float,
+) -> tuple[float, float]:
     """Rotation (degrees) and shift (pixels) steps adequate at working resolution res_A.
 
     The finest steps are the configured ones; at coarser resolution, a step moves a point at the

@@ -18,8 +18,7 @@ import torch
 from cryoclass.engine.batch import ParticleBatch
 from cryoclass.engine.fourier_cache import DEFAULT_FOURIER_BUDGET_BYTES, FourierCache
 
-__all__ = ["DEFAULT_BUDGET_BYTES", "DEFAULT_FOURIER_BUDGET_BYTES", "FourierCache",
-           "PreparedCache"]
+__all__ = ["DEFAULT_BUDGET_BYTES", "DEFAULT_FOURIER_BUDGET_BYTES", "FourierCache", "PreparedCache"]
 
 DEFAULT_BUDGET_BYTES = 1 << 30
 
@@ -31,8 +30,9 @@ class PreparedCache:
     not cached, see stream/pool.py).
     """
 
-    def __init__(self, source: object, box: int, two_copies: bool,
-                 budget_bytes: int | None = None) -> None:
+    def __init__(
+        self, source: object, box: int, two_copies: bool, budget_bytes: int | None = None
+    ) -> None:
         self._source = weakref.ref(source)
         self.box = box
         self.copies = 2 if two_copies else 1
@@ -75,7 +75,9 @@ class PreparedCache:
             self.align[rows] = batch.align_images.cpu()
         self.filled[rows] = True
 
-    def take(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def take(
+        self, idx: np.ndarray, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         images = self.images[idx].to(device)
         align = self.align[idx].to(device) if self.align is not None else None
         return images, align

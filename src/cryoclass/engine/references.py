@@ -10,8 +10,9 @@ import torch
 from cryoclass.physics.fourier import Band, padded_fft, rotate_points, sampling_grid
 
 
-def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Tensor
-                       ) -> torch.Tensor:
+def rotated_references(
+    class_images: torch.Tensor, band: Band, psi_deg: torch.Tensor
+) -> torch.Tensor:
     """A_c(R_psi k) for every class, angle and band point.
 
     class_images: (K, D, D) real; psi_deg: (R,) degrees. Returns (K, R, F) complex, sampled from
@@ -20,12 +21,13 @@ def rotated_references(class_images: torch.Tensor, band: Band, psi_deg: torch.Te
     k = class_images.shape[0]
     r = psi_deg.numel()
     ft = padded_fft(class_images, radius=float(torch.sqrt(band.kx**2 + band.ky**2).max()))
-    grid, sgn = sampling_grid(ft, *rotate_points(band.kx, band.ky, psi_deg))       # (R, 1, F, 2)
+    grid, sgn = sampling_grid(ft, *rotate_points(band.kx, band.ky, psi_deg))  # (R, 1, F, 2)
     # every class is read at the same R x F points: one grid_sample over the K transforms
     layout = grid[:, 0].unsqueeze(0).expand(k, r, band.size, 2)
-    vals = torch.nn.functional.grid_sample(ft.data, layout, mode="bilinear",
-                                           padding_mode="border", align_corners=True)
-    return torch.complex(vals[:, 0], vals[:, 1] * sgn[None])                       # (K, R, F)
+    vals = torch.nn.functional.grid_sample(
+        ft.data, layout, mode="bilinear", padding_mode="border", align_corners=True
+    )
+    return torch.complex(vals[:, 0], vals[:, 1] * sgn[None])  # (K, R, F)
 
 
 @dataclass(eq=False)

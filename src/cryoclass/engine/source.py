@@ -42,17 +42,31 @@ def load_batch(engine: Engine, source: ParticleSource, idx: np.ndarray) -> Parti
     if todo.size:
         cache.store(_read_and_prepare(engine, source, todo))
     images, align = cache.take(idx, engine.device)
-    return ParticleBatch(index=torch.as_tensor(idx, device=engine.device), images=images,
-                         ctf_params=ctf_tensors(source.ctf_params(idx), engine.device),
-                         pixel_size_A=float(source.pixel_size_A), skip_ctf=engine.cfg.skip_ctf,
-                         align_images=align, fourier=cache.fourier)
+    return ParticleBatch(
+        index=torch.as_tensor(idx, device=engine.device),
+        images=images,
+        ctf_params=ctf_tensors(source.ctf_params(idx), engine.device),
+        pixel_size_A=float(source.pixel_size_A),
+        skip_ctf=engine.cfg.skip_ctf,
+        align_images=align,
+        fourier=cache.fourier,
+    )
 
 
 def _read_and_prepare(engine: Engine, source: ParticleSource, idx: np.ndarray) -> ParticleBatch:
     images = source.images(idx)
-    return prepare_batch(idx, images, source.ctf_params(idx), source.pixel_size_A, engine.mask,
-                         engine.mask_radius_px, engine.cfg.invert_contrast, engine.cfg.skip_ctf,
-                         engine.device, highpass_radius=engine.r_min)
+    return prepare_batch(
+        idx,
+        images,
+        source.ctf_params(idx),
+        source.pixel_size_A,
+        engine.mask,
+        engine.mask_radius_px,
+        engine.cfg.invert_contrast,
+        engine.cfg.skip_ctf,
+        engine.device,
+        highpass_radius=engine.r_min,
+    )
 
 
 def _cache(engine: Engine, source: ParticleSource) -> PreparedCache | None:

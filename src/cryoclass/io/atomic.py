@@ -17,7 +17,6 @@ from typing import IO, Any
 
 from .errors import InputError, OutputError
 
-
 #: Temporary files of atomic writes (and of ``ModelState.save`` in earlier versions).
 TEMP_PATTERNS = (".*.tmp-*", "*.pt*.tmp")
 

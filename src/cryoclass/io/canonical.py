@@ -43,7 +43,8 @@ def _check_numeric(table: pd.DataFrame, col: str, problems: RowProblems) -> None
     values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     raw = table[col]
     problems.flag(
-        ~np.isfinite(values), lambda row: f"{col} is not a finite number ({show_value(raw.iloc[row])})"
+        ~np.isfinite(values),
+        lambda row: f"{col} is not a finite number ({show_value(raw.iloc[row])})",
     )
     table[col] = values
 
@@ -58,22 +59,30 @@ def _pixel_size_from_relion30(table: pd.DataFrame) -> None:
         table["rlnImagePixelSize"] = (det * 1e4 / mag).astype(np.float64)
         del table["rlnDetectorPixelSize"], table["rlnMagnification"]
     elif "rlnPixelSize" in table.columns:
-        table["rlnImagePixelSize"] = pd.to_numeric(table["rlnPixelSize"], errors="coerce").astype(np.float64)
+        table["rlnImagePixelSize"] = pd.to_numeric(table["rlnPixelSize"], errors="coerce").astype(
+            np.float64
+        )
         del table["rlnPixelSize"]
 
 
 def _fill_pixel_size(table: pd.DataFrame, locs: ImageLocations, problems: RowProblems) -> None:
     if "rlnImagePixelSize" in table.columns:
-        ps = pd.to_numeric(table["rlnImagePixelSize"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        ps = pd.to_numeric(table["rlnImagePixelSize"], errors="coerce").to_numpy(
+            np.float64, na_value=np.nan
+        )
     else:
         ps = np.full(len(table), np.nan)
     absurd = np.isfinite(ps) & (ps <= 0)  # given but impossible: set aside, never replaced
     if absurd.any():
         group = table["rlnOpticsGroup"] if "rlnOpticsGroup" in table.columns else None
-        problems.flag(absurd, lambda row: (
-            f"rlnImagePixelSize {ps[row]:g} Å"
-            + (f" (optics group {group.iloc[row]})" if group is not None else "")
-            + " is not a plausible pixel size: expected > 0 Å"))
+        problems.flag(
+            absurd,
+            lambda row: (
+                f"rlnImagePixelSize {ps[row]:g} Å"
+                + (f" (optics group {group.iloc[row]})" if group is not None else "")
+                + " is not a plausible pixel size: expected > 0 Å"
+            ),
+        )
     missing = ~np.isfinite(ps)
     if missing.any():
         header = header_pixel_sizes(problems.file, locs, wanted=missing & problems.ok())
@@ -81,30 +90,37 @@ def _fill_pixel_size(table: pd.DataFrame, locs: ImageLocations, problems: RowPro
         still = ~(np.isfinite(ps) & (ps > 0))
         problems.flag(
             still,
-            lambda row: "no pixel size: no rlnImagePixelSize (optics), rlnDetectorPixelSize + "
-            f"rlnMagnification or rlnPixelSize, and stack {locs.raw_path[row]} has none in its header"
-            + ("" if locs.exists[row] else " (stack not found)"),
+            lambda row: (
+                "no pixel size: no rlnImagePixelSize (optics), rlnDetectorPixelSize + "
+                f"rlnMagnification or rlnPixelSize, and stack {locs.raw_path[row]} has none in its header"
+                + ("" if locs.exists[row] else " (stack not found)")
+            ),
         )
     table["rlnImagePixelSize"] = ps
 
 
-def _fill_box(table: pd.DataFrame, locs: ImageLocations, check_images: bool, problems: RowProblems) -> None:
+def _fill_box(
+    table: pd.DataFrame, locs: ImageLocations, check_images: bool, problems: RowProblems
+) -> None:
     if "rlnImageSize" not in table.columns:
         table["rlnImageSize"] = locs.box  # 0 where the stack was not opened (unknown)
         return
     raw = table["rlnImageSize"]
     size = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     problems.flag(
-        ~np.isfinite(size), lambda row: f"rlnImageSize is not a number ({show_value(raw.iloc[row])})"
+        ~np.isfinite(size),
+        lambda row: f"rlnImageSize is not a number ({show_value(raw.iloc[row])})",
     )
     size = np.where(np.isfinite(size), size, 0).astype(np.int64)
     if check_images:
         group = table["rlnOpticsGroup"] if "rlnOpticsGroup" in table.columns else None
         problems.flag(
             (locs.box > 0) & (size != locs.box),
-            lambda row: f"rlnImageSize {size[row]} px (optics group "
-            f"{group.iloc[row] if group is not None else 1}) does not match stack "
-            f"{locs.raw_path[row]}, which holds {locs.box[row]}x{locs.box[row]} px images",
+            lambda row: (
+                f"rlnImageSize {size[row]} px (optics group "
+                f"{group.iloc[row] if group is not None else 1}) does not match stack "
+                f"{locs.raw_path[row]}, which holds {locs.box[row]}x{locs.box[row]} px images"
+            ),
         )
     table["rlnImageSize"] = size
 
@@ -177,7 +193,9 @@ def canonicalize(
             where = "the .cs fields"
         hint = ""
         if missing == ["rlnAmplitudeContrast"]:
-            hint = "; if it is known, pass defaults={'rlnAmplitudeContrast': 0.1} (or the right value)"
+            hint = (
+                "; if it is known, pass defaults={'rlnAmplitudeContrast': 0.1} (or the right value)"
+            )
         raise InputError(
             f"missing required column(s) {', '.join(missing)} (looked in {where}){hint}", file=file
         )

@@ -153,12 +153,16 @@ def read_cs_table(path: str | PathLike[str]) -> pd.DataFrame:
     if "blob/shape" in fields:
         shape = np.asarray(d["blob/shape"], dtype=np.int64).reshape(n, -1)
         if shape.shape[1] != 2:
-            raise InputError(f"blob/shape has {shape.shape[1]} values per particle, expected 2", file=p)
+            raise InputError(
+                f"blob/shape has {shape.shape[1]} values per particle, expected 2", file=p
+            )
         nonsquare = shape[:, 0] != shape[:, 1]
         if nonsquare.any():
             row = int(np.flatnonzero(nonsquare)[0])
             raise InputError(
-                f"non-square images: blob/shape is {shape[row, 1]}x{shape[row, 0]} px", file=p, row=row
+                f"non-square images: blob/shape is {shape[row, 1]}x{shape[row, 0]} px",
+                file=p,
+                row=row,
             )
         t["rlnImageSize"] = shape[:, 0]
     if "blob/sign" in fields:
@@ -284,7 +288,9 @@ def _alignments2d_fields(table: pd.DataFrame, psize: np.ndarray) -> list[tuple[s
     if out:
         out.append(("alignments2D/psize_A", psize.astype(f32)))
     if "rlnMaxValueProbDistribution" in table.columns:
-        out.append(("alignments2D/class_posterior", _col(table, "rlnMaxValueProbDistribution").astype(f32)))
+        out.append(
+            ("alignments2D/class_posterior", _col(table, "rlnMaxValueProbDistribution").astype(f32))
+        )
     return out
 
 
@@ -307,7 +313,9 @@ def write_cs(
     for name, values in (extra_fields or {}).items():
         arr = np.asarray(values)
         if arr.shape[:1] != (len(table),):
-            raise ValueError(f"extra field {name!r} has {arr.shape[:1]} rows, table has {len(table)}")
+            raise ValueError(
+                f"extra field {name!r} has {arr.shape[:1]} rows, table has {len(table)}"
+            )
         fields[name] = arr
     try:
         dset = Dataset(list(fields.items()))

@@ -43,15 +43,19 @@ class OutputError(OSError):
     (or absent). ``errno`` is the original error number.
     """
 
-    def __init__(self, reason: str, *, file: str | PathLike[str], errno_: int | None = None) -> None:
+    def __init__(
+        self, reason: str, *, file: str | PathLike[str], errno_: int | None = None
+    ) -> None:
         self.reason = reason
         self.file = str(file)
         super().__init__(errno_, reason, self.file)
 
     def __str__(self) -> str:
         code = f", errno {self.errno}" if self.errno else ""
-        return (f"{self.file}: cannot write ({self.reason}{code}); the previous version of the file, "
-                "if any, is intact")
+        return (
+            f"{self.file}: cannot write ({self.reason}{code}); the previous version of the file, "
+            "if any, is intact"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_output, (self.reason, self.file, self.errno))
@@ -69,7 +73,9 @@ def _rebuild_output(reason: str, file: str, errno_: int | None) -> OutputError:
 def _format(problem: str, file: str | None, row: int | None) -> str:
     where = file or ""
     if row is not None:
-        where = f"{where}, row {row} (0-based data row)" if where else f"row {row} (0-based data row)"
+        where = (
+            f"{where}, row {row} (0-based data row)" if where else f"row {row} (0-based data row)"
+        )
     return f"{where}: {problem}" if where else problem
 
 

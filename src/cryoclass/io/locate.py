@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -68,8 +67,10 @@ def parse_image_names(
         problems = problems or RowProblems(file, n)
         problems.flag(
             bad,
-            lambda row: f"cannot parse rlnImageName {show_value(names.iloc[row])}: "
-            "expected 'index@stack' with a 1-based index",
+            lambda row: (
+                f"cannot parse rlnImageName {show_value(names.iloc[row])}: "
+                "expected 'index@stack' with a 1-based index"
+            ),
         )
     return paths, idx - 1
 
@@ -131,7 +132,10 @@ def locate_images(
             if not found[k]:
                 looked = ", ".join(str(c) for c in tried[k])
                 probs.flag(
-                    rows_k, lambda _, u=u, looked=looked: f"image stack {u} not found (looked for: {looked})"
+                    rows_k,
+                    lambda _, u=u, looked=looked: (
+                        f"image stack {u} not found (looked for: {looked})"
+                    ),
                 )
                 continue
             try:
@@ -178,7 +182,9 @@ def _check_one_box(file: Path, codes: np.ndarray, uniques: np.ndarray, box_u: np
     )
 
 
-def header_pixel_sizes(file: Path, locs: ImageLocations, wanted: np.ndarray | None = None) -> np.ndarray:
+def header_pixel_sizes(
+    file: Path, locs: ImageLocations, wanted: np.ndarray | None = None
+) -> np.ndarray:
     """Pixel size in Å per particle from its stack header; NaN where missing or unset (<= 0).
 
     ``wanted`` ((n,) bool): only these rows' stacks are opened (the others get NaN).

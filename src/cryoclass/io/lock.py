@@ -47,8 +47,11 @@ def lock_folder(out: str | Path, kind: str) -> int:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise FolderInUse(f"another cryoclass {holder} is writing into this folder; wait for it "
-                          "to end or choose another --out", file=out) from None
+        raise FolderInUse(
+            f"another cryoclass {holder} is writing into this folder; wait for it "
+            "to end or choose another --out",
+            file=out,
+        ) from None
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     try:
         os.ftruncate(fd, 0)

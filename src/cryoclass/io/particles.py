@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from .canonical import canonicalize
-from .problems import RowProblems
 from .columns import SOURCE_ROW, STACK_INDEX, STACK_PATH, ctf_parameters
 from .cs import read_cs_table
 from .errors import InputError
+from .problems import RowProblems
 from .stacks import read_images, stack_shape
 from .star import read_star
 from .validate import unusable_images
@@ -198,7 +198,9 @@ class ParticleSet:
         """A new set with particles ``idx`` (positions or a boolean mask); rejects are kept."""
         pos = self._positions(idx)
         table = self.table.iloc[pos].reset_index(drop=True)
-        return ParticleSet(table=table, optics=self.optics, source=self.source, rejects=list(self.rejects))
+        return ParticleSet(
+            table=table, optics=self.optics, source=self.source, rejects=list(self.rejects)
+        )
 
     def fingerprint(self) -> str:
         """sha256 of the particles (absolute stack path, index, source row, in order) and of the
@@ -279,7 +281,9 @@ def read_particles(
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".star", ".cs"):
-        raise InputError(f"unsupported particle file type {p.suffix!r} (expected .star or .cs)", file=p)
+        raise InputError(
+            f"unsupported particle file type {p.suffix!r} (expected .star or .cs)", file=p
+        )
     check_readable(p)
     folder = p.resolve().parent
     bases = [Path(project_dir).resolve()] if project_dir is not None else []
@@ -287,7 +291,12 @@ def read_particles(
     if suffix == ".star":
         content = read_star(p)
         bases += [folder, Path.cwd()]
-        raw, optics, relion30, cs_indices = content.particles, content.optics, content.relion30, False
+        raw, optics, relion30, cs_indices = (
+            content.particles,
+            content.optics,
+            content.relion30,
+            False,
+        )
     else:
         raw = read_cs_table(p)
         bases += [folder, folder.parent, Path.cwd()]

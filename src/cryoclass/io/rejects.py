@@ -55,7 +55,9 @@ def read_rejects(path: str | PathLike[str]) -> list[Reject]:
         with open(p, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or tuple(reader.fieldnames) not in (FIELDS, OLD_FIELDS):
-                raise InputError(f"expected CSV header {','.join(FIELDS)}, got {reader.fieldnames}", file=p)
+                raise InputError(
+                    f"expected CSV header {','.join(FIELDS)}, got {reader.fieldnames}", file=p
+                )
             out: list[Reject] = []
             for i, rec in enumerate(reader):
                 try:
@@ -65,8 +67,13 @@ def read_rejects(path: str | PathLike[str]) -> list[Reject]:
                         f"row column is not an integer ({rec['row']!r})", file=p, row=i
                     ) from None
                 out.append(
-                    Reject(source=rec["source"], row=row, image_name=rec["image_name"],
-                           reason=rec["reason"], time=rec.get("time") or "")
+                    Reject(
+                        source=rec["source"],
+                        row=row,
+                        image_name=rec["image_name"],
+                        reason=rec["reason"],
+                        time=rec.get("time") or "",
+                    )
                 )
             return out
     except FileNotFoundError:

@@ -26,8 +26,10 @@ from .locate import parse_image_names
 from .particles import ParticleSet, read_particles
 from .stacks import read_images, stack_shape
 
-_ITER = re.compile(r"^(?P<root>.*_it)(?P<it>\d{3})_(?P<kind>data\.star|model\.star|optimiser\.star|"
-                   r"sampling\.star|classes\.mrcs)$")
+_ITER = re.compile(
+    r"^(?P<root>.*_it)(?P<it>\d{3})_(?P<kind>data\.star|model\.star|optimiser\.star|"
+    r"sampling\.star|classes\.mrcs)$"
+)
 #: How many folders above a job folder to look for the RELION project folder.
 MAX_PROJECT_DEPTH = 4
 
@@ -78,7 +80,9 @@ def find_class2d_files(path: str | PathLike[str], iteration: int | None = None) 
     or any ``*_itNNN_*`` file of the job (that iteration)."""
     p = Path(path)
     if not p.exists():
-        raise InputError("not found (expected a RELION Class2D job folder or run_itNNN_*.star)", file=p)
+        raise InputError(
+            "not found (expected a RELION Class2D job folder or run_itNNN_*.star)", file=p
+        )
     if p.is_dir():
         found = {}
         for f in p.glob("*_it[0-9][0-9][0-9]_model.star"):
@@ -95,16 +99,23 @@ def find_class2d_files(path: str | PathLike[str], iteration: int | None = None) 
     else:
         m = _ITER.match(p.name)
         if not m:
-            raise InputError("not a RELION Class2D output name (expected *_itNNN_data.star, "
-                             "_model.star or _classes.mrcs)", file=p)
+            raise InputError(
+                "not a RELION Class2D output name (expected *_itNNN_data.star, "
+                "_model.star or _classes.mrcs)",
+                file=p,
+            )
         it, root, folder = int(m["it"]), m["root"], p.parent
-    files = Class2DFiles(it, folder / f"{root}{it:03d}_data.star",
-                         folder / f"{root}{it:03d}_model.star",
-                         folder / f"{root}{it:03d}_classes.mrcs")
+    files = Class2DFiles(
+        it,
+        folder / f"{root}{it:03d}_data.star",
+        folder / f"{root}{it:03d}_model.star",
+        folder / f"{root}{it:03d}_classes.mrcs",
+    )
     for f in (files.model_star, files.classes_mrcs):
         if not f.is_file():
-            raise InputError(f"RELION Class2D iteration {it} is incomplete: {f.name} is missing",
-                             file=f)
+            raise InputError(
+                f"RELION Class2D iteration {it} is incomplete: {f.name} is missing", file=f
+            )
     return files
 
 
@@ -112,7 +123,9 @@ def _read_blocks(path: Path) -> dict[str, Any]:
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises many kinds on malformed text
-        raise InputError(f"cannot parse STAR file ({type(err).__name__}: {err})", file=path) from None
+        raise InputError(
+            f"cannot parse STAR file ({type(err).__name__}: {err})", file=path
+        ) from None
     return blocks
 
 
@@ -123,8 +136,9 @@ def read_model_star(path: str | PathLike[str]) -> tuple[dict[str, Any], pd.DataF
     general = blocks.get("model_general")
     classes = blocks.get("model_classes")
     if general is None or classes is None:
-        raise InputError("not a RELION model.star: data_model_general or data_model_classes "
-                         "is missing", file=p)
+        raise InputError(
+            "not a RELION model.star: data_model_general or data_model_classes is missing", file=p
+        )
     if isinstance(general, pd.DataFrame):
         general = general.iloc[0].to_dict()
     if not isinstance(classes, pd.DataFrame):
@@ -144,9 +158,14 @@ def _project_dir(job_folder: Path, rel_paths: list[str]) -> Path:
     return job_folder
 
 
-def read_relion_class2d(path: str | PathLike[str], project_dir: str | PathLike[str] | None = None,
-                        *, iteration: int | None = None, particles: bool = True,
-                        check_images: bool = True) -> RelionClass2D:
+def read_relion_class2d(
+    path: str | PathLike[str],
+    project_dir: str | PathLike[str] | None = None,
+    *,
+    iteration: int | None = None,
+    particles: bool = True,
+    check_images: bool = True,
+) -> RelionClass2D:
     """Read a RELION Class2D iteration (see the module docstring).
 
     ``particles``: also read ``_data.star`` (with ``check_images``: its stacks are opened and
@@ -156,13 +175,18 @@ def read_relion_class2d(path: str | PathLike[str], project_dir: str | PathLike[s
     files = find_class2d_files(path, iteration)
     general, table = read_model_star(files.model_star)
     refs, idx = parse_image_names(files.model_star, table["rlnReferenceImage"])
-    proj = Path(project_dir) if project_dir is not None else _project_dir(
-        files.model_star.parent, sorted(set(map(str, refs))))
+    proj = (
+        Path(project_dir)
+        if project_dir is not None
+        else _project_dir(files.model_star.parent, sorted(set(map(str, refs))))
+    )
     n, d, _ = stack_shape(files.classes_mrcs)
     k = len(table)
     if n != k:
-        raise InputError(f"{files.classes_mrcs.name} holds {n} images but model.star lists {k} "
-                         "classes", file=files.model_star)
+        raise InputError(
+            f"{files.classes_mrcs.name} holds {n} images but model.star lists {k} classes",
+            file=files.model_star,
+        )
     classes = read_images(files.classes_mrcs, np.arange(k))
     psize = general.get("rlnPixelSize")
     if psize is None or not float(psize) > 0:
@@ -170,23 +194,36 @@ def read_relion_class2d(path: str | PathLike[str], project_dir: str | PathLike[s
     pset = None
     if particles:
         if not files.data_star.is_file():
-            raise InputError(f"RELION Class2D iteration {files.iteration}: {files.data_star.name} "
-                             "is missing", file=files.data_star)
+            raise InputError(
+                f"RELION Class2D iteration {files.iteration}: {files.data_star.name} is missing",
+                file=files.data_star,
+            )
         pset = read_particles(files.data_star, project_dir=proj, check_images=check_images)
         if "rlnClassNumber" not in pset.table.columns:
-            raise InputError("no rlnClassNumber column: not a Class2D data.star", file=files.data_star)
+            raise InputError(
+                "no rlnClassNumber column: not a Class2D data.star", file=files.data_star
+            )
         cls = pset.table["rlnClassNumber"].to_numpy()
         bad = (cls < 1) | (cls > k)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise InputError(f"rlnClassNumber {cls[row]} is outside 1..{k}", file=files.data_star,
-                             row=row)
-    return RelionClass2D(files=files, classes=classes, class_table=table, general=general,
-                         pixel_size_A=float(psize), particles=pset, project_dir=proj)
+            raise InputError(
+                f"rlnClassNumber {cls[row]} is outside 1..{k}", file=files.data_star, row=row
+            )
+    return RelionClass2D(
+        files=files,
+        classes=classes,
+        class_table=table,
+        general=general,
+        pixel_size_A=float(psize),
+        particles=pset,
+        project_dir=proj,
+    )
 
 
-def read_class_averages(path: str | PathLike[str],
-                        project_dir: str | PathLike[str] | None = None) -> np.ndarray:
+def read_class_averages(
+    path: str | PathLike[str], project_dir: str | PathLike[str] | None = None
+) -> np.ndarray:
     """(K, D, D) float32 class averages from an ``.mrcs`` stack (any program's, including
     cryoclass' ``classes.mrcs``) or from a RELION Class2D job folder / ``run_itNNN_*`` file."""
     p = Path(path)

@@ -114,9 +114,13 @@ def _check_header(path: Path) -> StackInfo:
 
     if mode not in MODE_ITEMSIZE:
         name = _MODE_NAMES.get(mode, "unknown")
-        raise InputError(f"unsupported MRC mode {mode} ({name}); supported modes: {_SUPPORTED}", file=path)
+        raise InputError(
+            f"unsupported MRC mode {mode} ({name}); supported modes: {_SUPPORTED}", file=path
+        )
     if nx <= 0 or ny <= 0 or nz <= 0 or nsymbt < 0:
-        raise InputError(f"invalid MRC header: nx={nx}, ny={ny}, nz={nz}, nsymbt={nsymbt}", file=path)
+        raise InputError(
+            f"invalid MRC header: nx={nx}, ny={ny}, nz={nz}, nsymbt={nsymbt}", file=path
+        )
     itemsize = MODE_ITEMSIZE[mode]
     image_bytes = nx * ny * itemsize
     expected = _HEADER_BYTES + nsymbt + nz * image_bytes
@@ -130,7 +134,9 @@ def _check_header(path: Path) -> StackInfo:
             file=path,
         )
     if nx != ny:
-        raise InputError(f"non-square images ({nx}x{ny} px); particle images must be square", file=path)
+        raise InputError(
+            f"non-square images ({nx}x{ny} px); particle images must be square", file=path
+        )
     dtype = mrcfile.utils.dtype_from_mode(mode).newbyteorder(byteorder)
     return StackInfo(n=nz, box=nx, mode=mode, dtype=dtype, offset=_HEADER_BYTES + nsymbt)
 

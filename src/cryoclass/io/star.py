@@ -29,7 +29,12 @@ _OPTICS_ORDER = (
     "rlnImageSize",
     "rlnImageDimensionality",
 )
-_OPTICS_INT = ("rlnOpticsGroup", "rlnImageSize", "rlnImageDimensionality", "rlnCtfDataAreCtfPremultiplied")
+_OPTICS_INT = (
+    "rlnOpticsGroup",
+    "rlnImageSize",
+    "rlnImageDimensionality",
+    "rlnCtfDataAreCtfPremultiplied",
+)
 _STAR_VERSION = "# version 30001"
 
 
@@ -54,7 +59,9 @@ def _read_blocks(path: Path) -> dict[str, pd.DataFrame]:
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=list(STRING_COLUMNS))
     except (ValueError, OSError, IndexError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot parse STAR file ({type(err).__name__}: {err})", file=path) from None
+        raise InputError(
+            f"cannot parse STAR file ({type(err).__name__}: {err})", file=path
+        ) from None
     if not blocks:
         raise InputError("no data blocks found (not a STAR file?)", file=path)
     return {name: _as_frame(block) for name, block in blocks.items() if block is not None}
@@ -89,10 +96,14 @@ def _check_complete_rows(path: Path, particles: pd.DataFrame) -> None:
     cut = missing[:, -1] & np.array([missing[i, n:].all() for i, n in enumerate(n_given)])
     if cut.any():
         row = int(np.flatnonzero(cut)[0])
-        raise InputError(f"incomplete row: {n_given[row]} of {particles.shape[1]} values, "
-                         f"{', '.join(particles.columns[n_given[row]:][:3])}"
-                         f"{'...' if particles.shape[1] - n_given[row] > 3 else ''} missing "
-                         "(is the file cut short?)", file=path, row=row)
+        raise InputError(
+            f"incomplete row: {n_given[row]} of {particles.shape[1]} values, "
+            f"{', '.join(particles.columns[n_given[row] :][:3])}"
+            f"{'...' if particles.shape[1] - n_given[row] > 3 else ''} missing "
+            "(is the file cut short?)",
+            file=path,
+            row=row,
+        )
 
 
 def _merge_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame) -> pd.DataFrame:
@@ -141,7 +152,9 @@ def read_star(path: str | PathLike[str]) -> StarContent:
     optics = blocks.get("optics")
     if optics is None:
         return StarContent(particles=particles.copy(), optics=None, relion30=True)
-    return StarContent(particles=_merge_optics(p, particles, optics), optics=optics.copy(), relion30=False)
+    return StarContent(
+        particles=_merge_optics(p, particles, optics), optics=optics.copy(), relion30=False
+    )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -232,7 +245,9 @@ def build_optics(
     return out[order], list(values)
 
 
-def write_star(path: str | PathLike[str], table: pd.DataFrame, optics: pd.DataFrame | None = None) -> None:
+def write_star(
+    path: str | PathLike[str], table: pd.DataFrame, optics: pd.DataFrame | None = None
+) -> None:
     """Write ``table`` as a RELION 3.1 particle STAR file (data_optics + data_particles).
 
     The optics block comes from the merged per-particle optics columns (one row per

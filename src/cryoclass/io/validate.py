@@ -54,7 +54,9 @@ CTF_LIMITS: dict[str, Limit] = {
     "rlnImagePixelSize": Limit(0.0, 1000.0, "Å", "pixel size"),
 }
 #: Columns whose values come from the optics group (RELION 3.1+), named in messages.
-_OPTICS = frozenset({"rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize"})
+_OPTICS = frozenset(
+    {"rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize"}
+)
 #: Optional CTF columns that must at least be finite numbers when present.
 FINITE_COLUMNS = ("rlnDefocusAngle", "rlnPhaseShift", "rlnCtfBfactor")
 
@@ -72,11 +74,22 @@ def check_ctf(table: pd.DataFrame, problems: RowProblems) -> None:
         v = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
         group = table["rlnOpticsGroup"] if "rlnOpticsGroup" in table.columns else None
 
-        def reason(pos: int, col: str = col, lim: Limit = lim, v: np.ndarray = v, raw: pd.Series = raw,
-                   group: pd.Series | None = group) -> str:
-            where = f" (optics group {group.iloc[pos]})" if group is not None and col in _OPTICS else ""
-            value = (f"{np.format_float_positional(v[pos], trim='-')} {lim.unit}".rstrip()
-                     if np.isfinite(v[pos]) else _show(raw.iloc[pos]))
+        def reason(
+            pos: int,
+            col: str = col,
+            lim: Limit = lim,
+            v: np.ndarray = v,
+            raw: pd.Series = raw,
+            group: pd.Series | None = group,
+        ) -> str:
+            where = (
+                f" (optics group {group.iloc[pos]})" if group is not None and col in _OPTICS else ""
+            )
+            value = (
+                f"{np.format_float_positional(v[pos], trim='-')} {lim.unit}".rstrip()
+                if np.isfinite(v[pos])
+                else _show(raw.iloc[pos])
+            )
             return f"{col} {value}{where} is not a plausible {lim.what}: expected {lim.describe()}"
 
         problems.flag(lim.bad(v), reason)
@@ -85,8 +98,10 @@ def check_ctf(table: pd.DataFrame, problems: RowProblems) -> None:
             continue
         raw = table[col]
         v = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-        problems.flag(~np.isfinite(v), lambda pos, col=col, raw=raw: f"{col} is not a finite number "
-                      f"({_show(raw.iloc[pos])})")
+        problems.flag(
+            ~np.isfinite(v),
+            lambda pos, col=col, raw=raw: f"{col} is not a finite number ({_show(raw.iloc[pos])})",
+        )
 
 
 #: Defocus (Å) that real data lies within; values outside are likely in another unit.
@@ -109,11 +124,18 @@ def defocus_unit_note(table: pd.DataFrame, rows: np.ndarray | None = None) -> st
         src = np.arange(len(v)) if rows is None else np.asarray(rows)
         named = ", ".join(str(int(src[p])) for p in pos[:5]) + (", ..." if pos.size > 5 else "")
         med = float(np.median(v[pos]))
-        unit = ("µm (x 10,000 for Å)" if med < 20 else "nm (x 10 for Å)" if med < lo
-                else "not Å (over 10 µm)")
-        return (f"{col} of {pos.size} of {len(v)} rows (0-based data rows {named}) lies outside "
-                f"{lo:,.0f}-{hi:,.0f} Å (median {med:g}): it looks like {unit}; cryoclass "
-                "reads defocus in Å, as RELION writes it")
+        unit = (
+            "µm (x 10,000 for Å)"
+            if med < 20
+            else "nm (x 10 for Å)"
+            if med < lo
+            else "not Å (over 10 µm)"
+        )
+        return (
+            f"{col} of {pos.size} of {len(v)} rows (0-based data rows {named}) lies outside "
+            f"{lo:,.0f}-{hi:,.0f} Å (median {med:g}): it looks like {unit}; cryoclass "
+            "reads defocus in Å, as RELION writes it"
+        )
     return None
 
 
@@ -132,8 +154,10 @@ def check_duplicates(table: pd.DataFrame, problems: RowProblems) -> None:
     names = table["rlnImageName"].astype(str) if "rlnImageName" in table.columns else key
 
     def reason(pos: int) -> str:
-        return (f"duplicate particle: image {names.iloc[pos]} is also row "
-                f"{problems.row_of(int(first[key.iloc[pos]]))} (0-based data row); the first one is kept")
+        return (
+            f"duplicate particle: image {names.iloc[pos]} is also row "
+            f"{problems.row_of(int(first[key.iloc[pos]]))} (0-based data row); the first one is kept"
+        )
 
     problems.flag(dup, reason)
 
@@ -153,6 +177,12 @@ def unusable_images(images: np.ndarray, with_value: bool = True) -> list[tuple[i
         if not finite[j]:
             out.append((int(j), "has NaN/Inf pixels"))
         else:
-            out.append((int(j), f"is constant (std 0, every pixel {flat[j, 0]:g})" if with_value
-                        else "is constant (std 0)"))
+            out.append(
+                (
+                    int(j),
+                    f"is constant (std 0, every pixel {flat[j, 0]:g})"
+                    if with_value
+                    else "is constant (std 0)",
+                )
+            )
     return out

@@ -54,13 +54,20 @@ class BatchCommits:
             frac = w / w.sum() if w.sum() > 0 else np.zeros_like(w)
             counts = np.rint(frac * n).astype(np.int64)
         event = self._event(entry.phase, point.step, n, len(self.pset), counts)
-        event.update({"n_new": new, "n_revisited": entry.n_particles - new,
-                      "temperature": round(float(entry.temperature), 4),
-                      "reseeded": entry.reseeded, "mean_loglik": round(float(entry.mean_loglik), 4),
-                      "work_res_A": float(entry.work_res_A),
-                      "seconds": {"step": round(entry.seconds, 4)}})
-        self.ckpt.save(state, {"point": point.to_dict(), "events": [event]},
-                       finished=point.step >= self.total)
+        event.update(
+            {
+                "n_new": new,
+                "n_revisited": entry.n_particles - new,
+                "temperature": round(float(entry.temperature), 4),
+                "reseeded": entry.reseeded,
+                "mean_loglik": round(float(entry.mean_loglik), 4),
+                "work_res_A": float(entry.work_res_A),
+                "seconds": {"step": round(entry.seconds, 4)},
+            }
+        )
+        self.ckpt.save(
+            state, {"point": point.to_dict(), "events": [event]}, finished=point.step >= self.total
+        )
         event["seconds"]["checkpoint"] = round(time.perf_counter() - t0, 4)
         if self._fresh:
             self.events.path.unlink(missing_ok=True)
@@ -70,16 +77,24 @@ class BatchCommits:
     def finish(self, particles: ParticleResult, n_classes: int) -> None:
         """The last event: the outputs are written; ``particles``: those in them."""
         n = len(particles)
-        self.events.append(self._event("finish", self.total, n, n,
-                                       _counts(particles, n_classes)))
+        self.events.append(self._event("finish", self.total, n, n, _counts(particles, n_classes)))
 
-    def _event(self, kind: str, step: int, n_processed: int, n_ingested: int,
-               counts: np.ndarray) -> dict[str, Any]:
-        return {"seq": self.events.last_seq + 1, "time": round(time.time(), 3), "event": kind,
-                "job": "batch", "update": step, "steps": self.total, "n_ingested": n_ingested,
-                "n_new_ingested": n_ingested if step == 1 and kind != "finish" else 0,
-                "n_processed": n_processed, "n_rejected": len(self.pset.rejects),
-                "class_counts": counts.tolist()}
+    def _event(
+        self, kind: str, step: int, n_processed: int, n_ingested: int, counts: np.ndarray
+    ) -> dict[str, Any]:
+        return {
+            "seq": self.events.last_seq + 1,
+            "time": round(time.time(), 3),
+            "event": kind,
+            "job": "batch",
+            "update": step,
+            "steps": self.total,
+            "n_ingested": n_ingested,
+            "n_new_ingested": n_ingested if step == 1 and kind != "finish" else 0,
+            "n_processed": n_processed,
+            "n_rejected": len(self.pset.rejects),
+            "class_counts": counts.tolist(),
+        }
 
     def _n_processed(self, point: BatchPoint) -> int:
         """Particles processed at least once by ``point``: drawn so far, all after a full pass."""

@@ -9,8 +9,9 @@ from cryoclass.engine.executor import EStepExecutor
 
 
 @contextmanager
-def executor_for(cluster: str | None = None, scheduler: str | None = None,
-                 estep: EStepExecutor | None = None) -> Iterator[EStepExecutor | None]:
+def executor_for(
+    cluster: str | None = None, scheduler: str | None = None, estep: EStepExecutor | None = None
+) -> Iterator[EStepExecutor | None]:
     """``estep`` if given; else a ``DaskEStep`` on the cluster named by cluster ('local:N',
     'slurm:N', ...) or scheduler (an address), closed on exit; else None (E-steps here).
     Dask is imported only when a cluster is asked for."""

@@ -71,12 +71,20 @@ class WatchSummary:
 Progress = Callable[[Stream, UpdateReport], None]
 
 
-def watch(watch_dir: str | Path, config: Config, out_dir: str | Path,
-          poll_s: float = JOB.poll_s, idle_timeout_s: float | None = None,
-          done_marker: str = JOB.done_marker, pattern: str = JOB.pattern,
-          outputs_every_s: float = 0.0,
-          max_seconds: float | None = None, progress: Progress | None = None,
-          cluster: str | None = None, scheduler: str | None = None) -> WatchSummary:
+def watch(
+    watch_dir: str | Path,
+    config: Config,
+    out_dir: str | Path,
+    poll_s: float = JOB.poll_s,
+    idle_timeout_s: float | None = None,
+    done_marker: str = JOB.done_marker,
+    pattern: str = JOB.pattern,
+    outputs_every_s: float = 0.0,
+    max_seconds: float | None = None,
+    progress: Progress | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
+) -> WatchSummary:
     """Classify the particles written into watch_dir while they arrive; outputs in out_dir.
 
     poll_s: seconds between polls; idle_timeout_s: end when no new particle was found for this
@@ -90,31 +98,55 @@ def watch(watch_dir: str | Path, config: Config, out_dir: str | Path,
     """
     w, o = Path(watch_dir).resolve(), Path(out_dir).resolve()
     if w == o or o in w.parents:
-        raise ValueError(f"--out {out_dir} is (or holds) the watched folder {watch_dir}: its "
-                         "outputs would be ignored as input and the input never seen; choose "
-                         "an output folder outside it")
+        raise ValueError(
+            f"--out {out_dir} is (or holds) the watched folder {watch_dir}: its "
+            "outputs would be ignored as input and the input never seen; choose "
+            "an output folder outside it"
+        )
     if poll_s < 0:
         raise ValueError(f"--poll must be >= 0 seconds, got {poll_s:g}")
     if idle_timeout_s is not None and idle_timeout_s < 0:
         raise ValueError(f"--idle-timeout must be >= 0 seconds, got {idle_timeout_s:g}")
     with executor_for(cluster, scheduler) as estep, StopSignals() as stop:
-        return _watch(watch_dir, config, out_dir, poll_s, idle_timeout_s, done_marker, pattern,
-                      outputs_every_s, max_seconds, progress, estep, stop)
+        return _watch(
+            watch_dir,
+            config,
+            out_dir,
+            poll_s,
+            idle_timeout_s,
+            done_marker,
+            pattern,
+            outputs_every_s,
+            max_seconds,
+            progress,
+            estep,
+            stop,
+        )
 
 
-def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: float,
-           idle_timeout_s: float | None, done_marker: str, pattern: str,
-           outputs_every_s: float, max_seconds: float | None, progress: Progress | None,
-           estep: EStepExecutor | None, stop: StopSignals) -> WatchSummary:
+def _watch(
+    watch_dir: str | Path,
+    config: Config,
+    out_dir: str | Path,
+    poll_s: float,
+    idle_timeout_s: float | None,
+    done_marker: str,
+    pattern: str,
+    outputs_every_s: float,
+    max_seconds: float | None,
+    progress: Progress | None,
+    estep: EStepExecutor | None,
+    stop: StopSignals,
+) -> WatchSummary:
     """``watch`` with its E-step executor (None: here) and stop signals."""
     t0 = time.monotonic()
     watch_dir, out_dir = Path(watch_dir), Path(out_dir)
     if not watch_dir.is_dir():
         log.warning("watch folder %s does not exist (yet): waiting for it", watch_dir)
-    watcher = FolderWatcher(watch_dir, pattern=pattern, exclude=[out_dir],
-                            done_marker=done_marker)
-    with Stream(config, out_dir, outputs_every_s=outputs_every_s, on_update=progress,
-                estep=estep) as stream:
+    watcher = FolderWatcher(watch_dir, pattern=pattern, exclude=[out_dir], done_marker=done_marker)
+    with Stream(
+        config, out_dir, outputs_every_s=outputs_every_s, on_update=progress, estep=estep
+    ) as stream:
         if stream.resumed:
             log.info("resuming %s with %d particles", out_dir, stream.n_ingested)
         last_found = time.monotonic()
@@ -156,17 +188,26 @@ def _watch(watch_dir: str | Path, config: Config, out_dir: str | Path, poll_s: f
             _set_aside_what_waits(stream, res)
             result, waiting, files_waiting = stream.finish(), 0, 0
         counts = stream.accounting(waiting=waiting)
-        return WatchSummary(reason=reason, n_ingested=stream.n_ingested,
-                            n_processed=stream.n_processed, n_rejected=counts["set_aside"],
-                            n_updates=stream.n_updates, seconds=time.monotonic() - t0,
-                            result=result, n_found=counts["found"],
-                            n_classified=counts["classified"], n_waiting=counts["waiting"],
-                            n_files_set_aside=counts["files"], n_files_waiting=files_waiting,
-                            reasons=stream.set_aside_reasons())
+        return WatchSummary(
+            reason=reason,
+            n_ingested=stream.n_ingested,
+            n_processed=stream.n_processed,
+            n_rejected=counts["set_aside"],
+            n_updates=stream.n_updates,
+            seconds=time.monotonic() - t0,
+            result=result,
+            n_found=counts["found"],
+            n_classified=counts["classified"],
+            n_waiting=counts["waiting"],
+            n_files_set_aside=counts["files"],
+            n_files_waiting=files_waiting,
+            reasons=stream.set_aside_reasons(),
+        )
 
 
-def _poll_and_update(watcher: FolderWatcher, stream: Stream, stop: StopSignals,
-                     seen_waiting: set[str]) -> tuple[PollResult, bool]:
+def _poll_and_update(
+    watcher: FolderWatcher, stream: Stream, stop: StopSignals, seen_waiting: set[str]
+) -> tuple[PollResult, bool]:
     """One poll: set aside bad rows, ingest the ready ones, run the updates due (until a stop
     is requested). Returns the poll and whether it found anything new."""
     res = watcher.poll(stream.known)
@@ -187,6 +228,9 @@ def _set_aside_what_waits(stream: Stream, res: PollResult) -> None:
     """At the end of a stream: rows whose stack never became complete, and STAR files never
     readable, go to rejects.csv with the reason (nothing found is dropped silently)."""
     stream.set_aside_rows(res.waiting_rows, res.waiting, prefix="stack never complete: ")
-    stream.reject_keys({path: Reject(source=path, row=-1, image_name="",
-                                     reason=f"STAR file unreadable: {why}")
-                        for path, why in res.errors.items()})
+    stream.reject_keys(
+        {
+            path: Reject(source=path, row=-1, image_name="", reason=f"STAR file unreadable: {why}")
+            for path, why in res.errors.items()
+        }
+    )

@@ -46,8 +46,9 @@ class JobCheckpoint:
     """``out_dir/checkpoint.pt`` of a ``job`` ('batch' or 'stream') with ``config`` on particles
     with fingerprint ``inputs`` (None: not checked)."""
 
-    def __init__(self, out_dir: str | Path, job: str, config: Config,
-                 inputs: str | None = None) -> None:
+    def __init__(
+        self, out_dir: str | Path, job: str, config: Config, inputs: str | None = None
+    ) -> None:
         self.path = Path(out_dir) / CHECKPOINT_NAME
         self.job = job
         self.config = config
@@ -60,19 +61,25 @@ class JobCheckpoint:
             return True
         for name in EARLIER_NAMES:
             if (self.path.parent / name).is_file():
-                raise InputError("holds a checkpoint of an earlier cryoclass version; finish "
-                                 "that run with that version, or delete the file to start over",
-                                 file=self.path.parent / name)
+                raise InputError(
+                    "holds a checkpoint of an earlier cryoclass version; finish "
+                    "that run with that version, or delete the file to start over",
+                    file=self.path.parent / name,
+                )
         return False
 
-    def save(self, model: ModelState | None, state: dict[str, Any], finished: bool = False
-             ) -> None:
+    def save(self, model: ModelState | None, state: dict[str, Any], finished: bool = False) -> None:
         """Write the checkpoint atomically (an OutputError names the file; the previous one is
         intact)."""
-        payload = {"format_version": FORMAT_VERSION, "job": self.job,
-                   "config": self.config.model_dump(), "inputs": self.inputs,
-                   "model": None if model is None else model.to_dict(), "finished": finished,
-                   "state": state}
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "job": self.job,
+            "config": self.config.model_dump(),
+            "inputs": self.inputs,
+            "model": None if model is None else model.to_dict(),
+            "finished": finished,
+            "state": state,
+        }
         with atomic_write(self.path, "wb", encoding=None) as fh:
             torch.save(payload, fh)
 
@@ -81,8 +88,10 @@ class JobCheckpoint:
         of job's."""
         ck = read_checkpoint(self.path, device)
         if ck.job != self.job:
-            raise InputError(f"holds a {ck.job} run, not a {self.job} run; use a new output "
-                             "folder", file=self.path)
+            raise InputError(
+                f"holds a {ck.job} run, not a {self.job} run; use a new output folder",
+                file=self.path,
+            )
         return ck
 
     def load(self, device: torch.device | str = "cpu") -> Checkpoint:
@@ -91,13 +100,18 @@ class JobCheckpoint:
         ck = self.read(device)
         diff = self.config.changes_from(Config(**ck.config))
         if diff:
-            raise InputError(f"holds a {self.job} run with different settings "
-                             f"({', '.join(diff)}); resume with the same settings, or use a new "
-                             "output folder", file=self.path)
+            raise InputError(
+                f"holds a {self.job} run with different settings "
+                f"({', '.join(diff)}); resume with the same settings, or use a new "
+                "output folder",
+                file=self.path,
+            )
         if self.inputs is not None and ck.inputs != self.inputs:
-            raise InputError("holds a run on other particles (the input file, its images or the "
-                             "particles set aside changed); use a new output folder",
-                             file=self.path)
+            raise InputError(
+                "holds a run on other particles (the input file, its images or the "
+                "particles set aside changed); use a new output folder",
+                file=self.path,
+            )
         return ck
 
 
@@ -107,17 +121,25 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a foreign or damaged file: say so, never a traceback
-        raise InputError(f"cannot read the checkpoint ({type(err).__name__}: {err}); delete it "
-                         "to start over", file=path) from None
+        raise InputError(
+            f"cannot read the checkpoint ({type(err).__name__}: {err}); delete it to start over",
+            file=path,
+        ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise InputError("not a checkpoint of this cryoclass version; delete it to start over",
-                         file=path)
+        raise InputError(
+            "not a checkpoint of this cryoclass version; delete it to start over", file=path
+        )
     model = payload["model"]
-    return Checkpoint(job=payload["job"], config=payload["config"],
-                      model=None if model is None else ModelState.from_dict(
-                          _to_device(model, torch.device(device))),
-                      state=payload["state"], inputs=payload["inputs"],
-                      finished=bool(payload["finished"]))
+    return Checkpoint(
+        job=payload["job"],
+        config=payload["config"],
+        model=None
+        if model is None
+        else ModelState.from_dict(_to_device(model, torch.device(device))),
+        state=payload["state"],
+        inputs=payload["inputs"],
+        finished=bool(payload["finished"]),
+    )
 
 
 def _to_device(x: Any, device: torch.device) -> Any:

@@ -16,8 +16,12 @@ from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.io.particles import Reject
 
 
-def find_duplicates(table: pd.DataFrame, score: np.ndarray, min_separation_A: float,
-                    micrograph_pixel_size_A: np.ndarray | float) -> tuple[np.ndarray, list[str]]:
+def find_duplicates(
+    table: pd.DataFrame,
+    score: np.ndarray,
+    min_separation_A: float,
+    micrograph_pixel_size_A: np.ndarray | float,
+) -> tuple[np.ndarray, list[str]]:
     """Rows (into table) to set aside as duplicates, and a reason for each.
 
     score: (n,) higher is better (e.g. max class posterior); micrograph_pixel_size_A: Å per pixel of
@@ -59,15 +63,17 @@ def find_duplicates(table: pd.DataFrame, score: np.ndarray, min_separation_A: fl
     return np.asarray(drop, dtype=int), reasons
 
 
-def duplicate_rejects(table: pd.DataFrame, rows: np.ndarray, reasons: list[str], source: str
-                      ) -> list[Reject]:
+def duplicate_rejects(
+    table: pd.DataFrame, rows: np.ndarray, reasons: list[str], source: str
+) -> list[Reject]:
     """Reject records for the duplicate rows (file row from the table's _source_row if known)."""
     out = []
     for r, why in zip(rows, reasons):
         src = source
         row = int(table["_source_row"].iloc[r]) if "_source_row" in table else int(r)
-        out.append(Reject(source=src, row=row, image_name=str(table["rlnImageName"].iloc[r]),
-                          reason=why))
+        out.append(
+            Reject(source=src, row=row, image_name=str(table["rlnImageName"].iloc[r]), reason=why)
+        )
     return out
 
 
@@ -80,14 +86,16 @@ def micrograph_pixel_size_A(table) -> np.ndarray:
     return np.ones(len(table))
 
 
-def without_duplicate_picks(rows: pd.DataFrame, result: ParticleResult, min_separation_A: float,
-                            source: str = "") -> tuple[ParticleResult, list[Reject]]:
+def without_duplicate_picks(
+    rows: pd.DataFrame, result: ParticleResult, min_separation_A: float, source: str = ""
+) -> tuple[ParticleResult, list[Reject]]:
     """``result`` less its duplicate picks (same micrograph, closer than min_separation_A: all
     but the highest-posterior one of each group), and rejects naming them (``source``: the
     particle file). rows: the particle table's rows of ``result.index``, in that order."""
     rows = rows.reset_index(drop=True)
-    drop, reasons = find_duplicates(rows, result.max_prob, min_separation_A,
-                                    micrograph_pixel_size_A(rows))
+    drop, reasons = find_duplicates(
+        rows, result.max_prob, min_separation_A, micrograph_pixel_size_A(rows)
+    )
     if drop.size == 0:
         return result, []
     keep = np.setdiff1d(np.arange(len(result)), drop)

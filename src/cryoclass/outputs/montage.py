@@ -21,7 +21,7 @@ from cryoclass.io import atomic_write
 __all__ = ["save_montage", "montage_figure", "normalise_tile"]
 
 CAPTION_FONTSIZE = 7
-CAPTION_LINE_INCHES = 0.13   # one line of 7-point text with matplotlib's default line spacing
+CAPTION_LINE_INCHES = 0.13  # one line of 7-point text with matplotlib's default line spacing
 
 
 def normalise_tile(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
@@ -36,9 +36,14 @@ def normalise_tile(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -
     return np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
 
 
-def montage_figure(images: np.ndarray, labels: Sequence[str] | None = None,
-                   ncols: int | None = None, title: str | None = None, tile_inches: float = 1.3,
-                   dpi: int = 100) -> Figure:
+def montage_figure(
+    images: np.ndarray,
+    labels: Sequence[str] | None = None,
+    ncols: int | None = None,
+    title: str | None = None,
+    tile_inches: float = 1.3,
+    dpi: int = 100,
+) -> Figure:
     """A matplotlib Figure with the images in a grid; arguments as save_montage.
 
     Each caption gets as many text lines of room as the longest label has, so multi-line
@@ -66,20 +71,39 @@ def montage_figure(images: np.ndarray, labels: Sequence[str] | None = None,
         left = c / cols
         bottom = 1.0 - (head + (r + 1) * (tile_inches + cap) - cap) / height
         ax = fig.add_axes((left + 0.02 / cols, bottom, 0.96 / cols, tile_inches * 0.96 / height))
-        ax.imshow(normalise_tile(imgs[i]), cmap="gray", vmin=0.0, vmax=1.0,
-                  interpolation="nearest", origin="upper")
+        ax.imshow(
+            normalise_tile(imgs[i]),
+            cmap="gray",
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+            origin="upper",
+        )
         ax.set_axis_off()
         if labels is not None:
-            ax.text(0.5, -0.03, str(labels[i]), transform=ax.transAxes, ha="center", va="top",
-                    fontsize=CAPTION_FONTSIZE)
+            ax.text(
+                0.5,
+                -0.03,
+                str(labels[i]),
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=CAPTION_FONTSIZE,
+            )
     if title:
         fig.text(0.5, 1.0 - 0.5 * head / height, title, ha="center", va="center", fontsize=10)
     return fig
 
 
-def save_montage(images: np.ndarray, path: str | PathLike[str], labels: Sequence[str] | None = None,
-                 ncols: int | None = None, title: str | None = None, tile_inches: float = 1.3,
-                 dpi: int = 100) -> Path:
+def save_montage(
+    images: np.ndarray,
+    path: str | PathLike[str],
+    labels: Sequence[str] | None = None,
+    ncols: int | None = None,
+    title: str | None = None,
+    tile_inches: float = 1.3,
+    dpi: int = 100,
+) -> Path:
     """Write a grid of images as a PNG.
 
     Args:

@@ -36,7 +36,7 @@ def centre_images(images: torch.Tensor, threshold: float) -> tuple[np.ndarray, n
     # Shift within a 2x zero-padded box, so that nothing wraps round to the far edge.
     lo, hi = d // 2, d - d // 2
     pad = torch.nn.functional.pad(imgs, (lo, hi, lo, hi))
-    moved = fourier_shift_images(pad, -m[:, 0], -m[:, 1])[:, lo:lo + d, lo:lo + d]
+    moved = fourier_shift_images(pad, -m[:, 0], -m[:, 1])[:, lo : lo + d, lo : lo + d]
     return moved.numpy().astype(np.float32), m.numpy()
 
 
@@ -53,8 +53,12 @@ def centred_poses(result: ParticleResult, m: np.ndarray) -> ParticleResult:
     return replace(result, tx=result.tx + c * mx + s * my, ty=result.ty - s * mx + c * my)
 
 
-def centred_classes(images: torch.Tensor, result: ParticleResult, threshold: float,
-                    has_signal: np.ndarray | None = None) -> tuple[np.ndarray, ParticleResult]:
+def centred_classes(
+    images: torch.Tensor,
+    result: ParticleResult,
+    threshold: float,
+    has_signal: np.ndarray | None = None,
+) -> tuple[np.ndarray, ParticleResult]:
     """``centre_images`` and the matching ``centred_poses``: what the outputs write.
 
     has_signal: (K,) bool, classes whose resolution shows signal; the others (noise, empty) are

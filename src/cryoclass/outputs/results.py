@@ -48,8 +48,9 @@ def class_order(state: ModelState, result: ParticleResult, sort: bool) -> ClassS
     return ClassSummary(order=order, counts=counts[order], resolution_A=res[order])
 
 
-def particles_table(table: pd.DataFrame, result: ParticleResult, summary: ClassSummary,
-                    pixel_size_A: float) -> pd.DataFrame:
+def particles_table(
+    table: pd.DataFrame, result: ParticleResult, summary: ClassSummary, pixel_size_A: float
+) -> pd.DataFrame:
     """The input table (rows in result.index) with the classification columns added."""
     out = table.iloc[result.index].copy().reset_index(drop=True)
     new_number = np.empty_like(summary.order)
@@ -66,38 +67,48 @@ def particles_table(table: pd.DataFrame, result: ParticleResult, summary: ClassS
     return out
 
 
-def write_model_star(path: Path, state: ModelState, summary: ClassSummary, config: Config,
-                     accuracy_deg: float, accuracy_A: float, history: list[dict],
-                     classes_path: str = "classes.mrcs") -> None:
+def write_model_star(
+    path: Path,
+    state: ModelState,
+    summary: ClassSummary,
+    config: Config,
+    accuracy_deg: float,
+    accuracy_A: float,
+    history: list[dict],
+    classes_path: str = "classes.mrcs",
+) -> None:
     """RELION-like model STAR: classes, noise spectrum and iteration log. classes_path: the
     class stack as rlnReferenceImage names it (RELION: relative to the project folder)."""
     k = summary.order.size
     n = max(int(summary.counts.sum()), 1)
-    classes = pd.DataFrame({
-        "rlnReferenceImage": [f"{i + 1:06d}@{classes_path}" for i in range(k)],
-        "rlnClassDistribution": summary.counts / n,
-        "rlnAccuracyRotations": accuracy_deg,
-        "rlnAccuracyTranslationsAngst": accuracy_A,
-        "rlnEstimatedResolution": summary.resolution_A,
-        "rlnOverallFourierCompleteness": 1.0,
-        "cryoclassParticleCount": summary.counts,
-    })
+    classes = pd.DataFrame(
+        {
+            "rlnReferenceImage": [f"{i + 1:06d}@{classes_path}" for i in range(k)],
+            "rlnClassDistribution": summary.counts / n,
+            "rlnAccuracyRotations": accuracy_deg,
+            "rlnAccuracyTranslationsAngst": accuracy_A,
+            "rlnEstimatedResolution": summary.resolution_A,
+            "rlnOverallFourierCompleteness": 1.0,
+            "cryoclassParticleCount": summary.counts,
+        }
+    )
     d = state.box
     sigma2 = state.sigma2.detach().cpu().numpy()
     shells = np.arange(sigma2.size)
-    noise = pd.DataFrame({
-        "rlnSpectralIndex": shells,
-        "rlnResolution": shells / (d * state.pixel_size_A),
-        "rlnSigma2Noise": sigma2,
-    })
+    noise = pd.DataFrame(
+        {
+            "rlnSpectralIndex": shells,
+            "rlnResolution": shells / (d * state.pixel_size_A),
+            "rlnSigma2Noise": sigma2,
+        }
+    )
     general = {
         "rlnNrClasses": k,
         "rlnCurrentResolution": float(np.min(summary.resolution_A)) if k else 0.0,
         "rlnPixelSize": state.pixel_size_A,
         "rlnOriginalImageSize": d,
     }
-    blocks = {"model_general": general, "model_classes": classes,
-              "model_noise_spectrum": noise}
+    blocks = {"model_general": general, "model_classes": classes, "model_noise_spectrum": noise}
     if history:
         blocks["model_iterations"] = pd.DataFrame(history)
     text = starfile.to_string(blocks, float_format="%.6f")
@@ -107,16 +118,25 @@ def write_model_star(path: Path, state: ModelState, summary: ClassSummary, confi
 
 def write_gallery(path: Path, images: np.ndarray, summary: ClassSummary, title: str) -> None:
     """PNG gallery of class averages (already in output order) with count and resolution."""
-    labels = [f"{i + 1}: {c} ptcls\n{r:.1f} Å" for i, (c, r) in
-              enumerate(zip(summary.counts, summary.resolution_A))]
+    labels = [
+        f"{i + 1}: {c} ptcls\n{r:.1f} Å"
+        for i, (c, r) in enumerate(zip(summary.counts, summary.resolution_A))
+    ]
     save_montage(images, path, labels=labels, title=title)
 
 
-def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult,
-                  table: pd.DataFrame, config: Config, rejects: list[Reject] | None = None,
-                  history: list[dict] | None = None, accuracy_deg: float | None = None,
-                  accuracy_A: float | None = None,
-                  classes_path: str = "classes.mrcs") -> dict[str, Path]:
+def write_results(
+    out_dir: str | Path,
+    state: ModelState,
+    result: ParticleResult,
+    table: pd.DataFrame,
+    config: Config,
+    rejects: list[Reject] | None = None,
+    history: list[dict] | None = None,
+    accuracy_deg: float | None = None,
+    accuracy_A: float | None = None,
+    classes_path: str = "classes.mrcs",
+) -> dict[str, Path]:
     """Write every output of a classification into out_dir; returns name -> path.
     classes_path: how model.star's rlnReferenceImage names classes.mrcs (see write_model_star)."""
     out = Path(out_dir)
@@ -124,8 +144,9 @@ def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult
     summary = class_order(state, result, config.sort_classes)
     if config.recenter:
         has_signal = state.resolution_A.detach().cpu().numpy() < EMPTY_CLASS_RESOLUTION_A
-        images, result = centred_classes(state.class_images, result, config.recenter_threshold,
-                                         has_signal)
+        images, result = centred_classes(
+            state.class_images, result, config.recenter_threshold, has_signal
+        )
     else:
         images = state.class_images.detach().cpu().numpy().astype(np.float32)
     images = images[summary.order]
@@ -142,17 +163,30 @@ def write_results(out_dir: str | Path, state: ModelState, result: ParticleResult
     ptable = particles_table(table, result, summary, state.pixel_size_A)
     write_star(paths["particles_star"], ptable)
     post = result.posterior[:, summary.order]
-    write_cs(paths["particles_cs"], ptable,
-             extra_fields={"alignments2D/class_posterior": result.max_prob.astype(np.float32),
-                           "alignments2D/class_ess": (1.0 / np.sum(post**2, axis=1)
-                                                      ).astype(np.float32)})
-    write_model_star(paths["model_star"], state, summary, config,
-                     accuracy_deg if accuracy_deg is not None else config.psi_step_deg,
-                     accuracy_A if accuracy_A is not None
-                     else config.shift_step_px * state.pixel_size_A, history or [],
-                     classes_path)
-    write_gallery(paths["gallery"], images, summary,
-                  f"{len(result.index)} particles, {state.n_classes} classes")
+    write_cs(
+        paths["particles_cs"],
+        ptable,
+        extra_fields={
+            "alignments2D/class_posterior": result.max_prob.astype(np.float32),
+            "alignments2D/class_ess": (1.0 / np.sum(post**2, axis=1)).astype(np.float32),
+        },
+    )
+    write_model_star(
+        paths["model_star"],
+        state,
+        summary,
+        config,
+        accuracy_deg if accuracy_deg is not None else config.psi_step_deg,
+        accuracy_A if accuracy_A is not None else config.shift_step_px * state.pixel_size_A,
+        history or [],
+        classes_path,
+    )
+    write_gallery(
+        paths["gallery"],
+        images,
+        summary,
+        f"{len(result.index)} particles, {state.n_classes} classes",
+    )
     write_rejects(paths["rejects"], rejects or [])
     with atomic_write(paths["config"]) as fh:
         json.dump(config.model_dump(), fh, indent=2)

@@ -22,17 +22,35 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryoclass.io import InputError, atomic_write, read_cs_table, read_star, write_cs, write_stack
-from cryoclass.io import write_star
+from cryoclass.io import (
+    InputError,
+    atomic_write,
+    read_cs_table,
+    read_star,
+    write_cs,
+    write_stack,
+    write_star,
+)
 from cryoclass.outputs.checkpoint import CHECKPOINT_NAME, EARLIER_NAMES
 from cryoclass.outputs.class_match import match_classes
 
 SELECTED_STAR = "selected_particles.star"
 SELECTED_CS = "selected_particles.cs"
 #: Files a classify or stream job writes into its folder (never replaced by a selection).
-JOB_OUTPUTS = frozenset({"classes.mrcs", "particles.star", "particles.cs", "model.star",
-                         "gallery.png", "rejects.csv", "config.json", "events.jsonl",
-                         CHECKPOINT_NAME, *EARLIER_NAMES})
+JOB_OUTPUTS = frozenset(
+    {
+        "classes.mrcs",
+        "particles.star",
+        "particles.cs",
+        "model.star",
+        "gallery.png",
+        "rejects.csv",
+        "config.json",
+        "events.jsonl",
+        CHECKPOINT_NAME,
+        *EARLIER_NAMES,
+    }
+)
 STATE_DIR = "selection"
 STATE_JSON = "selection.json"
 REFERENCE = "reference_classes.mrcs"
@@ -95,8 +113,9 @@ def read_job_classes(job_dir: str | Path, images: bool = True) -> JobClasses:
     return JobClasses(counts=counts, resolution_A=res, images=imgs, pixel_size_A=apix)
 
 
-def auto_select(classes: JobClasses, min_count: int = 0, max_res_A: float | None = None
-                ) -> list[int]:
+def auto_select(
+    classes: JobClasses, min_count: int = 0, max_res_A: float | None = None
+) -> list[int]:
     """Class numbers with at least ``min_count`` particles and a resolution of ``max_res_A`` Å or
     better (smaller); None: no resolution threshold."""
     ok = classes.counts >= min_count
@@ -111,16 +130,28 @@ def check_export_target(job_dir: str | Path, target: str | Path) -> None:
     job, path = Path(job_dir).resolve(), Path(target).resolve()
     if path == job:
         raise InputError("is the job folder itself, not a file to write", file=target)
-    if path.parent == job and path.name not in (SELECTED_STAR, SELECTED_CS) and (
-            path.exists() or path.name in JOB_OUTPUTS):
-        raise InputError(f"is one of the job's own files ({path.name}): choose another --out, "
-                         f"e.g. {job_dir}/{SELECTED_STAR}", file=target)
+    if (
+        path.parent == job
+        and path.name not in (SELECTED_STAR, SELECTED_CS)
+        and (path.exists() or path.name in JOB_OUTPUTS)
+    ):
+        raise InputError(
+            f"is one of the job's own files ({path.name}): choose another --out, "
+            f"e.g. {job_dir}/{SELECTED_STAR}",
+            file=target,
+        )
 
 
-def export_selection(job_dir: str | Path, classes: Iterable[int], out_star: str | Path | None = None,
-                     out_cs: str | Path | None = None, with_cs: bool = True,
-                     expected_counts: np.ndarray | None = None, attempts: int = 20,
-                     wait_s: float = 0.25) -> ExportResult:
+def export_selection(
+    job_dir: str | Path,
+    classes: Iterable[int],
+    out_star: str | Path | None = None,
+    out_cs: str | Path | None = None,
+    with_cs: bool = True,
+    expected_counts: np.ndarray | None = None,
+    attempts: int = 20,
+    wait_s: float = 0.25,
+) -> ExportResult:
     """Write the particles of ``classes`` (1-based output numbers) from the job's particles.star
     (and particles.cs) to out_star (and out_cs); default: next to them.
 
@@ -145,12 +176,17 @@ def export_selection(job_dir: str | Path, classes: Iterable[int], out_star: str 
     if cs is not None:
         keep_cs = cs["rlnClassNumber"].isin(chosen).to_numpy()
         write_cs(cs_path, cs.loc[keep_cs].reset_index(drop=True))
-    return ExportResult(classes=chosen, n_particles=int(keep.sum()), star=star_path,
-                        cs=cs_path if cs is not None else None)
+    return ExportResult(
+        classes=chosen,
+        n_particles=int(keep.sum()),
+        star=star_path,
+        cs=cs_path if cs is not None else None,
+    )
 
 
-def _read_consistent(job: Path, with_cs: bool, expected: np.ndarray | None, attempts: int,
-                     wait_s: float) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _read_consistent(
+    job: Path, with_cs: bool, expected: np.ndarray | None, attempts: int, wait_s: float
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """particles.star (and .cs) tables whose class counts agree with model.star."""
     for i in range(max(attempts, 1)):
         try:
@@ -162,15 +198,20 @@ def _read_consistent(job: Path, with_cs: bool, expected: np.ndarray | None, atte
                 raise
             star = cs = None
             counts = None
-        if star is not None and _counts(star, counts.size) == counts.tolist() and (
-                cs is None or _counts(cs, counts.size) == counts.tolist()):
+        if (
+            star is not None
+            and _counts(star, counts.size) == counts.tolist()
+            and (cs is None or _counts(cs, counts.size) == counts.tolist())
+        ):
             if expected is not None and np.asarray(expected).tolist() != counts.tolist():
                 raise OutputsChanging("the job's classes changed since they were shown")
             return star, cs
         if i + 1 < attempts:
             time.sleep(wait_s)
-    raise OutputsChanging(f"{job}: particles.star, particles.cs and model.star kept disagreeing "
-                          "(the job is rewriting them); try again")
+    raise OutputsChanging(
+        f"{job}: particles.star, particles.cs and model.star kept disagreeing "
+        "(the job is rewriting them); try again"
+    )
 
 
 def _counts(table: pd.DataFrame, k: int) -> list[int]:
@@ -181,8 +222,9 @@ def _counts(table: pd.DataFrame, k: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------- saved selection
-def save_selection(job_dir: str | Path, good: Iterable[int], bad: Iterable[int],
-                   classes: JobClasses) -> Path:
+def save_selection(
+    job_dir: str | Path, good: Iterable[int], bad: Iterable[int], classes: JobClasses
+) -> Path:
     """Store marks (1-based numbers of ``classes``) with a copy of the class averages they refer
     to; returns the JSON path."""
     folder = Path(job_dir) / STATE_DIR
@@ -190,8 +232,12 @@ def save_selection(job_dir: str | Path, good: Iterable[int], bad: Iterable[int],
     if classes.images is None:
         raise ValueError("saving a selection needs the class images")
     write_stack(folder / REFERENCE, classes.images.astype(np.float32), classes.pixel_size_A)
-    state = {"good": sorted(int(c) for c in good), "bad": sorted(int(c) for c in bad),
-             "counts": classes.counts.tolist(), "saved": time.time()}
+    state = {
+        "good": sorted(int(c) for c in good),
+        "bad": sorted(int(c) for c in bad),
+        "counts": classes.counts.tolist(),
+        "saved": time.time(),
+    }
     path = folder / STATE_JSON
     with atomic_write(path) as fh:
         json.dump(state, fh, indent=1)
@@ -208,8 +254,11 @@ def load_selection(job_dir: str | Path, current: JobClasses) -> tuple[list[int],
     ref = np.asarray(mrcfile.read(folder / REFERENCE), dtype=np.float32)
     if ref.ndim == 2:
         ref = ref[None]
-    same = (current.images is not None and ref.shape == current.images.shape
-            and np.array_equal(ref, current.images))
+    same = (
+        current.images is not None
+        and ref.shape == current.images.shape
+        and np.array_equal(ref, current.images)
+    )
     if same:
         where = np.arange(ref.shape[0])
     elif current.images is None:

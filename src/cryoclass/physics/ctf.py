@@ -59,14 +59,22 @@ def electron_wavelength_A(voltage_kV: ArrayLike) -> ArrayLike:
 
 def _batch(params: list[ArrayLike], device: torch.device) -> list[torch.Tensor]:
     """Per-particle parameters -> float64 tensors of one common shape (n,) (n = 1 for scalars)."""
-    ts = [torch.as_tensor(np.array(p) if isinstance(p, (list, np.ndarray)) else p, dtype=torch.float64)
-          .to(device).reshape(-1) for p in params]
+    ts = [
+        torch.as_tensor(
+            np.array(p) if isinstance(p, (list, np.ndarray)) else p, dtype=torch.float64
+        )
+        .to(device)
+        .reshape(-1)
+        for p in params
+    ]
     n = max(t.numel() for t in ts)
     out = []
     for t in ts:
         if t.numel() not in (1, n):
-            raise ValueError(f"per-particle CTF parameters must have one common length; got "
-                             f"{[int(x.numel()) for x in ts]}")
+            raise ValueError(
+                f"per-particle CTF parameters must have one common length; got "
+                f"{[int(x.numel()) for x in ts]}"
+            )
         out.append(t.expand(n) if t.numel() == 1 else t)
     return out
 
@@ -107,14 +115,24 @@ def ctf_2d(
     fx, fy = torch.broadcast_tensors(fx.to(torch.float32), fy.to(torch.float32))
     device = fx.device
     du, dv, ang, kv, cs, w, phs, bf = _batch(
-        [defocus_u_A, defocus_v_A, astig_angle_deg, voltage_kV, cs_mm, amp_contrast,
-         phase_shift_deg, bfactor_A2], device)
+        [
+            defocus_u_A,
+            defocus_v_A,
+            astig_angle_deg,
+            voltage_kV,
+            cs_mm,
+            amp_contrast,
+            phase_shift_deg,
+            bfactor_A2,
+        ],
+        device,
+    )
     if torch.any((w < 0) | (w >= 1)):
         raise ValueError("amp_contrast must lie in [0, 1)")
     lam = electron_wavelength_A(kv)
     # per-particle coefficients in float64, then float32 for the grid work
-    k_defocus = math.pi * lam                                   # * dz * s^2
-    k_cs = 0.5 * math.pi * (cs * 1e7) * lam ** 3                # * s^4
+    k_defocus = math.pi * lam  # * dz * s^2
+    k_cs = 0.5 * math.pi * (cs * 1e7) * lam**3  # * s^4
     k_const = torch.deg2rad(phs) + torch.atan(w / torch.sqrt(1.0 - w * w))
     mean_dz = 0.5 * (du + dv)
     half_astig = 0.5 * (du - dv)
@@ -122,13 +140,22 @@ def ctf_2d(
     # chi is linear in five per-particle coefficients times five per-frequency terms
     # (cos 2(theta - a) = cos 2theta cos 2a + sin 2theta sin 2a), so the grid work is one small
     # matrix product and one sine per point, however many particles.
-    coef = torch.stack([k_defocus * mean_dz, k_defocus * half_astig * torch.cos(ang2),
-                        k_defocus * half_astig * torch.sin(ang2), -k_cs, k_const], dim=1)
+    coef = torch.stack(
+        [
+            k_defocus * mean_dz,
+            k_defocus * half_astig * torch.cos(ang2),
+            k_defocus * half_astig * torch.sin(ang2),
+            -k_cs,
+            k_const,
+        ],
+        dim=1,
+    )
     s2 = (fx * fx + fy * fy).reshape(-1)
     theta2 = 2.0 * torch.atan2(fy, fx).reshape(-1)
-    basis = torch.stack([s2, s2 * torch.cos(theta2), s2 * torch.sin(theta2), s2 * s2,
-                         torch.ones_like(s2)])                                  # (5, P)
-    ctf = torch.sin(coef.to(torch.float32) @ basis)                            # (n, P)
+    basis = torch.stack(
+        [s2, s2 * torch.cos(theta2), s2 * torch.sin(theta2), s2 * s2, torch.ones_like(s2)]
+    )  # (5, P)
+    ctf = torch.sin(coef.to(torch.float32) @ basis)  # (n, P)
     if torch.any(bf != 0):
         ctf = ctf * torch.exp(-bf.to(torch.float32)[:, None] * s2[None] / 4.0)
     return ctf.reshape(-1, *fx.shape)
@@ -173,5 +200,15 @@ def ctf_rfft(
     images centred at pixel (box // 2, box // 2). Units as in :func:`ctf_2d`.
     """
     fx, fy = rfft_frequencies(box, pixel_size_A, device=device)
-    return ctf_2d(fx, fy, defocus_u_A, defocus_v_A, astig_angle_deg, voltage_kV, cs_mm,
-                  amp_contrast, phase_shift_deg, bfactor_A2)
+    return ctf_2d(
+        fx,
+        fy,
+        defocus_u_A,
+        defocus_v_A,
+        astig_angle_deg,
+        voltage_kV,
+        cs_mm,
+        amp_contrast,
+        phase_shift_deg,
+        bfactor_A2,
+    )

@@ -38,16 +38,26 @@ class Band:
         return int(self.kx.numel())
 
     def to(self, device: torch.device) -> "Band":
-        return Band(self.box, self.kx.to(device), self.ky.to(device), self.shell.to(device),
-                    self.flat_index.to(device))
+        return Band(
+            self.box,
+            self.kx.to(device),
+            self.ky.to(device),
+            self.shell.to(device),
+            self.flat_index.to(device),
+        )
 
 
-def make_band(box: int, r_hi: float, r_lo: float = 0.0, include_dc: bool = False,
-              device: torch.device | str = "cpu") -> Band:
+def make_band(
+    box: int,
+    r_hi: float,
+    r_lo: float = 0.0,
+    include_dc: bool = False,
+    device: torch.device | str = "cpu",
+) -> Band:
     """Half-plane points with r_lo <= |k| <= r_hi (Fourier pixels) of a (box, box) image."""
     r_hi = min(float(r_hi), box / 2.0)
-    ky = torch.fft.fftfreq(box, d=1.0 / box)                      # (D,), integer valued
-    kx = torch.fft.rfftfreq(box, d=1.0 / box)                     # (D//2+1,)
+    ky = torch.fft.fftfreq(box, d=1.0 / box)  # (D,), integer valued
+    kx = torch.fft.rfftfreq(box, d=1.0 / box)  # (D//2+1,)
     KY, KX = torch.meshgrid(ky, kx, indexing="ij")
     r = torch.sqrt(KX**2 + KY**2)
     half = (KX > 0) | ((KX == 0) & (KY > 0))
@@ -75,8 +85,9 @@ def rfft_band(images: torch.Tensor, band: Band) -> torch.Tensor:
     return data.flatten(-2)[..., idx]
 
 
-def centred_dft(images: torch.Tensor, pad: int, half_rows: int, n_cols: int,
-                gridding: bool) -> torch.Tensor:
+def centred_dft(
+    images: torch.Tensor, pad: int, half_rows: int, n_cols: int, gridding: bool
+) -> torch.Tensor:
     """Window of the DFT of images (n, D, D) zero-padded to pad*D, centre pixel (D//2, D//2) at the
     origin: (n, 2*half_rows+1, n_cols) complex, rows ky = -half_rows..half_rows and columns
     kx = 0..n_cols-1 in padded Fourier pixels, normalised by 1/D. gridding: fold in the 1/sinc^2
@@ -92,11 +103,13 @@ def centred_dft(images: torch.Tensor, pad: int, half_rows: int, n_cols: int,
     kx = torch.arange(0, n_cols, device=dev, dtype=torch.float64)
     ky = torch.arange(-half_rows, half_rows + 1, device=dev, dtype=torch.float64)
     ex = torch.polar(corr[:, None] / d, -2.0 * torch.pi * j[:, None] * kx[None, :] / p)
-    ey = torch.polar(corr[None, :].expand(ky.numel(), -1).contiguous(),
-                     -2.0 * torch.pi * ky[:, None] * j[None, :] / p)
+    ey = torch.polar(
+        corr[None, :].expand(ky.numel(), -1).contiguous(),
+        -2.0 * torch.pi * ky[:, None] * j[None, :] / p,
+    )
     ex, ey = ex.to(torch.complex64), ey.to(torch.complex64)
     x = images.to(torch.float32)
-    t = torch.complex(x @ ex.real, x @ ex.imag)                                   # (n, D, n_cols)
+    t = torch.complex(x @ ex.real, x @ ex.imag)  # (n, D, n_cols)
     return torch.matmul(ey, t)
 
 
@@ -162,8 +175,9 @@ def padded_fft(images: torch.Tensor, pad: int = 2, radius: float | None = None) 
     return PaddedSpectrum(torch.stack([data.real, data.imag], dim=1), pad)
 
 
-def sample_bilinear(spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor,
-                    ky: torch.Tensor) -> torch.Tensor:
+def sample_bilinear(
+    spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor
+) -> torch.Tensor:
     """Sample padded transforms at real-valued frequencies by bilinear interpolation.
 
     spec: from padded_fft, whose radius must cover the points. which: (m,) long, the image each
@@ -174,8 +188,9 @@ def sample_bilinear(spec: PaddedSpectrum, which: torch.Tensor, kx: torch.Tensor,
     return sample_at(spec, which, grid, sgn)
 
 
-def sampling_grid(spec: PaddedSpectrum, kx: torch.Tensor, ky: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def sampling_grid(
+    spec: PaddedSpectrum, kx: torch.Tensor, ky: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Where sample_bilinear reads points (kx, ky) (m, F): the grid_sample grid (m, 1, F, 2) and
     the sign (m, F) of kx (-1: read at -k and conjugate). Depends only on the points, so it can
     be made once for a set of angles and gathered per sample."""
@@ -188,25 +203,29 @@ def sampling_grid(spec: PaddedSpectrum, kx: torch.Tensor, ky: torch.Tensor
     return torch.stack([gx, gy], -1)[:, None], sgn
 
 
-def sample_at(spec: PaddedSpectrum, which: torch.Tensor, grid: torch.Tensor, sgn: torch.Tensor
-              ) -> torch.Tensor:
+def sample_at(
+    spec: PaddedSpectrum, which: torch.Tensor, grid: torch.Tensor, sgn: torch.Tensor
+) -> torch.Tensor:
     """Bilinear samples (m, F) complex of images ``which`` (m,) at a ``sampling_grid``."""
     # grid_sample interpolates the real and imaginary parts as two channels
-    out = torch.nn.functional.grid_sample(spec.data[which], grid, mode="bilinear",
-                                          padding_mode="border", align_corners=True)[:, :, 0]
+    out = torch.nn.functional.grid_sample(
+        spec.data[which], grid, mode="bilinear", padding_mode="border", align_corners=True
+    )[:, :, 0]
     return torch.complex(out[:, 0], out[:, 1] * sgn)
 
 
-def rotate_points(kx: torch.Tensor, ky: torch.Tensor, psi_deg: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def rotate_points(
+    kx: torch.Tensor, ky: torch.Tensor, psi_deg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """R_psi k for every angle: kx, ky (F,), psi_deg (m,) -> two (m, F) tensors."""
     a = torch.deg2rad(psi_deg).to(kx.dtype)[:, None]
     c, s = torch.cos(a), torch.sin(a)
     return c * kx[None] - s * ky[None], s * kx[None] + c * ky[None]
 
 
-def shift_phase(kx: torch.Tensor, ky: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
-                box: int) -> torch.Tensor:
+def shift_phase(
+    kx: torch.Tensor, ky: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, box: int
+) -> torch.Tensor:
     """exp(-2 pi i k.t / D): the transform factor of moving content by +t pixels.
 
     Broadcasts kx, ky against tx, ty (pixels), e.g. (F,) with (S, 1) -> (S, F) complex.
@@ -231,8 +250,9 @@ def fourier_shift_images(images: torch.Tensor, tx: torch.Tensor, ty: torch.Tenso
     return torch.fft.irfft2(ft, s=(d, d))
 
 
-def lowpass_images(images: torch.Tensor, pixel_size_A: float, res_A: float,
-                   width_shells: float = 2.0) -> torch.Tensor:
+def lowpass_images(
+    images: torch.Tensor, pixel_size_A: float, res_A: float, width_shells: float = 2.0
+) -> torch.Tensor:
     """Raised-cosine low-pass of (n, D, D) images to res_A (Å)."""
     d = images.shape[-1]
     ky = torch.fft.fftfreq(d, d=1.0 / d, device=images.device)

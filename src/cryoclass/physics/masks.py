@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 
-def soft_circular_mask(box: int, diameter_px: float, outer_diameter_px: float | None = None,
-                       device: torch.device | str = "cpu") -> torch.Tensor:
+def soft_circular_mask(
+    box: int,
+    diameter_px: float,
+    outer_diameter_px: float | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """(D, D) float mask: 1 inside diameter_px, raised-cosine edge to outer_diameter_px, 0 beyond.
 
     Centre at pixel (D/2, D/2). Diameters in pixels; outer defaults to diameter + 10 % of it.

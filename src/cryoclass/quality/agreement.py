@@ -46,5 +46,6 @@ def class_agreement(a: pd.DataFrame, b: pd.DataFrame) -> Agreement:
     counts = pd.crosstab(pd.Series(ca, name="class_a"), pd.Series(cb, name="class_b"))
     best = {int(r): int(counts.loc[r].idxmax()) for r in counts.index} if len(common) else {}
     ari = adjusted_rand_index(ca, cb) if len(common) else float("nan")
-    return Agreement(n_a=len(ka), n_b=len(kb), n_common=len(common), ari=ari, counts=counts,
-                     best_match=best)
+    return Agreement(
+        n_a=len(ka), n_b=len(kb), n_common=len(common), ari=ari, counts=counts, best_match=best
+    )

@@ -13,20 +13,38 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from cryoclass.quality.transforms import (ArrayLike, as_tensor, bandpass_images, fourier_crop,
-                                          mirror_images, rotate_images, soft_circular_mask)
+from cryoclass.quality.transforms import (
+    ArrayLike,
+    as_tensor,
+    bandpass_images,
+    fourier_crop,
+    mirror_images,
+    rotate_images,
+    soft_circular_mask,
+)
 
-__all__ = ["adjusted_rand_index", "best_ncc_inplane", "class_view_ncc", "views_recovered",
-           "psi_consistency", "frc", "resolution_from_frc", "InplaneMatch"]
+__all__ = [
+    "adjusted_rand_index",
+    "best_ncc_inplane",
+    "class_view_ncc",
+    "views_recovered",
+    "psi_consistency",
+    "frc",
+    "resolution_from_frc",
+    "InplaneMatch",
+]
 
 
 def adjusted_rand_index(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Adjusted Rand index of two labelings of the same particles (1 = identical partitions,
     ≈ 0 for independent random labelings). Label values need not correspond."""
-    return float(adjusted_rand_score(np.asarray(labels_true).ravel(), np.asarray(labels_pred).ravel()))
+    return float(
+        adjusted_rand_score(np.asarray(labels_true).ravel(), np.asarray(labels_pred).ravel())
+    )
 
 
 # ---------------------------------------------------------------- in-plane search (batched)
+
 
 @dataclass
 class InplaneMatch:
@@ -55,8 +73,14 @@ def _working_box(box: int, pixel_size_A: float, lowpass_A: float | None) -> int:
     return min(box, max(w, 16))
 
 
-def _prepare(images: torch.Tensor, pixel_size_A: float, lowpass_A: float | None,
-             highpass_A: float | None, work_box: int, mask_diameter_frac: float) -> torch.Tensor:
+def _prepare(
+    images: torch.Tensor,
+    pixel_size_A: float,
+    lowpass_A: float | None,
+    highpass_A: float | None,
+    work_box: int,
+    mask_diameter_frac: float,
+) -> torch.Tensor:
     """Band-pass, Fourier-crop, subtract the background level, soft-mask, scale to unit norm.
 
     The background level is the mean outside the mask (the mean of the whole image when the mask
@@ -113,8 +137,9 @@ def _parabolic(m: torch.Tensor, c: torch.Tensor, p: torch.Tensor) -> torch.Tenso
     return off.clamp(-0.5, 0.5)
 
 
-def _cc_peaks(fimg: torch.Tensor, fref: torch.Tensor, upsample: int = 1
-              ) -> tuple[torch.Tensor, ...]:
+def _cc_peaks(
+    fimg: torch.Tensor, fref: torch.Tensor, upsample: int = 1
+) -> tuple[torch.Tensor, ...]:
     """Peaks of cross-correlation maps of image spectra with (conjugated) reference spectra.
 
     fimg: (P, 1, n, n//2+1) rfft2 of zero-padded images (n even, :func:`_pad`); fref: (P or 1, M,
@@ -125,17 +150,17 @@ def _cc_peaks(fimg: torch.Tensor, fref: torch.Tensor, upsample: int = 1
     """
     n0 = fimg.shape[-2]
     n = n0 * upsample
-    prod = fimg * fref                                                    # (P, M, n0, n0//2+1)
+    prod = fimg * fref  # (P, M, n0, n0//2+1)
     if upsample > 1:  # zero-pad the half spectrum to (n, n//2+1)
         big = torch.zeros(prod.shape[:2] + (n, n // 2 + 1), dtype=prod.dtype)
         h = n0 // 2  # rows 0..h-1 are k >= 0, rows h..n0-1 are k < 0 (row h: -Nyquist)
-        big[..., :h, :h + 1] = prod[..., :h, :]
-        big[..., n - h:, :h + 1] = prod[..., h:, :]
+        big[..., :h, : h + 1] = prod[..., :h, :]
+        big[..., n - h :, : h + 1] = prod[..., h:, :]
         prod = big
-    cc = torch.fft.irfft2(prod, s=(n, n)) * (upsample ** 2)
+    cc = torch.fft.irfft2(prod, s=(n, n)) * (upsample**2)
     p, m = cc.shape[:2]
     flat = cc.reshape(p, m, -1)
-    vals, idx = flat.max(dim=2)                                           # (P, M)
+    vals, idx = flat.max(dim=2)  # (P, M)
     ty, tx = idx // n, idx % n
     pi = torch.arange(p)[:, None].expand(p, m)
     mi = torch.arange(m)[None, :].expand(p, m)
@@ -166,8 +191,13 @@ def _angle_offset(per_map: torch.Tensor, bi: torch.Tensor, circular: bool) -> to
     return off
 
 
-def _search(images: torch.Tensor, refs: torch.Tensor, angles_deg: torch.Tensor, mirror: bool,
-            max_maps: int = 4096) -> tuple[torch.Tensor, ...]:
+def _search(
+    images: torch.Tensor,
+    refs: torch.Tensor,
+    angles_deg: torch.Tensor,
+    mirror: bool,
+    max_maps: int = 4096,
+) -> tuple[torch.Tensor, ...]:
     """Best rotation (on the circular grid ``angles_deg``) and translation of each prepared
     reference onto each prepared image.
 
@@ -179,19 +209,19 @@ def _search(images: torch.Tensor, refs: torch.Tensor, angles_deg: torch.Tensor, 
     a = angles_deg.numel()
     step = float(angles_deg[1] - angles_deg[0]) if a > 1 else 0.0
     n = _pad_size(w)
-    fi = torch.fft.rfft2(_pad(images, n))[:, None]                          # (K, 1, n, n//2+1)
+    fi = torch.fft.rfft2(_pad(images, n))[:, None]  # (K, 1, n, n//2+1)
     out_ncc = torch.full((k, v), -2.0)
     out_ang = torch.zeros(k, v)
     out_shift = torch.zeros(k, v, 2)
     out_mir = torch.zeros(k, v, dtype=torch.bool)
     for j in range(v):
-        for mir in ([False, True] if mirror else [False]):
+        for mir in [False, True] if mirror else [False]:
             ref = mirror_images(refs[j]) if mir else refs[j]
-            rot = _unit(rotate_images(ref.expand(a, w, w), angles_deg))     # (A, w, w)
-            fr = torch.conj(torch.fft.rfft2(_pad(rot, n)))[None]             # (1, A, n, n//2+1)
+            rot = _unit(rotate_images(ref.expand(a, w, w), angles_deg))  # (A, w, w)
+            fr = torch.conj(torch.fft.rfft2(_pad(rot, n)))[None]  # (1, A, n, n//2+1)
             chunk = max(1, max_maps // a)
             for s in range(0, k, chunk):
-                best, bi, sx, sy, per_map = _cc_peaks(fi[s:s + chunk], fr)
+                best, bi, sx, sy, per_map = _cc_peaks(fi[s : s + chunk], fr)
                 ang = angles_deg[bi] + _angle_offset(per_map, bi, circular=True) * step
                 sl = slice(s, s + best.shape[0])
                 better = best > out_ncc[sl, j]
@@ -203,8 +233,15 @@ def _search(images: torch.Tensor, refs: torch.Tensor, angles_deg: torch.Tensor, 
     return out_ncc, out_ang, out_shift, out_mir
 
 
-def _refine(images: torch.Tensor, refs: torch.Tensor, ang: torch.Tensor, mir: torch.Tensor,
-            step: float, n_fine: int = 8, upsample: int = 4) -> tuple[torch.Tensor, ...]:
+def _refine(
+    images: torch.Tensor,
+    refs: torch.Tensor,
+    ang: torch.Tensor,
+    mir: torch.Tensor,
+    step: float,
+    n_fine: int = 8,
+    upsample: int = 4,
+) -> tuple[torch.Tensor, ...]:
     """Local search around each pair's coarse angle (+- one step, ``2 n_fine + 1`` angles) with a
     correlation map ``upsample`` times finer. Arguments as returned by :func:`_search`."""
     k, w, _ = images.shape
@@ -214,10 +251,13 @@ def _refine(images: torch.Tensor, refs: torch.Tensor, ang: torch.Tensor, mir: to
     n = _pad_size(w)
     fi = torch.fft.rfft2(_pad(images, n))
     for j in range(v):
-        ref = torch.where(mir[:, j, None, None], mirror_images(refs[j]), refs[j])   # (K, w, w)
-        angs = ang[:, j, None] + offs[None]                                         # (K, R)
-        rot = _unit(rotate_images(ref[:, None].expand(k, offs.numel(), w, w).reshape(-1, w, w),
-                                  angs.reshape(-1)).reshape(k, -1, w, w))
+        ref = torch.where(mir[:, j, None, None], mirror_images(refs[j]), refs[j])  # (K, w, w)
+        angs = ang[:, j, None] + offs[None]  # (K, R)
+        rot = _unit(
+            rotate_images(
+                ref[:, None].expand(k, offs.numel(), w, w).reshape(-1, w, w), angs.reshape(-1)
+            ).reshape(k, -1, w, w)
+        )
         fr = torch.conj(torch.fft.rfft2(_pad(rot, n)))
         best, bi, sx, sy, per_map = _cc_peaks(fi[:, None], fr, upsample=upsample)
         da = _angle_offset(per_map, bi, circular=False) * float(offs[1] - offs[0])
@@ -226,10 +266,17 @@ def _refine(images: torch.Tensor, refs: torch.Tensor, ang: torch.Tensor, mir: to
     return out[0], out[1], torch.stack([out[2], out[3]], dim=-1)
 
 
-def class_view_ncc(images: ArrayLike, references: ArrayLike, pixel_size_A: float,
-                   lowpass_A: float | None = None, highpass_A: float | None = None,
-                   rot_step_deg: float = 2.0, mirror: bool = False, mask_diameter_frac: float = 0.9,
-                   refine: bool = False) -> InplaneMatch:
+def class_view_ncc(
+    images: ArrayLike,
+    references: ArrayLike,
+    pixel_size_A: float,
+    lowpass_A: float | None = None,
+    highpass_A: float | None = None,
+    rot_step_deg: float = 2.0,
+    mirror: bool = False,
+    mask_diameter_frac: float = 0.9,
+    refine: bool = False,
+) -> InplaneMatch:
     """Best NCC of every image against every reference over in-plane rotations (and mirror) and all
     translations (2x zero-padded FFT cross-correlation).
 
@@ -276,14 +323,23 @@ def class_view_ncc(images: ArrayLike, references: ArrayLike, pixel_size_A: float
             ncc = torch.where(better, ncc_r, ncc)
             ang = torch.where(better, ang_r, ang)
             shift = torch.where(better[..., None], shift_r, shift)
-    return InplaneMatch(ncc=ncc.numpy().astype(np.float64), angle_deg=(ang.numpy() % 360.0),
-                        shift_px=shift.numpy() * (box / wbox), mirrored=mir.numpy())
+    return InplaneMatch(
+        ncc=ncc.numpy().astype(np.float64),
+        angle_deg=(ang.numpy() % 360.0),
+        shift_px=shift.numpy() * (box / wbox),
+        mirrored=mir.numpy(),
+    )
 
 
-def best_ncc_inplane(image: ArrayLike, reference: ArrayLike, pixel_size_A: float,
-                     lowpass_A: float | None = None, rot_step_deg: float = 2.0,
-                     highpass_A: float | None = None, mask_diameter_frac: float = 0.9
-                     ) -> tuple[float, float, tuple[float, float]]:
+def best_ncc_inplane(
+    image: ArrayLike,
+    reference: ArrayLike,
+    pixel_size_A: float,
+    lowpass_A: float | None = None,
+    rot_step_deg: float = 2.0,
+    highpass_A: float | None = None,
+    mask_diameter_frac: float = 0.9,
+) -> tuple[float, float, tuple[float, float]]:
     """Best NCC of ``image`` with ``reference`` over in-plane rotations and all translations.
 
     Sign convention: the returned angle a (degrees, [0, 360)) and shift (sx, sy) (pixels, x = column,
@@ -305,17 +361,36 @@ def best_ncc_inplane(image: ArrayLike, reference: ArrayLike, pixel_size_A: float
     Returns:
         ``(ncc, angle_deg, (shift_x_px, shift_y_px))``.
     """
-    m = class_view_ncc(as_tensor(image)[None], as_tensor(reference)[None], pixel_size_A,
-                       lowpass_A=lowpass_A, highpass_A=highpass_A, rot_step_deg=rot_step_deg,
-                       mirror=False, mask_diameter_frac=mask_diameter_frac, refine=True)
-    return float(m.ncc[0, 0]), float(m.angle_deg[0, 0]), (float(m.shift_px[0, 0, 0]),
-                                                          float(m.shift_px[0, 0, 1]))
+    m = class_view_ncc(
+        as_tensor(image)[None],
+        as_tensor(reference)[None],
+        pixel_size_A,
+        lowpass_A=lowpass_A,
+        highpass_A=highpass_A,
+        rot_step_deg=rot_step_deg,
+        mirror=False,
+        mask_diameter_frac=mask_diameter_frac,
+        refine=True,
+    )
+    return (
+        float(m.ncc[0, 0]),
+        float(m.angle_deg[0, 0]),
+        (float(m.shift_px[0, 0, 0]), float(m.shift_px[0, 0, 1])),
+    )
 
 
-def views_recovered(class_averages: ArrayLike, class_counts: ArrayLike, views: ArrayLike,
-                    pixel_size_A: float, ncc_threshold: float = 0.8, min_class_frac: float = 0.005,
-                    lowpass_A: float | None = 10.0, highpass_A: float | None = None,
-                    mirror: bool = True, rot_step_deg: float = 2.0) -> tuple[int, np.ndarray]:
+def views_recovered(
+    class_averages: ArrayLike,
+    class_counts: ArrayLike,
+    views: ArrayLike,
+    pixel_size_A: float,
+    ncc_threshold: float = 0.8,
+    min_class_frac: float = 0.005,
+    lowpass_A: float | None = 10.0,
+    highpass_A: float | None = None,
+    mirror: bool = True,
+    rot_step_deg: float = 2.0,
+) -> tuple[int, np.ndarray]:
     """How many true views some sufficiently populated class average reproduces.
 
     View v is recovered when a class holding >= ``min_class_frac`` of all particles has an average
@@ -344,18 +419,26 @@ def views_recovered(class_averages: ArrayLike, class_counts: ArrayLike, views: A
     best = np.full(views_t.shape[0], -1.0)
     if keep.any():
         avgs = as_tensor(class_averages)[torch.as_tensor(np.flatnonzero(keep))]
-        kw = dict(lowpass_A=lowpass_A, highpass_A=highpass_A, rot_step_deg=rot_step_deg,
-                  mirror=mirror)
+        kw = dict(
+            lowpass_A=lowpass_A, highpass_A=highpass_A, rot_step_deg=rot_step_deg, mirror=mirror
+        )
         m = class_view_ncc(avgs, views_t, pixel_size_A, **kw)
         best = m.ncc.max(axis=0)
-        for v, k in enumerate(m.ncc.argmax(axis=0)):   # refine each view's best class only
-            r = class_view_ncc(avgs[int(k)][None], views_t[v][None], pixel_size_A, refine=True, **kw)
+        for v, k in enumerate(m.ncc.argmax(axis=0)):  # refine each view's best class only
+            r = class_view_ncc(
+                avgs[int(k)][None], views_t[v][None], pixel_size_A, refine=True, **kw
+            )
             best[v] = max(best[v], float(r.ncc[0, 0]))
     return int((best >= ncc_threshold).sum()), best
 
 
-def psi_consistency(true_psi_deg: ArrayLike, est_psi_deg: ArrayLike, labels: ArrayLike,
-                    min_class_size: int = 5, period_deg: float = 360.0) -> float:
+def psi_consistency(
+    true_psi_deg: ArrayLike,
+    est_psi_deg: ArrayLike,
+    labels: ArrayLike,
+    min_class_size: int = 5,
+    period_deg: float = 360.0,
+) -> float:
     """Population-weighted mean, over classes, of the mean resultant length of psi_true - psi_est.
 
     Within a class, a program that aligned every particle correctly reports psi off the truth by one
@@ -413,8 +496,9 @@ def frc(img_a: ArrayLike, img_b: ArrayLike) -> np.ndarray:
     return (num / den.clamp_min(1e-300)).numpy()
 
 
-def resolution_from_frc(frc_curve: ArrayLike, pixel_size_A: float, box: int,
-                        threshold: float = 0.143) -> float:
+def resolution_from_frc(
+    frc_curve: ArrayLike, pixel_size_A: float, box: int, threshold: float = 0.143
+) -> float:
     """Resolution (Å) where the FRC first falls below ``threshold`` (linear interpolation between
     shells, starting at shell 1). Shell i is at frequency i / (box * pixel_size_A).
 

@@ -24,8 +24,15 @@ import torch.nn.functional as F
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["as_tensor", "rotate_images", "shift_images", "bandpass_images", "soft_circular_mask",
-           "fourier_crop", "mirror_images"]
+__all__ = [
+    "as_tensor",
+    "rotate_images",
+    "shift_images",
+    "bandpass_images",
+    "soft_circular_mask",
+    "fourier_crop",
+    "mirror_images",
+]
 
 
 def as_tensor(x: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -35,8 +42,9 @@ def as_tensor(x: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype)
 
 
-def rotate_images(images: ArrayLike, angles_deg: ArrayLike | float, mode: str = "bicubic"
-                  ) -> torch.Tensor:
+def rotate_images(
+    images: ArrayLike, angles_deg: ArrayLike | float, mode: str = "bicubic"
+) -> torch.Tensor:
     """Turn image content counter-clockwise by ``angles_deg`` about pixel (H // 2, W // 2).
 
     Args:
@@ -54,13 +62,18 @@ def rotate_images(images: ArrayLike, angles_deg: ArrayLike | float, mode: str = 
     n, h, w = x.shape
     a = torch.deg2rad(as_tensor(angles_deg).to(x.device).reshape(-1).expand(n))
     cy, cx = h // 2, w // 2
-    yy, xx = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float32) - cy,
-                            torch.arange(w, device=x.device, dtype=torch.float32) - cx, indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=torch.float32) - cy,
+        torch.arange(w, device=x.device, dtype=torch.float32) - cx,
+        indexing="ij",
+    )
     c, s = torch.cos(a)[:, None, None], torch.sin(a)[:, None, None]
-    xs = c * xx + s * yy + cx          # R(-a) p
+    xs = c * xx + s * yy + cx  # R(-a) p
     ys = -s * xx + c * yy + cy
     grid = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], dim=-1)
-    out = F.grid_sample(x[:, None], grid, mode=mode, padding_mode="zeros", align_corners=False)[:, 0]
+    out = F.grid_sample(x[:, None], grid, mode=mode, padding_mode="zeros", align_corners=False)[
+        :, 0
+    ]
     return out[0] if squeeze else out
 
 
@@ -90,8 +103,11 @@ def shift_images(images: ArrayLike, shifts_px: ArrayLike) -> torch.Tensor:
 def mirror_images(images: ArrayLike) -> torch.Tensor:
     """Mirror x -> -x about the centre column W // 2: ``out[..., y, x] = img[..., y, (W - x) % W]``."""
     x = as_tensor(images)
-    return torch.roll(torch.flip(x, dims=(-1,)), shifts=1, dims=-1) if x.shape[-1] % 2 == 0 \
+    return (
+        torch.roll(torch.flip(x, dims=(-1,)), shifts=1, dims=-1)
+        if x.shape[-1] % 2 == 0
         else torch.flip(x, dims=(-1,))
+    )
 
 
 def _raised_cosine(s: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -100,8 +116,12 @@ def _raised_cosine(s: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return 0.5 * (1.0 + torch.cos(math.pi * t))
 
 
-def bandpass_images(images: ArrayLike, pixel_size_A: float, lowpass_A: float | None = None,
-                    highpass_A: float | None = None) -> torch.Tensor:
+def bandpass_images(
+    images: ArrayLike,
+    pixel_size_A: float,
+    lowpass_A: float | None = None,
+    highpass_A: float | None = None,
+) -> torch.Tensor:
     """Low- and/or high-pass filter images with raised-cosine edges (the benchmark's filters).
 
     Low-pass: 1 below 0.9/lowpass_A, 0 above 1.1/lowpass_A (1/Å). High-pass: 0 below
@@ -150,13 +170,14 @@ def fourier_crop(images: ArrayLike, new_box: int) -> torch.Tensor:
     m = min(d, new_box)
     out = torch.zeros(x.shape[:-2] + (new_box, new_box), dtype=spec.dtype, device=x.device)
     a, b = d // 2 - m // 2, new_box // 2 - m // 2
-    out[..., b:b + m, b:b + m] = spec[..., a:a + m, a:a + m]
+    out[..., b : b + m, b : b + m] = spec[..., a : a + m, a : a + m]
     img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(out, dim=(-2, -1))), dim=(-2, -1))
     return img.real * (new_box / d) ** 2
 
 
-def soft_circular_mask(box: int, radius_px: float, edge_px: float = 3.0,
-                       device: torch.device | str | None = None) -> torch.Tensor:
+def soft_circular_mask(
+    box: int, radius_px: float, edge_px: float = 3.0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """(box, box) float32 mask: 1 within ``radius_px`` of pixel (box // 2, box // 2), a half-cosine
     fall to 0 over ``edge_px`` pixels beyond it."""
     g = torch.arange(box, device=device, dtype=torch.float32) - box // 2

@@ -34,9 +34,15 @@ def _key(name: str) -> str:
     return f"{int(idx)}@{Path(path).name}"
 
 
-def score_against_truth(truth_dir: str | Path, particles: pd.DataFrame, class_averages: np.ndarray,
-                        pixel_size_A: float, lowpass_A: float = 10.0, highpass_A: float = 40.0,
-                        ncc_threshold: float = 0.8) -> TruthScore:
+def score_against_truth(
+    truth_dir: str | Path,
+    particles: pd.DataFrame,
+    class_averages: np.ndarray,
+    pixel_size_A: float,
+    lowpass_A: float = 10.0,
+    highpass_A: float = 40.0,
+    ncc_threshold: float = 0.8,
+) -> TruthScore:
     """Score particles (rlnImageName, rlnClassNumber, rlnAnglePsi) and class averages (K, D, D)."""
     truth_dir = Path(truth_dir)
     truth = pd.read_csv(truth_dir / "truth.csv")
@@ -48,9 +54,20 @@ def score_against_truth(truth_dir: str | Path, particles: pd.DataFrame, class_av
     cls = p["rlnClassNumber"].to_numpy(int)
     ari = adjusted_rand_index(tt["view"].to_numpy(), cls)
     counts = np.bincount(cls - 1, minlength=class_averages.shape[0])
-    n_rec, _ = views_recovered(class_averages, counts, views, pixel_size_A,
-                               ncc_threshold=ncc_threshold, lowpass_A=lowpass_A,
-                               highpass_A=highpass_A)
+    n_rec, _ = views_recovered(
+        class_averages,
+        counts,
+        views,
+        pixel_size_A,
+        ncc_threshold=ncc_threshold,
+        lowpass_A=lowpass_A,
+        highpass_A=highpass_A,
+    )
     psi_r = psi_consistency(tt["psi_deg"].to_numpy(), p["rlnAnglePsi"].to_numpy(), cls)
-    return TruthScore(ari=float(ari), views_recovered=int(n_rec), n_views=int(views.shape[0]),
-                      psi_R=float(psi_r), n_matched=int(len(p)))
+    return TruthScore(
+        ari=float(ari),
+        views_recovered=int(n_rec),
+        n_views=int(views.shape[0]),
+        psi_R=float(psi_r),
+        n_matched=int(len(p)),
+    )

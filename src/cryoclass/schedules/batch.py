@@ -75,16 +75,27 @@ class BatchPoint:
 
     def to_dict(self) -> dict:
         """Plain data (arrays, lists, dicts) for a checkpoint; ``from_dict`` reads it back."""
-        return {"step": self.step, "seen": np.asarray(self.seen),
-                "log": [asdict(e) for e in self.log], "rng": self.rng, "engine_rng": self.engine_rng, "torch_rng": self.torch_rng,
-                "final": None if self.final is None else self.final.to_dict()}
+        return {
+            "step": self.step,
+            "seen": np.asarray(self.seen),
+            "log": [asdict(e) for e in self.log],
+            "rng": self.rng,
+            "engine_rng": self.engine_rng,
+            "torch_rng": self.torch_rng,
+            "final": None if self.final is None else self.final.to_dict(),
+        }
 
     @staticmethod
     def from_dict(d: dict) -> BatchPoint:
-        return BatchPoint(step=int(d["step"]), seen=np.asarray(d["seen"], dtype=bool),
-                          log=[IterationLog(**e) for e in d["log"]], rng=d["rng"],
-                          engine_rng=d["engine_rng"], torch_rng=d["torch_rng"],
-                          final=None if d["final"] is None else ParticleResult(**d["final"]))
+        return BatchPoint(
+            step=int(d["step"]),
+            seen=np.asarray(d["seen"], dtype=bool),
+            log=[IterationLog(**e) for e in d["log"]],
+            rng=d["rng"],
+            engine_rng=d["engine_rng"],
+            torch_rng=d["torch_rng"],
+            final=None if d["final"] is None else ParticleResult(**d["final"]),
+        )
 
 
 #: checkpoint(state, point): called after every step; must persist both atomically.
@@ -96,11 +107,15 @@ def batch_steps(config: Config) -> int:
     return config.n_online_em_iters + len(final_passes(config))
 
 
-def run_batch(source: ParticleSource, config: Config, progress: Progress | None = None,
-              checkpoint: Checkpoint | None = None,
-              resume: tuple[ModelState, BatchPoint] | None = None,
-              initial_classes: np.ndarray | None = None,
-              estep: EStepExecutor | None = None) -> ClassificationResult:
+def run_batch(
+    source: ParticleSource,
+    config: Config,
+    progress: Progress | None = None,
+    checkpoint: Checkpoint | None = None,
+    resume: tuple[ModelState, BatchPoint] | None = None,
+    initial_classes: np.ndarray | None = None,
+    estep: EStepExecutor | None = None,
+) -> ClassificationResult:
     """Classify all particles of source with the batch schedule. See module docstring.
 
     checkpoint: called after every online-EM iteration and full pass with the model and a
@@ -137,9 +152,18 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
 
     def save(step: int) -> None:
         if checkpoint is not None:
-            checkpoint(engine.state, BatchPoint(step, seen.copy(), list(log), rng.bit_generator.state,
-                                                engine.rng.bit_generator.state,
-                                                torch.get_rng_state(), final))
+            checkpoint(
+                engine.state,
+                BatchPoint(
+                    step,
+                    seen.copy(),
+                    list(log),
+                    rng.bit_generator.state,
+                    engine.rng.bit_generator.state,
+                    torch.get_rng_state(),
+                    final,
+                ),
+            )
 
     for it in range(done, config.n_online_em_iters):
         t0 = time.perf_counter()
@@ -147,9 +171,16 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
         new_distinct = int((~seen[idx]).sum())
         seen[idx] = True
         step = online_step(engine, estep, source, idx, new_distinct)
-        entry = IterationLog(it + 1, "online", len(idx), step.temperature,
-                             engine.res_A(engine.state.r_work), step.mean_loglik,
-                             time.perf_counter() - t0, len(step.reseeded))
+        entry = IterationLog(
+            it + 1,
+            "online",
+            len(idx),
+            step.temperature,
+            engine.res_A(engine.state.r_work),
+            step.mean_loglik,
+            time.perf_counter() - t0,
+            len(step.reseeded),
+        )
         log.append(entry)
         save(it + 1)
         if progress:
@@ -160,9 +191,15 @@ def run_batch(source: ParticleSource, config: Config, progress: Progress | None 
         t0 = time.perf_counter()
         p = passes[j]
         final, temp = full_pass(engine, source, hard=p.hard, update=p.update, estep=estep)
-        entry = IterationLog(config.n_online_em_iters + j + 1, p.phase, n,
-                             temp, engine.res_A(engine.state.r_work),
-                             float(np.mean(final.log_likelihood)), time.perf_counter() - t0)
+        entry = IterationLog(
+            config.n_online_em_iters + j + 1,
+            p.phase,
+            n,
+            temp,
+            engine.res_A(engine.state.r_work),
+            float(np.mean(final.log_likelihood)),
+            time.perf_counter() - t0,
+        )
         log.append(entry)
         save(config.n_online_em_iters + j + 1)
         if progress:
@@ -177,10 +214,13 @@ def _start_from(engine: Engine, classes: np.ndarray) -> None:
     st = engine.state
     refs = torch.as_tensor(np.asarray(classes, dtype=np.float32), device=engine.device)
     if refs.shape != st.class_images.shape:
-        raise ValueError(f"initial classes have shape {tuple(refs.shape)}, the job needs "
-                         f"{tuple(st.class_images.shape)} (K, D, D)")
-    scale = st.class_images.flatten(1).norm(dim=1).mean() / \
-        (refs * engine.mask).flatten(1).norm(dim=1).clamp_min(1e-12)
+        raise ValueError(
+            f"initial classes have shape {tuple(refs.shape)}, the job needs "
+            f"{tuple(st.class_images.shape)} (K, D, D)"
+        )
+    scale = st.class_images.flatten(1).norm(dim=1).mean() / (refs * engine.mask).flatten(1).norm(
+        dim=1
+    ).clamp_min(1e-12)
     refs = refs * scale[:, None, None]
     st.class_images = refs * engine.mask
     st.alignment_images = engine.alignment_copy(refs)

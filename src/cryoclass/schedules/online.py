@@ -38,9 +38,15 @@ class OnlineStep:
         return float(np.mean(self.result.log_likelihood))
 
 
-def online_step(engine: Engine, estep: EStepExecutor, source: ParticleSource, rows: np.ndarray,
-                n_new_distinct: int, record: Callable[[ParticleResult], None] | None = None,
-                batch: ParticleBatch | None = None) -> OnlineStep:
+def online_step(
+    engine: Engine,
+    estep: EStepExecutor,
+    source: ParticleSource,
+    rows: np.ndarray,
+    n_new_distinct: int,
+    record: Callable[[ParticleResult], None] | None = None,
+    batch: ParticleBatch | None = None,
+) -> OnlineStep:
     """One online-EM step on rows (sorted, of ``source``) with the model in ``engine``.
 
     n_new_distinct: how many of the rows were never processed before (for the statistics'
@@ -56,5 +62,10 @@ def online_step(engine: Engine, estep: EStepExecutor, source: ParticleSource, ro
     reseeded = engine.reseed_empty(out.batch, out.result) if reseed_due(cfg, factor) else []
     if record is not None:
         record(out.result)
-    return OnlineStep(out.result, factor, out.temperature, reseeded,
-                      {**out.seconds, "mstep": time.perf_counter() - t0})
+    return OnlineStep(
+        out.result,
+        factor,
+        out.temperature,
+        reseeded,
+        {**out.seconds, "mstep": time.perf_counter() - t0},
+    )

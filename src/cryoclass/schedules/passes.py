@@ -32,13 +32,19 @@ def final_passes(config: Config) -> list[FinalPass]:
     """The passes that end a classification (module docstring), in order."""
     n = max(config.n_full_iters, 1)
     update = config.n_full_iters > 0
-    return [FinalPass(hard=j == n - 1 and config.hard_classify_last_iter, update=update)
-            for j in range(n)]
+    return [
+        FinalPass(hard=j == n - 1 and config.hard_classify_last_iter, update=update)
+        for j in range(n)
+    ]
 
 
-def full_pass(engine: Engine, source: ParticleSource, hard: bool = False,
-              update: bool = True, estep: EStepExecutor | None = None
-              ) -> tuple[ParticleResult, float]:
+def full_pass(
+    engine: Engine,
+    source: ParticleSource,
+    hard: bool = False,
+    update: bool = True,
+    estep: EStepExecutor | None = None,
+) -> tuple[ParticleResult, float]:
     """E-step over all particles in chunks at annealing factor 0; with update, replace the
     statistics by the pass's. estep: where the E-steps run (default: here, ``LocalEStep``).
     Returns the particles' results (row order) and the mean temperature."""

@@ -17,5 +17,12 @@ from cryoclass.simulate.config import SimulationConfig
 from cryoclass.simulate.dataset import SimulationResult, simulate_dataset, write_micrograph
 from cryoclass.simulate.micrographs import Micrograph, Simulation, iter_micrographs
 
-__all__ = ["SimulationConfig", "SimulationResult", "simulate_dataset", "write_micrograph",
-           "Micrograph", "Simulation", "iter_micrographs"]
+__all__ = [
+    "SimulationConfig",
+    "SimulationResult",
+    "simulate_dataset",
+    "write_micrograph",
+    "Micrograph",
+    "Simulation",
+    "iter_micrographs",
+]

@@ -71,6 +71,7 @@ class SimulationConfig:
 
     def validate(self) -> "SimulationConfig":
         """Check ranges; raise ValueError naming the bad parameter. Returns self."""
+
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(msg)
@@ -78,23 +79,33 @@ class SimulationConfig:
         need(self.n_particles >= 1, f"n_particles must be >= 1, got {self.n_particles}")
         need(self.box >= 16 and self.box % 2 == 0, f"box must be even and >= 16, got {self.box}")
         need(self.pixel_size_A > 0, f"pixel_size_A must be > 0, got {self.pixel_size_A}")
-        need(1 <= self.n_views <= self.view_candidates,
-             f"n_views must be in 1..view_candidates ({self.view_candidates}), got {self.n_views}")
+        need(
+            1 <= self.n_views <= self.view_candidates,
+            f"n_views must be in 1..view_candidates ({self.view_candidates}), got {self.n_views}",
+        )
         need(self.snr > 0, f"snr must be > 0 (math.inf for no noise), got {self.snr}")
-        need(0 <= self.belt_density <= 1, f"belt_density must be in [0, 1], got {self.belt_density}")
+        need(
+            0 <= self.belt_density <= 1, f"belt_density must be in [0, 1], got {self.belt_density}"
+        )
         need(0 <= self.amp_contrast < 1, f"amp_contrast must be in [0, 1), got {self.amp_contrast}")
-        need(0 <= self.ice_fraction <= 1, f"ice_fraction must be in [0, 1], got {self.ice_fraction}")
+        need(
+            0 <= self.ice_fraction <= 1, f"ice_fraction must be in [0, 1], got {self.ice_fraction}"
+        )
         need(0 <= self.noise_floor <= 1, f"noise_floor must be in [0, 1], got {self.noise_floor}")
-        need(isinstance(self.ctf_pad, int) and self.ctf_pad >= 2,
-             f"ctf_pad must be an integer >= 2, got {self.ctf_pad}")
+        need(
+            isinstance(self.ctf_pad, int) and self.ctf_pad >= 2,
+            f"ctf_pad must be an integer >= 2, got {self.ctf_pad}",
+        )
         lo, hi = self.defocus_range_um
         need(0 < lo <= hi, f"defocus_range_um must be 0 < min <= max, got {self.defocus_range_um}")
         ppm = self.particles_per_micrograph
         if isinstance(ppm, int):
             need(ppm >= 1, f"particles_per_micrograph must be >= 1, got {ppm}")
         else:
-            need(len(ppm) == 2 and 1 <= ppm[0] <= ppm[1],
-                 f"particles_per_micrograph must be an int or (min, max), got {ppm}")
+            need(
+                len(ppm) == 2 and 1 <= ppm[0] <= ppm[1],
+                f"particles_per_micrograph must be an int or (min, max), got {ppm}",
+            )
         need(self.shift_max_px >= 0 and self.shift_sd_px >= 0, "shifts must be >= 0")
         need(self.calibration_particles >= 1, "calibration_particles must be >= 1")
         return self
@@ -108,8 +119,10 @@ class SimulationConfig:
         d = asdict(self)
         if math.isinf(self.snr):
             d["snr"] = "inf"
-        d["particles_per_micrograph"] = (list(self.particles_per_micrograph)
-                                         if not isinstance(self.particles_per_micrograph, int)
-                                         else self.particles_per_micrograph)
+        d["particles_per_micrograph"] = (
+            list(self.particles_per_micrograph)
+            if not isinstance(self.particles_per_micrograph, int)
+            else self.particles_per_micrograph
+        )
         d["defocus_range_um"] = list(self.defocus_range_um)
         return d

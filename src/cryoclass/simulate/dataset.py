@@ -38,12 +38,11 @@ import numpy as np
 import pandas as pd
 
 import cryoclass
+from cryoclass.io import atomic_write, write_stack, write_star
 from cryoclass.outputs.montage import save_montage
 from cryoclass.quality.transforms import bandpass_images
 from cryoclass.simulate.config import SimulationConfig
 from cryoclass.simulate.micrographs import Micrograph, Simulation
-
-from cryoclass.io import atomic_write, write_stack, write_star
 
 __all__ = ["simulate_dataset", "SimulationResult", "write_micrograph"]
 
@@ -55,7 +54,8 @@ CONVENTIONS = (
     "T moving it by +shift_x/y_px; RELION: rlnAnglePsi = psi_deg, rlnOriginX/YAngst = -shift_x/y_A; "
     "CTF = sin(pi lambda dz s^2 - pi/2 Cs lambda^3 s^4 + atan(w/sqrt(1-w^2))) (RELION sign), "
     "B-factor envelope exp(-B s^2/4) applied but rlnCtfBfactor written as 0; protein white "
-    "unless invert_contrast")
+    "unless invert_contrast"
+)
 
 
 @dataclass
@@ -95,12 +95,19 @@ def _write_text(path: Path, text: str) -> None:
 def _views_table(sim: Simulation) -> pd.DataFrame:
     counts = np.bincount(sim.view_id, minlength=sim.config.n_views)
     d = sim.views.directions
-    return pd.DataFrame({
-        "view": np.arange(len(d)), "rot": np.round(sim.views.rot_tilt[:, 0], 3),
-        "tilt": np.round(sim.views.rot_tilt[:, 1], 3), "dir_x": np.round(d[:, 0], 5),
-        "dir_y": np.round(d[:, 1], 5), "dir_z": np.round(d[:, 2], 5),
-        "weight": np.round(np.full(len(d), 1.0 / len(d)), 5), "n_particles": counts,
-        "psi_period": sim.psi_period})
+    return pd.DataFrame(
+        {
+            "view": np.arange(len(d)),
+            "rot": np.round(sim.views.rot_tilt[:, 0], 3),
+            "tilt": np.round(sim.views.rot_tilt[:, 1], 3),
+            "dir_x": np.round(d[:, 0], 5),
+            "dir_y": np.round(d[:, 1], 5),
+            "dir_z": np.round(d[:, 2], 5),
+            "weight": np.round(np.full(len(d), 1.0 / len(d)), 5),
+            "n_particles": counts,
+            "psi_period": sim.psi_period,
+        }
+    )
 
 
 def _params(sim: Simulation, snr_realised: float, seconds: dict, n_mic: int) -> dict:
@@ -112,15 +119,22 @@ def _params(sim: Simulation, snr_realised: float, seconds: dict, n_mic: int) -> 
         cryoclass_version=cryoclass.__version__,
         conventions=CONVENTIONS,
         # the benchmark's names for the same values (its evaluate.py / selfcheck.py read these)
-        apix=cfg.pixel_size_A, voltage_kv=cfg.voltage_kV, cs=cfg.cs_mm,
-        amplitude_contrast=cfg.amp_contrast, bfactor=cfg.bfactor_A2,
-        noise_floor=cfg.noise_floor, noise_falloff=cfg.noise_falloff_A,
-        noise_sigma=sim.noise_sigma, snr_realised_mean=snr_realised,
-        n_micrographs=n_mic, symmetry="C1" if cfg.map_path is None else "unknown",
+        apix=cfg.pixel_size_A,
+        voltage_kv=cfg.voltage_kV,
+        cs=cfg.cs_mm,
+        amplitude_contrast=cfg.amp_contrast,
+        bfactor=cfg.bfactor_A2,
+        noise_floor=cfg.noise_floor,
+        noise_falloff=cfg.noise_falloff_A,
+        noise_sigma=sim.noise_sigma,
+        snr_realised_mean=snr_realised,
+        n_micrographs=n_mic,
+        symmetry="C1" if cfg.map_path is None else "unknown",
         min_view_separation_deg=round(sim.views.min_separation_deg, 2),
         max_view_similarity=round(float(s.max()), 4) if len(s) > 1 else None,
         defocus_u_range=[float(sim.defocus_u.min()), float(sim.defocus_u.max())],
-        map_info=sim.map_info, seconds=seconds,
+        map_info=sim.map_info,
+        seconds=seconds,
         protein_contrast="black" if cfg.invert_contrast else "white",
     )
     return p
@@ -131,8 +145,13 @@ def _preview(out: Path, images: np.ndarray, apix: float, n: int = 12) -> None:
     raw = images[:n]
     low = bandpass_images(raw, apix, lowpass_A=20.0).numpy()
     labels = [f"#{i + 1}" for i in range(len(raw))] + [f"#{i + 1} 20 Å" for i in range(len(raw))]
-    save_montage(np.concatenate([raw, low]), out, labels=labels, ncols=min(len(raw), 6),
-                 title="particles: raw (top) and low-passed to 20 Å (bottom)")
+    save_montage(
+        np.concatenate([raw, low]),
+        out,
+        labels=labels,
+        ncols=min(len(raw), 6),
+        title="particles: raw (top) and low-passed to 20 Å (bottom)",
+    )
 
 
 def simulate_dataset(
@@ -176,11 +195,21 @@ def simulate_dataset(
         :class:`SimulationResult` (paths and summary figures).
     """
     t0 = time.perf_counter()
-    cfg = SimulationConfig(n_particles=n_particles, box=box, pixel_size_A=pixel_size_A,
-                           n_views=n_views, snr=snr, membrane=membrane, belt_density=belt_density,
-                           map_path=str(map_path) if map_path else None,
-                           particles_per_micrograph=particles_per_micrograph, seed=seed,
-                           invert_contrast=invert_contrast, ctf=ctf, **options)
+    cfg = SimulationConfig(
+        n_particles=n_particles,
+        box=box,
+        pixel_size_A=pixel_size_A,
+        n_views=n_views,
+        snr=snr,
+        membrane=membrane,
+        belt_density=belt_density,
+        map_path=str(map_path) if map_path else None,
+        particles_per_micrograph=particles_per_micrograph,
+        seed=seed,
+        invert_contrast=invert_contrast,
+        ctf=ctf,
+        **options,
+    )
     root = Path(out_dir)
     (root / "Movies").mkdir(parents=True, exist_ok=True)
     sim = Simulation(cfg)
@@ -205,18 +234,35 @@ def simulate_dataset(
     _write_text(root / "views.csv", _views_table(sim).to_csv(index=False))
     assert first is not None
     _preview(root / "particles_preview.png", first, cfg.pixel_size_A)
-    save_montage(sim.views.images, root / "views_preview.png",
-                 labels=[f"view {v}" for v in range(cfg.n_views)], title="views (clean, psi = 0)")
-    snr_real = (float(truth["snr"].mean()) if sim.noise_sigma > 0 else math.inf)
+    save_montage(
+        sim.views.images,
+        root / "views_preview.png",
+        labels=[f"view {v}" for v in range(cfg.n_views)],
+        title="views (clean, psi = 0)",
+    )
+    snr_real = float(truth["snr"].mean()) if sim.noise_sigma > 0 else math.inf
     t_end = time.perf_counter()
-    seconds = dict(setup=round(t_setup - t0, 2), particles=round(t_parts - t_setup, 2),
-                   outputs=round(t_end - t_parts, 2), total=round(t_end - t0, 2))
+    seconds = dict(
+        setup=round(t_setup - t0, 2),
+        particles=round(t_parts - t_setup, 2),
+        outputs=round(t_end - t_parts, 2),
+        total=round(t_end - t0, 2),
+    )
     params = _params(sim, snr_real if math.isfinite(snr_real) else "inf", seconds, len(stars))
     _write_text(root / "sim_params.json", json.dumps(params, indent=1, default=float) + "\n")
     return SimulationResult(
-        out_dir=root, particles_star=root / "particles.star", truth_csv=root / "truth.csv",
-        views_mrcs=root / "views.mrcs", params_json=root / "sim_params.json",
-        preview_png=root / "particles_preview.png", views_png=root / "views_preview.png",
-        micrograph_stars=stars, n_particles=cfg.n_particles, n_micrographs=len(stars),
-        n_views=cfg.n_views, noise_sigma=sim.noise_sigma, snr_realised=snr_real,
-        seconds=seconds["total"])
+        out_dir=root,
+        particles_star=root / "particles.star",
+        truth_csv=root / "truth.csv",
+        views_mrcs=root / "views.mrcs",
+        params_json=root / "sim_params.json",
+        preview_png=root / "particles_preview.png",
+        views_png=root / "views_preview.png",
+        micrograph_stars=stars,
+        n_particles=cfg.n_particles,
+        n_micrographs=len(stars),
+        n_views=cfg.n_views,
+        noise_sigma=sim.noise_sigma,
+        snr_realised=snr_real,
+        seconds=seconds["total"],
+    )

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from cryoclass.io import atomic_write, write_stack, write_star
-from cryoclass.simulate import Simulation, SimulationConfig
 from cryoclass.job_options import JOB
+from cryoclass.simulate import Simulation, SimulationConfig
 
 
 @dataclass
@@ -28,9 +28,13 @@ class FeedResult:
     seconds: float
 
 
-def feed_simulation(out_dir: str | Path, config: SimulationConfig, rate: float,
-                    done_marker: str = JOB.done_marker,
-                    progress: Callable[[int, int], None] | None = None) -> FeedResult:
+def feed_simulation(
+    out_dir: str | Path,
+    config: SimulationConfig,
+    rate: float,
+    done_marker: str = JOB.done_marker,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeedResult:
     """Write ``config``'s data set into out_dir at ``rate`` particles per second (micrograph k is
     written when its last particle is due; inf = as fast as possible). Layout as
     ``simulate_dataset`` (Movies/mic_XXXX.mrcs + .star, paths relative to out_dir), without the

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["euler_to_matrix", "matrix_to_euler", "rot_z", "rotvec_to_matrix", "direction_to_matrix",
-           "fibonacci_hemisphere"]
+__all__ = [
+    "euler_to_matrix",
+    "matrix_to_euler",
+    "rot_z",
+    "rotvec_to_matrix",
+    "direction_to_matrix",
+    "fibonacci_hemisphere",
+]
 
 
-def euler_to_matrix(rot_deg: np.ndarray | float, tilt_deg: np.ndarray | float,
-                    psi_deg: np.ndarray | float) -> np.ndarray:
+def euler_to_matrix(
+    rot_deg: np.ndarray | float, tilt_deg: np.ndarray | float, psi_deg: np.ndarray | float
+) -> np.ndarray:
     """RELION ``Euler_angles2matrix`` (ZYZ) for angles in degrees.
 
     Args:
@@ -26,8 +33,10 @@ def euler_to_matrix(rot_deg: np.ndarray | float, tilt_deg: np.ndarray | float,
     Returns:
         (n, 3, 3) float64 matrices (n = 1 for scalars).
     """
-    a, b, g = (np.deg2rad(np.atleast_1d(np.asarray(v, dtype=np.float64))) for v in
-               (rot_deg, tilt_deg, psi_deg))
+    a, b, g = (
+        np.deg2rad(np.atleast_1d(np.asarray(v, dtype=np.float64)))
+        for v in (rot_deg, tilt_deg, psi_deg)
+    )
     a, b, g = np.broadcast_arrays(a, b, g)
     ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
     cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
@@ -53,8 +62,9 @@ def matrix_to_euler(mats: np.ndarray) -> np.ndarray:
     regular = sin_tilt > 1e-6
     rot = np.where(regular, np.arctan2(m[:, 2, 1], m[:, 2, 0]), 0.0)
     psi_reg = np.arctan2(m[:, 1, 2], -m[:, 0, 2])
-    psi_top = np.where(m[:, 2, 2] > 0, np.arctan2(-m[:, 1, 0], m[:, 0, 0]),
-                       np.arctan2(m[:, 1, 0], -m[:, 0, 0]))
+    psi_top = np.where(
+        m[:, 2, 2] > 0, np.arctan2(-m[:, 1, 0], m[:, 0, 0]), np.arctan2(m[:, 1, 0], -m[:, 0, 0])
+    )
     psi = np.where(regular, psi_reg, psi_top)
     return np.rad2deg(np.stack([rot, tilt, psi], axis=1))
 

@@ -19,7 +19,7 @@ def pad_or_crop(vol: np.ndarray, box: int) -> np.ndarray:
     out = np.zeros((box, box, box), dtype=vol.dtype)
     m = min(n, box)
     a, b = n // 2 - m // 2, box // 2 - m // 2
-    out[b:b + m, b:b + m, b:b + m] = vol[a:a + m, a:a + m, a:a + m]
+    out[b : b + m, b : b + m, b : b + m] = vol[a : a + m, a : a + m, a : a + m]
     return out
 
 
@@ -57,7 +57,7 @@ def fourier_resample(vol: np.ndarray, apix_in: float, apix_out: float) -> tuple[
     out = np.zeros((new, new, new), dtype=np.complex128)
     k = min(m, new)
     a, b = m // 2 - k // 2, new // 2 - k // 2
-    out[b:b + k, b:b + k, b:b + k] = spec[a:a + k, a:a + k, a:a + k]
+    out[b : b + k, b : b + k, b : b + k] = spec[a : a + k, a : a + k, a : a + k]
     if new < m:  # taper towards the new Nyquist
         g = (np.arange(new) - new // 2) / (new / 2.0)
         r = np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2)
@@ -90,8 +90,9 @@ def normalise_volume(vol: np.ndarray) -> np.ndarray:
     return (v / peak).astype(np.float32)
 
 
-def load_map(path: str | PathLike[str], box: int, pixel_size_A: float,
-             map_pixel_size_A: float | None = None) -> tuple[np.ndarray, dict]:
+def load_map(
+    path: str | PathLike[str], box: int, pixel_size_A: float, map_pixel_size_A: float | None = None
+) -> tuple[np.ndarray, dict]:
     """Read an MRC map and bring it to ``box`` voxels of ``pixel_size_A`` Å, peak 1.
 
     Args:
@@ -117,16 +118,25 @@ def load_map(path: str | PathLike[str], box: int, pixel_size_A: float,
     if len(set(data.shape)) > 1:
         cube = np.zeros((n, n, n), dtype=np.float32)
         o = [(n - s) // 2 for s in data.shape]
-        cube[o[0]:o[0] + data.shape[0], o[1]:o[1] + data.shape[1], o[2]:o[2] + data.shape[2]] = data
+        cube[
+            o[0] : o[0] + data.shape[0], o[1] : o[1] + data.shape[1], o[2] : o[2] + data.shape[2]
+        ] = data
         data = cube
     res, apix_eff = fourier_resample(data, apix_in, pixel_size_A)
     pos = np.clip(res - np.median(res), 0, None)
     fitted = pad_or_crop(pad_or_crop(pos, box), res.shape[0])
     cut = 1.0 - float(fitted.sum() / max(pos.sum(), 1e-12))
     if cut > 0.02:
-        warnings.warn(f"box {box} x {pixel_size_A} Å cuts {100 * cut:.0f} % of the map's density; "
-                      "use a larger box or pixel", stacklevel=2)
+        warnings.warn(
+            f"box {box} x {pixel_size_A} Å cuts {100 * cut:.0f} % of the map's density; "
+            "use a larger box or pixel",
+            stacklevel=2,
+        )
     vol = normalise_volume(pad_or_crop(res, box))
-    info = dict(map_input_box=int(n), map_input_apix=float(apix_in), apix_after_resample=apix_eff,
-                map_mass_cut_by_box=round(cut, 4))
+    info = dict(
+        map_input_box=int(n),
+        map_input_apix=float(apix_in),
+        apix_after_resample=apix_eff,
+        map_mass_cut_by_box=round(cut, 4),
+    )
     return vol, info

@@ -19,11 +19,18 @@ __all__ = ["add_belt", "tm_outline", "auto_tm_center"]
 
 def _coords(box: int, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     g = (np.arange(box) - box // 2) * pixel_size_A
-    return np.meshgrid(g, g, g, indexing="ij")          # z, y, x in Å
+    return np.meshgrid(g, g, g, indexing="ij")  # z, y, x in Å
 
 
-def tm_outline(vol: np.ndarray, pixel_size_A: float, tm_center_A: float, half_thickness_A: float,
-               n_bins: int = 72, threshold: float = 0.5, smooth_A: float = 2.0) -> np.ndarray:
+def tm_outline(
+    vol: np.ndarray,
+    pixel_size_A: float,
+    tm_center_A: float,
+    half_thickness_A: float,
+    n_bins: int = 72,
+    threshold: float = 0.5,
+    smooth_A: float = 2.0,
+) -> np.ndarray:
     """Protein outline radius (Å) per azimuth bin in the TM slab.
 
     Args:
@@ -76,9 +83,15 @@ def auto_tm_center(vol: np.ndarray, pixel_size_A: float, half_thickness_A: float
     return float((int(np.argmax(score)) - d // 2) * pixel_size_A)
 
 
-def add_belt(vol: np.ndarray, pixel_size_A: float, tm_center_A: float = 0.0,
-             half_thickness_A: float = 24.0, width_A: float = 25.0, density: float = 0.4,
-             edge_A: float = 4.0) -> tuple[np.ndarray, dict]:
+def add_belt(
+    vol: np.ndarray,
+    pixel_size_A: float,
+    tm_center_A: float = 0.0,
+    half_thickness_A: float = 24.0,
+    width_A: float = 25.0,
+    density: float = 0.4,
+    edge_A: float = 4.0,
+) -> tuple[np.ndarray, dict]:
     """Add a micelle-like belt around the TM slab (see the module docstring).
 
     Args:
@@ -99,16 +112,21 @@ def add_belt(vol: np.ndarray, pixel_size_A: float, tm_center_A: float = 0.0,
     r_out = float(r_in.max()) + width_A
     z, y, x = _coords(vol.shape[0], pixel_size_A)
     rho = np.hypot(x, y)
-    pos = (np.arctan2(y, x) + np.pi) / (2 * np.pi) * n_bins - 0.5     # fractional bin centre index
+    pos = (np.arctan2(y, x) + np.pi) / (2 * np.pi) * n_bins - 0.5  # fractional bin centre index
     rin_v = np.interp(pos, np.arange(n_bins), r_in, period=n_bins)
     ell = (rho / r_out) ** 2 + ((z - tm_center_A) / half_thickness_A) ** 2
     belt = ((ell <= 1.0) & (rho >= rin_v)).astype(np.float64)
     belt = ndimage.gaussian_filter(belt, edge_A / pixel_size_A)
     peak = float(vol.max())
     out = np.maximum(vol, density * peak * belt).astype(np.float32)
-    info = dict(tm_center_A=float(tm_center_A), half_thickness_A=float(half_thickness_A),
-                width_A=float(width_A), density=float(density), edge_A=float(edge_A),
-                outline_radius_A=[round(float(r_in.min()), 1), round(float(r_in.max()), 1)],
-                outer_diameter_A=round(2 * r_out, 1),
-                belt_mass_fraction=round(float(1.0 - vol.sum() / out.sum()), 4))
+    info = dict(
+        tm_center_A=float(tm_center_A),
+        half_thickness_A=float(half_thickness_A),
+        width_A=float(width_A),
+        density=float(density),
+        edge_A=float(edge_A),
+        outline_radius_A=[round(float(r_in.min()), 1), round(float(r_in.max()), 1)],
+        outer_diameter_A=round(2 * r_out, 1),
+        belt_mass_fraction=round(float(1.0 - vol.sum() / out.sum()), 4),
+    )
     return out, info

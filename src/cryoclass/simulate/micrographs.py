@@ -34,8 +34,12 @@ from cryoclass.simulate.config import SimulationConfig
 from cryoclass.simulate.geometry import matrix_to_euler, rot_z, rotvec_to_matrix
 from cryoclass.simulate.maps import load_map
 from cryoclass.simulate.membrane import add_belt, auto_tm_center
-from cryoclass.simulate.noise import (coloured_noise, noise_amplitude, relion_normalise,
-                                      signal_variance)
+from cryoclass.simulate.noise import (
+    coloured_noise,
+    noise_amplitude,
+    relion_normalise,
+    signal_variance,
+)
 from cryoclass.simulate.phantom import PHANTOM_TM_CENTER_A, phantom_volume
 from cryoclass.simulate.projection import FourierProjector, shift_ramp, spectra_to_images
 from cryoclass.simulate.views import ViewSet, inplane_period, select_views
@@ -96,9 +100,14 @@ def build_volume(cfg: SimulationConfig) -> tuple[np.ndarray, dict]:
         tm = cfg.tm_center_A if cfg.tm_center_A is not None else default_tm
         if tm is None:
             tm = auto_tm_center(vol, cfg.pixel_size_A, cfg.belt_half_thickness_A)
-        vol, belt = add_belt(vol, cfg.pixel_size_A, tm_center_A=tm,
-                             half_thickness_A=cfg.belt_half_thickness_A, width_A=cfg.belt_width_A,
-                             density=cfg.belt_density)
+        vol, belt = add_belt(
+            vol,
+            cfg.pixel_size_A,
+            tm_center_A=tm,
+            half_thickness_A=cfg.belt_half_thickness_A,
+            width_A=cfg.belt_width_A,
+            density=cfg.belt_density,
+        )
         info["belt"] = belt
     return vol, info
 
@@ -116,8 +125,9 @@ class Simulation:
         self.config = cfg = config.validate()
         self.volume, self.map_info = build_volume(cfg)
         self.projector = FourierProjector(self.volume, pad=cfg.ctf_pad)
-        self.views: ViewSet = select_views(self.projector, cfg.n_views, cfg.pixel_size_A,
-                                           n_candidates=cfg.view_candidates)
+        self.views: ViewSet = select_views(
+            self.projector, cfg.n_views, cfg.pixel_size_A, n_candidates=cfg.view_candidates
+        )
         self.psi_period = [inplane_period(v) for v in self.views.images]
         self._draw(np.random.default_rng([cfg.seed, 0]))
         self.noise_sigma = self._calibrate(np.random.default_rng([cfg.seed, 1]))
@@ -133,16 +143,19 @@ class Simulation:
         self.view_id = rng.integers(0, cfg.n_views, n)
         self.psi_deg = np.round(rng.uniform(0.0, 360.0, n), 4)
         self.jitter_rad = rng.normal(0.0, np.deg2rad(cfg.jitter_deg), (n, 2))
-        self.shifts_px = np.round(np.clip(rng.normal(0.0, cfg.shift_sd_px, (n, 2)),
-                                          -cfg.shift_max_px, cfg.shift_max_px), 4)
+        self.shifts_px = np.round(
+            np.clip(rng.normal(0.0, cfg.shift_sd_px, (n, 2)), -cfg.shift_max_px, cfg.shift_max_px),
+            4,
+        )
         self.sizes = micrograph_sizes(rng, n, cfg.particles_per_micrograph)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         n_mic = len(self.sizes)
         lo, hi = cfg.defocus_range_um
         mean = rng.uniform(lo * 1e4, hi * 1e4, n_mic)
         astig = rng.uniform(0.0, cfg.max_astigmatism_A, n_mic)
-        self.mic_defocus = np.stack([mean + astig / 2, mean - astig / 2,
-                                     rng.uniform(0.0, 180.0, n_mic)], axis=1)
+        self.mic_defocus = np.stack(
+            [mean + astig / 2, mean - astig / 2, rng.uniform(0.0, 180.0, n_mic)], axis=1
+        )
         mic_of = np.repeat(np.arange(n_mic), self.sizes)
         ddf = rng.normal(0.0, cfg.defocus_spread_A, n)
         self.defocus_u = np.round(self.mic_defocus[mic_of, 0] + ddf, 2)
@@ -154,7 +167,9 @@ class Simulation:
         """(m, 3, 3) full rotations ``Rz(-psi) J V_view`` of particles ``idx``."""
         j = np.zeros((len(idx), 3))
         j[:, :2] = self.jitter_rad[idx]
-        return rot_z(-self.psi_deg[idx]) @ rotvec_to_matrix(j) @ self.views.matrices[self.view_id[idx]]
+        return (
+            rot_z(-self.psi_deg[idx]) @ rotvec_to_matrix(j) @ self.views.matrices[self.view_id[idx]]
+        )
 
     def render(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Noise-free particles ``idx``: (clean (m, D, D) without CTF, signal (m, D, D) with CTF,
@@ -165,9 +180,18 @@ class Simulation:
         clean = spectra_to_images(spec, p, cfg.box)
         if not cfg.ctf:
             return clean, clean, None
-        ctf = ctf_rfft(p, cfg.pixel_size_A, self.defocus_u[idx], self.defocus_v[idx],
-                       self.defocus_angle[idx], cfg.voltage_kV, cfg.cs_mm, cfg.amp_contrast,
-                       0.0, cfg.bfactor_A2)
+        ctf = ctf_rfft(
+            p,
+            cfg.pixel_size_A,
+            self.defocus_u[idx],
+            self.defocus_v[idx],
+            self.defocus_angle[idx],
+            cfg.voltage_kV,
+            cfg.cs_mm,
+            cfg.amp_contrast,
+            0.0,
+            cfg.bfactor_A2,
+        )
         return clean, spectra_to_images(spec * ctf, p, cfg.box), ctf
 
     def _calibrate(self, rng: np.random.Generator) -> float:
@@ -182,7 +206,7 @@ class Simulation:
         var = []
         with torch.no_grad():
             for s in range(0, k, _BATCH):
-                clean, signal, _ = self.render(idx[s:s + _BATCH])
+                clean, signal, _ = self.render(idx[s : s + _BATCH])
                 var.append(signal_variance(signal, clean))
         return float(math.sqrt(float(torch.cat(var).mean()) / cfg.snr))
 
@@ -199,24 +223,34 @@ class Simulation:
         images, sig_var = [], []
         with torch.no_grad():
             for s in range(0, len(idx), _BATCH):
-                sub = idx[s:s + _BATCH]
+                sub = idx[s : s + _BATCH]
                 clean, signal, ctf = self.render(sub)
                 sig_var.append(signal_variance(signal, clean))
                 images.append(self._add_noise(signal, ctf, rng))
         imgs = torch.cat(images).numpy().astype(np.float32)
         if cfg.invert_contrast:
             imgs = -imgs
-        snr = (torch.cat(sig_var).numpy() / self.noise_sigma ** 2 if self.noise_sigma > 0
-               else np.full(len(idx), np.inf))
+        snr = (
+            torch.cat(sig_var).numpy() / self.noise_sigma**2
+            if self.noise_sigma > 0
+            else np.full(len(idx), np.inf)
+        )
         name = f"mic_{k + 1:04d}"
         stack = f"Movies/{name}.mrcs"
         names = [f"{j + 1:06d}@{stack}" for j in range(len(idx))]
-        return Micrograph(index=k, name=name, stack_path=stack, star_path=f"Movies/{name}.star",
-                          images=imgs, table=self._star_table(idx, names, name),
-                          truth=self._truth_table(idx, names, k, snr))
+        return Micrograph(
+            index=k,
+            name=name,
+            stack_path=stack,
+            star_path=f"Movies/{name}.star",
+            images=imgs,
+            table=self._star_table(idx, names, name),
+            truth=self._truth_table(idx, names, k, snr),
+        )
 
-    def _add_noise(self, signal: torch.Tensor, ctf: torch.Tensor | None,
-                   rng: np.random.Generator) -> torch.Tensor:
+    def _add_noise(
+        self, signal: torch.Tensor, ctf: torch.Tensor | None, rng: np.random.Generator
+    ) -> torch.Tensor:
         """signal + sigma * coloured noise (part of it through the CTF, as ice), then RELION-style
         normalisation (noise-free images: background mean only)."""
         cfg = self.config
@@ -229,7 +263,7 @@ class Simulation:
             ice = coloured_noise(rng, m, p, self._amp_pad)
             ice = torch.fft.irfft2(torch.fft.rfft2(ice) * ctf, s=(p, p))
             o = p // 2 - d // 2
-            ice = ice[:, o:o + d, o:o + d]
+            ice = ice[:, o : o + d, o : o + d]
             ice = ice / ice.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None]
             noise = math.sqrt(1 - cfg.ice_fraction) * noise + math.sqrt(cfg.ice_fraction) * ice
         return relion_normalise(signal + self.noise_sigma * noise)
@@ -241,41 +275,54 @@ class Simulation:
         cols = int(math.ceil(math.sqrt(m)))
         spacing = 2 * cfg.box
         pos = np.arange(m)
-        return pd.DataFrame({
-            "rlnImageName": names,
-            "rlnMicrographName": [f"Movies/{mic_name}.mrc"] * m,
-            "rlnCoordinateX": ((pos % cols) + 1) * spacing + 0.0,
-            "rlnCoordinateY": ((pos // cols) + 1) * spacing + 0.0,
-            "rlnDefocusU": self.defocus_u[idx],
-            "rlnDefocusV": self.defocus_v[idx],
-            "rlnDefocusAngle": self.defocus_angle[idx],
-            "rlnPhaseShift": 0.0,
-            "rlnCtfBfactor": 0.0,
-            "rlnOpticsGroup": 1,
-            "rlnVoltage": float(cfg.voltage_kV),
-            "rlnSphericalAberration": float(cfg.cs_mm),
-            "rlnAmplitudeContrast": float(cfg.amp_contrast),
-            "rlnImagePixelSize": float(cfg.pixel_size_A),
-            "rlnImageSize": int(cfg.box),
-        })
+        return pd.DataFrame(
+            {
+                "rlnImageName": names,
+                "rlnMicrographName": [f"Movies/{mic_name}.mrc"] * m,
+                "rlnCoordinateX": ((pos % cols) + 1) * spacing + 0.0,
+                "rlnCoordinateY": ((pos // cols) + 1) * spacing + 0.0,
+                "rlnDefocusU": self.defocus_u[idx],
+                "rlnDefocusV": self.defocus_v[idx],
+                "rlnDefocusAngle": self.defocus_angle[idx],
+                "rlnPhaseShift": 0.0,
+                "rlnCtfBfactor": 0.0,
+                "rlnOpticsGroup": 1,
+                "rlnVoltage": float(cfg.voltage_kV),
+                "rlnSphericalAberration": float(cfg.cs_mm),
+                "rlnAmplitudeContrast": float(cfg.amp_contrast),
+                "rlnImagePixelSize": float(cfg.pixel_size_A),
+                "rlnImageSize": int(cfg.box),
+            }
+        )
 
-    def _truth_table(self, idx: np.ndarray, names: list[str], k: int, snr: np.ndarray
-                     ) -> pd.DataFrame:
+    def _truth_table(
+        self, idx: np.ndarray, names: list[str], k: int, snr: np.ndarray
+    ) -> pd.DataFrame:
         """Ground truth for particles ``idx`` (the rows of truth.csv)."""
         apix = self.config.pixel_size_A
         eul = matrix_to_euler(self.rotations(idx))
         sx, sy = self.shifts_px[idx, 0], self.shifts_px[idx, 1]
-        return pd.DataFrame({
-            "particle": idx, "image_name": names, "micrograph": k + 1,
-            "view": self.view_id[idx],
-            "jitter_deg": np.round(np.rad2deg(np.hypot(*self.jitter_rad[idx].T)), 3),
-            "psi_deg": self.psi_deg[idx], "shift_x_px": sx, "shift_y_px": sy,
-            "shift_x_A": np.round(sx * apix, 4), "shift_y_A": np.round(sy * apix, 4),
-            "defocus_u": self.defocus_u[idx], "defocus_v": self.defocus_v[idx],
-            "defocus_angle": self.defocus_angle[idx],
-            "rot": np.round(eul[:, 0], 3), "tilt": np.round(eul[:, 1], 3),
-            "psi3d": np.round(eul[:, 2], 3), "snr": np.round(snr, 5),
-        })
+        return pd.DataFrame(
+            {
+                "particle": idx,
+                "image_name": names,
+                "micrograph": k + 1,
+                "view": self.view_id[idx],
+                "jitter_deg": np.round(np.rad2deg(np.hypot(*self.jitter_rad[idx].T)), 3),
+                "psi_deg": self.psi_deg[idx],
+                "shift_x_px": sx,
+                "shift_y_px": sy,
+                "shift_x_A": np.round(sx * apix, 4),
+                "shift_y_A": np.round(sy * apix, 4),
+                "defocus_u": self.defocus_u[idx],
+                "defocus_v": self.defocus_v[idx],
+                "defocus_angle": self.defocus_angle[idx],
+                "rot": np.round(eul[:, 0], 3),
+                "tilt": np.round(eul[:, 1], 3),
+                "psi3d": np.round(eul[:, 2], 3),
+                "snr": np.round(snr, 5),
+            }
+        )
 
     def __iter__(self) -> Iterator[Micrograph]:
         for k in range(self.n_micrographs):

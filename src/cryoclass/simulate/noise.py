@@ -6,12 +6,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["noise_amplitude", "coloured_noise", "signal_variance", "relion_normalise",
-           "background_mask"]
+__all__ = [
+    "noise_amplitude",
+    "coloured_noise",
+    "signal_variance",
+    "relion_normalise",
+    "background_mask",
+]
 
 
-def noise_amplitude(box: int, pixel_size_A: float, floor: float = 0.15, falloff_A: float = 25.0
-                    ) -> torch.Tensor:
+def noise_amplitude(
+    box: int, pixel_size_A: float, floor: float = 0.15, falloff_A: float = 25.0
+) -> torch.Tensor:
     """Square root of the noise power spectrum on the rfft2 grid, scaled to unit pixel variance.
 
     ``PSD(s) = floor + (1 - floor) * exp(-s * falloff_A)`` with s in 1/Å, divided by its mean over
@@ -29,16 +35,18 @@ def noise_amplitude(box: int, pixel_size_A: float, floor: float = 0.15, falloff_
     return torch.as_tensor(np.sqrt(psd), dtype=torch.float32)
 
 
-def coloured_noise(rng: np.random.Generator, n: int, box: int, amplitude: torch.Tensor
-                   ) -> torch.Tensor:
+def coloured_noise(
+    rng: np.random.Generator, n: int, box: int, amplitude: torch.Tensor
+) -> torch.Tensor:
     """(n, box, box) stationary Gaussian noise with spectrum ``amplitude**2`` (from
     :func:`noise_amplitude`: unit pixel variance), drawn from ``rng``."""
     white = torch.from_numpy(rng.standard_normal((n, box, box), dtype=np.float32))
     return torch.fft.irfft2(torch.fft.rfft2(white) * amplitude, s=(box, box))
 
 
-def signal_variance(signal: torch.Tensor, clean: torch.Tensor, threshold: float = 0.05
-                    ) -> torch.Tensor:
+def signal_variance(
+    signal: torch.Tensor, clean: torch.Tensor, threshold: float = 0.05
+) -> torch.Tensor:
     """Per-image variance of ``signal`` inside the particle mask.
 
     The mask is where the noise-free, CTF-free projection ``clean`` exceeds ``threshold`` x its own
@@ -66,8 +74,9 @@ def background_mask(box: int, radius_frac: float = 0.75) -> torch.Tensor:
     return r > radius_frac * (box // 2)
 
 
-def relion_normalise(images: torch.Tensor, radius_frac: float = 0.75, scale: bool = True
-                     ) -> torch.Tensor:
+def relion_normalise(
+    images: torch.Tensor, radius_frac: float = 0.75, scale: bool = True
+) -> torch.Tensor:
     """RELION extraction's normalisation: background (outside ``radius_frac`` of the box radius)
     to mean 0 and, with ``scale``, standard deviation 1.
 

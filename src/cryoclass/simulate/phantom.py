@@ -20,8 +20,13 @@ import numpy as np
 
 from cryoclass.simulate.geometry import rotvec_to_matrix
 
-__all__ = ["PHANTOM_BLOBS", "PHANTOM_TM_CENTER_A", "PHANTOM_RADIUS_A", "phantom_volume",
-           "gaussian_blobs_volume"]
+__all__ = [
+    "PHANTOM_BLOBS",
+    "PHANTOM_TM_CENTER_A",
+    "PHANTOM_RADIUS_A",
+    "phantom_volume",
+    "gaussian_blobs_volume",
+]
 
 #: z (Å) of the transmembrane slab's centre in the phantom.
 PHANTOM_TM_CENTER_A = 0.0
@@ -41,17 +46,21 @@ _HELICES = [
     ((13.0, -11.0, 1.0), 4.0, (6.0, -12.0)),
 ]
 
-PHANTOM_BLOBS: tuple[tuple[tuple[float, float, float], tuple[float, float, float],
-                           tuple[float, float, float], float], ...] = tuple(
+PHANTOM_BLOBS: tuple[
+    tuple[
+        tuple[float, float, float], tuple[float, float, float], tuple[float, float, float], float
+    ],
+    ...,
+] = tuple(
     [(c, (4.0, 4.0, 9.0 + 0.3 * dz), (tx, ty, 0.0), 0.6) for c, dz, (tx, ty) in _HELICES]
     + [
-        ((14.0, -6.0, 28.0), (12.0, 6.0, 5.0), (0.0, 0.0, 25.0), 0.9),      # flat extracellular domain
-        ((-10.0, 14.0, 34.0), (3.0, 3.0, 10.0), (30.0, 0.0, 0.0), 0.8),     # extracellular loop
-        ((18.0, 8.0, -34.0), (9.0, 8.0, 8.0), (0.0, 0.0, 0.0), 1.0),        # intracellular lobe A
-        ((-14.0, -12.0, -34.0), (7.0, 6.0, 9.0), (0.0, 0.0, 0.0), 0.9),     # intracellular lobe B
-        ((30.0, -6.0, -36.0), (11.0, 3.5, 3.5), (0.0, 25.0, 20.0), 0.8),    # long lateral arm
-        ((-30.0, 18.0, -20.0), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), 0.7),      # side knob
-        ((2.0, -2.0, -46.0), (5.0, 5.0, 5.0), (0.0, 0.0, 0.0), 0.8),        # bottom knob
+        ((14.0, -6.0, 28.0), (12.0, 6.0, 5.0), (0.0, 0.0, 25.0), 0.9),  # flat extracellular domain
+        ((-10.0, 14.0, 34.0), (3.0, 3.0, 10.0), (30.0, 0.0, 0.0), 0.8),  # extracellular loop
+        ((18.0, 8.0, -34.0), (9.0, 8.0, 8.0), (0.0, 0.0, 0.0), 1.0),  # intracellular lobe A
+        ((-14.0, -12.0, -34.0), (7.0, 6.0, 9.0), (0.0, 0.0, 0.0), 0.9),  # intracellular lobe B
+        ((30.0, -6.0, -36.0), (11.0, 3.5, 3.5), (0.0, 25.0, 20.0), 0.8),  # long lateral arm
+        ((-30.0, 18.0, -20.0), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), 0.7),  # side knob
+        ((2.0, -2.0, -46.0), (5.0, 5.0, 5.0), (0.0, 0.0, 0.0), 0.8),  # bottom knob
     ]
 )
 
@@ -96,8 +105,10 @@ def phantom_volume(box: int, pixel_size_A: float) -> np.ndarray:
     """
     half_A = box // 2 * pixel_size_A
     if half_A < PHANTOM_RADIUS_A:
-        warnings.warn(f"box {box} x {pixel_size_A} Å = {2 * half_A:.0f} Å is too small for the "
-                      f"phantom (about {math.ceil(2 * PHANTOM_RADIUS_A)} Å across): it will be cut",
-                      stacklevel=2)
+        warnings.warn(
+            f"box {box} x {pixel_size_A} Å = {2 * half_A:.0f} Å is too small for the "
+            f"phantom (about {math.ceil(2 * PHANTOM_RADIUS_A)} Å across): it will be cut",
+            stacklevel=2,
+        )
     vol = gaussian_blobs_volume(box, pixel_size_A)
     return vol / vol.max()

@@ -38,10 +38,17 @@ class FourierProjector:
         device: torch device for the transform and the slices.
     """
 
-    def __init__(self, volume: np.ndarray | torch.Tensor, pad: int = 2,
-                 device: torch.device | str | None = None) -> None:
-        vol = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume,
-                              dtype=torch.float32, device=device)
+    def __init__(
+        self,
+        volume: np.ndarray | torch.Tensor,
+        pad: int = 2,
+        device: torch.device | str | None = None,
+    ) -> None:
+        vol = torch.as_tensor(
+            np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume,
+            dtype=torch.float32,
+            device=device,
+        )
         d = vol.shape[0]
         if vol.shape != (d, d, d) or d % 2:
             raise ValueError(f"volume must be cubic with an even box, got {tuple(vol.shape)}")
@@ -51,7 +58,7 @@ class FourierProjector:
         self.padded_box = p
         big = torch.zeros((p, p, p), dtype=torch.float32, device=vol.device)
         o = p // 2 - d // 2
-        big[o:o + d, o:o + d, o:o + d] = vol
+        big[o : o + d, o : o + d, o : o + d] = vol
         u = (torch.arange(p, device=vol.device, dtype=torch.float32) - p // 2) / p
         s2 = torch.special.sinc(u) ** 2
         big = big / (s2[:, None, None] * s2[None, :, None] * s2[None, None, :])
@@ -60,8 +67,8 @@ class FourierProjector:
         self._vol = torch.stack([spec.real, spec.imag])[None].contiguous()
         ky = torch.fft.fftfreq(p, d=1.0 / p, device=vol.device)
         kx = torch.arange(p // 2 + 1, device=vol.device, dtype=torch.float32)
-        self._ky, self._kx = torch.meshgrid(ky, kx, indexing="ij")          # (P, P//2+1)
-        self._inside = (self._kx ** 2 + self._ky ** 2) < (p / 2.0) ** 2
+        self._ky, self._kx = torch.meshgrid(ky, kx, indexing="ij")  # (P, P//2+1)
+        self._inside = (self._kx**2 + self._ky**2) < (p / 2.0) ** 2
 
     @property
     def device(self) -> torch.device:
@@ -78,24 +85,31 @@ class FourierProjector:
             complex64 tensor (n, P, P // 2 + 1), the spectrum of ``ifftshift`` of the P x P
             projection (unnormalised FFT: the DC term is the projection's sum).
         """
-        a = torch.as_tensor(np.asarray(rotations) if not isinstance(rotations, torch.Tensor)
-                            else rotations, dtype=torch.float32, device=self.device).reshape(-1, 3, 3)
+        a = torch.as_tensor(
+            np.asarray(rotations) if not isinstance(rotations, torch.Tensor) else rotations,
+            dtype=torch.float32,
+            device=self.device,
+        ).reshape(-1, 3, 3)
         p = self.padded_box
         out = []
         for s in range(0, a.shape[0], batch):
-            m = a[s:s + batch]
+            m = a[s : s + batch]
             # 3D frequency q = A^T (kx, ky, 0) = kx * A[0, :] + ky * A[1, :]  (x, y, z components)
-            q = self._kx[None, ..., None] * m[:, None, None, 0, :] + \
-                self._ky[None, ..., None] * m[:, None, None, 1, :]
-            grid = (q + p / 2.0) * (2.0 / (p - 1)) - 1.0                      # align_corners=True
-            vals = F.grid_sample(self._vol, grid[None], mode="bilinear", padding_mode="zeros",
-                                 align_corners=True)[0]                        # (2, b, P, P//2+1)
+            q = (
+                self._kx[None, ..., None] * m[:, None, None, 0, :]
+                + self._ky[None, ..., None] * m[:, None, None, 1, :]
+            )
+            grid = (q + p / 2.0) * (2.0 / (p - 1)) - 1.0  # align_corners=True
+            vals = F.grid_sample(
+                self._vol, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
+            )[0]  # (2, b, P, P//2+1)
             sl = torch.complex(vals[0], vals[1]) * self._inside
             out.append(sl)
         return torch.cat(out) if out else torch.zeros((0, p, p // 2 + 1), dtype=torch.complex64)
 
-    def project(self, rotations: np.ndarray | torch.Tensor, shifts_px: np.ndarray | None = None
-                ) -> torch.Tensor:
+    def project(
+        self, rotations: np.ndarray | torch.Tensor, shifts_px: np.ndarray | None = None
+    ) -> torch.Tensor:
         """Real-space projections (n, D, D), optionally moved by ``shifts_px`` (n, 2) = (sx, sy)."""
         spec = self.spectra(rotations)
         if shifts_px is not None:
@@ -103,12 +117,16 @@ class FourierProjector:
         return spectra_to_images(spec, self.padded_box, self.box)
 
 
-def shift_ramp(box: int, shifts_px: np.ndarray | torch.Tensor,
-               device: torch.device | str | None = None) -> torch.Tensor:
+def shift_ramp(
+    box: int, shifts_px: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Phase ramps (n, box, box // 2 + 1) that move content by (+sx, +sy) pixels on the rfft2 grid:
     ``exp(-2 pi i (kx sx + ky sy) / box)``."""
-    s = torch.as_tensor(np.asarray(shifts_px) if not isinstance(shifts_px, torch.Tensor)
-                        else shifts_px, dtype=torch.float32, device=device).reshape(-1, 2)
+    s = torch.as_tensor(
+        np.asarray(shifts_px) if not isinstance(shifts_px, torch.Tensor) else shifts_px,
+        dtype=torch.float32,
+        device=device,
+    ).reshape(-1, 2)
     ky = torch.fft.fftfreq(box, device=device)[None, :, None]
     kx = torch.fft.rfftfreq(box, device=device)[None, None, :]
     phase = -2.0 * math.pi * (kx * s[:, 0, None, None] + ky * s[:, 1, None, None])
@@ -150,12 +168,13 @@ def project_real_space(volume: np.ndarray | torch.Tensor, rotations: np.ndarray)
     c = d // 2
     g = torch.arange(d, dtype=torch.float32) - c
     z, y, x = torch.meshgrid(g, g, g, indexing="ij")
-    pts = torch.stack([x, y, z], dim=-1)                                       # (D, D, D, 3)
+    pts = torch.stack([x, y, z], dim=-1)  # (D, D, D, 3)
     out = []
     for a in np.asarray(rotations, dtype=np.float32).reshape(-1, 3, 3):
-        src = pts @ torch.as_tensor(a)                    # row vector p^T A = (A^T p)^T
-        grid = (2.0 * (src + c) + 1.0) / d - 1.0          # align_corners=False
-        rot = F.grid_sample(vol[None, None], grid[None], mode="bilinear", padding_mode="zeros",
-                            align_corners=False)[0, 0]
+        src = pts @ torch.as_tensor(a)  # row vector p^T A = (A^T p)^T
+        grid = (2.0 * (src + c) + 1.0) / d - 1.0  # align_corners=False
+        rot = F.grid_sample(
+            vol[None, None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False
+        )[0, 0]
         out.append(rot.sum(dim=0))
     return torch.stack(out)

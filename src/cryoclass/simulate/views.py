@@ -41,8 +41,9 @@ class ViewSet:
     min_separation_deg: float
 
 
-def polar_features(images: torch.Tensor, n_angles: int = 360, r_max_frac: float = 0.45
-                   ) -> torch.Tensor:
+def polar_features(
+    images: torch.Tensor, n_angles: int = 360, r_max_frac: float = 0.45
+) -> torch.Tensor:
     """Polar resampling of centred images, weighted for area and normalised to zero mean, unit norm.
 
     Args:
@@ -60,8 +61,12 @@ def polar_features(images: torch.Tensor, n_angles: int = 360, r_max_frac: float 
     x = radii[:, None] * torch.cos(t)[None] + d // 2
     y = radii[:, None] * torch.sin(t)[None] + d // 2
     grid = torch.stack([(2 * x + 1) / d - 1, (2 * y + 1) / d - 1], dim=-1)
-    pol = F.grid_sample(images[:, None].float(), grid[None].expand(n, -1, -1, -1), mode="bilinear",
-                        align_corners=False)[:, 0]
+    pol = F.grid_sample(
+        images[:, None].float(),
+        grid[None].expand(n, -1, -1, -1),
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0]
     pol = pol * torch.sqrt(radii)[None, :, None]
     pol = pol - pol.mean(dim=(1, 2), keepdim=True)
     return pol / pol.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
@@ -70,11 +75,11 @@ def polar_features(images: torch.Tensor, n_angles: int = 360, r_max_frac: float 
 def rotational_similarity(feat_a: torch.Tensor, feat_b: torch.Tensor) -> torch.Tensor:
     """Max over in-plane rotations of the correlation of polar features: (A, R, T), (B, R, T) ->
     (A, B, T) correlation per rotation step (the max over the last axis is the similarity)."""
-    fa = torch.fft.rfft(feat_a, dim=-1).permute(2, 0, 1)          # (T', A, R)
-    fb = torch.fft.rfft(feat_b, dim=-1).permute(2, 1, 0)          # (T', R, B)
+    fa = torch.fft.rfft(feat_a, dim=-1).permute(2, 0, 1)  # (T', A, R)
+    fb = torch.fft.rfft(feat_b, dim=-1).permute(2, 1, 0)  # (T', R, B)
     ar, ai, br, bi = (t.contiguous() for t in (fa.real, fa.imag, fb.real, fb.imag))
     # sum_r fa * conj(fb) as real matrix products (much faster than a complex einsum on CPU)
-    cross = torch.complex(ar @ br + ai @ bi, ai @ br - ar @ bi).permute(1, 2, 0)   # (A, B, T')
+    cross = torch.complex(ar @ br + ai @ bi, ai @ br - ar @ bi).permute(1, 2, 0)  # (A, B, T')
     return torch.fft.irfft(cross, n=feat_a.shape[-1], dim=-1)
 
 
@@ -101,9 +106,14 @@ def _direction_separation(dirs: np.ndarray) -> float:
     return float(np.rad2deg(np.arccos(c.max())))
 
 
-def select_views(projector: FourierProjector, n_views: int, pixel_size_A: float,
-                 n_candidates: int = 240, lowpass_A: float = 12.0,
-                 highpass_A: float | None = 40.0) -> ViewSet:
+def select_views(
+    projector: FourierProjector,
+    n_views: int,
+    pixel_size_A: float,
+    n_candidates: int = 240,
+    lowpass_A: float = 12.0,
+    highpass_A: float | None = 40.0,
+) -> ViewSet:
     """Pick ``n_views`` directions whose projections are as dissimilar as possible.
 
     Args:
@@ -121,20 +131,21 @@ def select_views(projector: FourierProjector, n_views: int, pixel_size_A: float,
     if n_views < 1 or n_views > n_candidates:
         raise ValueError(f"n_views must be in 1..{n_candidates}, got {n_views}")
     cand = fibonacci_hemisphere(n_candidates)
-    cand[0] = (0.0, 0.0, 1.0)    # the exact top view (keeps Cn symmetry of maps along z)
+    cand[0] = (0.0, 0.0, 1.0)  # the exact top view (keeps Cn symmetry of maps along z)
     mats, _ = direction_to_matrix(cand)
     with torch.no_grad():
         imgs = projector.project(mats).cpu()
         low = bandpass_images(imgs, pixel_size_A, lowpass_A=lowpass_A, highpass_A=highpass_A)
         d = imgs.shape[-1]
         work = min(d, max(16, 2 * int(np.ceil(d * pixel_size_A / (lowpass_A / 2.4) / 2))))
-        low = fourier_crop(low, work)                 # pixel ~ lowpass / 2.4: enough, and fast
+        low = fourier_crop(low, work)  # pixel ~ lowpass / 2.4: enough, and fast
         f = polar_features(low, n_angles=128)
         fm = polar_features(mirror_images(low), n_angles=128)
-        sim = torch.maximum(rotational_similarity(f, f).amax(-1),
-                            rotational_similarity(f, fm).amax(-1)).numpy()
+        sim = torch.maximum(
+            rotational_similarity(f, f).amax(-1), rotational_similarity(f, fm).amax(-1)
+        ).numpy()
     chosen = [int(np.argmax(cand[:, 2]))]
-    worst = sim[chosen[0]].copy()          # max similarity of each candidate to the chosen set
+    worst = sim[chosen[0]].copy()  # max similarity of each candidate to the chosen set
     worst[chosen[0]] = np.inf
     while len(chosen) < n_views:
         nxt = int(np.argmin(worst))
@@ -143,5 +154,11 @@ def select_views(projector: FourierProjector, n_views: int, pixel_size_A: float,
         worst[chosen] = np.inf
     idx = np.asarray(chosen)
     m, rt = direction_to_matrix(cand[idx])
-    return ViewSet(directions=cand[idx], matrices=m, rot_tilt=rt, images=imgs[idx].numpy(),
-                   similarity=sim[np.ix_(idx, idx)], min_separation_deg=_direction_separation(cand[idx]))
+    return ViewSet(
+        directions=cand[idx],
+        matrices=m,
+        rot_tilt=rt,
+        images=imgs[idx].numpy(),
+        similarity=sim[np.ix_(idx, idx)],
+        min_separation_deg=_direction_separation(cand[idx]),
+    )

@@ -15,10 +15,18 @@ Schedules (``config.stream_policy``): "online" (online EM on arrivals, ``online.
 (CryoSPARC Live, corrected: ``live.py``). Both drive the one ``cryoclass.engine.em.Engine``.
 """
 
-from cryoclass.stream.context import UpdateReport
 from cryoclass.outputs.events import EventLog, read_events
+from cryoclass.stream.context import UpdateReport
 from cryoclass.stream.stream import Stream, StreamResult
 from cryoclass.stream.watcher import DONE_MARKER, FolderWatcher, PollResult
 
-__all__ = ["DONE_MARKER", "EventLog", "FolderWatcher", "PollResult", "Stream", "StreamResult",
-           "UpdateReport", "read_events"]
+__all__ = [
+    "DONE_MARKER",
+    "EventLog",
+    "FolderWatcher",
+    "PollResult",
+    "Stream",
+    "StreamResult",
+    "UpdateReport",
+    "read_events",
+]

@@ -20,16 +20,22 @@ from cryoclass.stream.resume import Bookkeeping
 API_STACKS = "stream_stacks"
 
 
-def store_images(out: Path, book: Bookkeeping, images: np.ndarray, table: pd.DataFrame,
-                 pixel_size_A: float | None, known: Callable[[np.ndarray], np.ndarray]
-                 ) -> pd.DataFrame:
+def store_images(
+    out: Path,
+    book: Bookkeeping,
+    images: np.ndarray,
+    table: pd.DataFrame,
+    pixel_size_A: float | None,
+    known: Callable[[np.ndarray], np.ndarray],
+) -> pd.DataFrame:
     """Write the images (n, D, D) not ``known`` to the ledger to the next stack (counted in
     ``book.api_chunks``); canonical rows pointing at it. ``table``: n rows of RELION columns
     (CTF in Å/deg, rlnVoltage kV, rlnSphericalAberration mm, rlnAmplitudeContrast,
     rlnImagePixelSize Å or ``pixel_size_A``)."""
     if images.ndim != 3 or images.shape[0] != len(table):
-        raise ValueError(f"images must be (n, D, D) with n = {len(table)} table rows, got "
-                         f"{images.shape}")
+        raise ValueError(
+            f"images must be (n, D, D) with n = {len(table)} table rows, got {images.shape}"
+        )
     raw = table.reset_index(drop=True).copy()
     name = f"{API_STACKS}/api_{book.api_chunks + 1:06d}.mrcs"
     if "rlnImageName" in raw.columns:

@@ -66,10 +66,15 @@ class LivePolicy:
         ctx.record(result.particles, rows=rows[result.particles.index])
         self.n_at_last_pass = n
         last = result.log[-1]
-        return UpdateReport(phase="init", rows=rows, new_rows=rows,
-                            temperature=last.temperature, factor=0.0,
-                            mean_loglik=last.mean_loglik,
-                            seconds={"estep": time.perf_counter() - t0})
+        return UpdateReport(
+            phase="init",
+            rows=rows,
+            new_rows=rows,
+            temperature=last.temperature,
+            factor=0.0,
+            mean_loglik=last.mean_loglik,
+            seconds={"estep": time.perf_counter() - t0},
+        )
 
     def completion_due(self, ctx: StreamContext) -> bool:
         """The initial run already is a complete batch job: nothing to complete."""

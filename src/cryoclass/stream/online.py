@@ -92,10 +92,14 @@ class OnlinePolicy:
         batch = load_batch(engine, ctx.pool, rows)
         engine.initialise(batch)
         t1 = time.perf_counter()
-        step = online_step(engine, ctx.estep, ctx.pool, rows, int(rows.size), record=ctx.record,
-                           batch=batch)
-        step.seconds = {"read": t1 - t0, "estep": step.seconds["estep"],
-                        "mstep": step.seconds["mstep"]}
+        step = online_step(
+            engine, ctx.estep, ctx.pool, rows, int(rows.size), record=ctx.record, batch=batch
+        )
+        step.seconds = {
+            "read": t1 - t0,
+            "estep": step.seconds["estep"],
+            "mstep": step.seconds["mstep"],
+        }
         return _report("warmup", rows, new, step)
 
     def online_phase_target(self, ctx: StreamContext) -> int:
@@ -105,8 +109,7 @@ class OnlinePolicy:
     def completion_due(self, ctx: StreamContext) -> bool:
         """At the end: has the stream processed less than the batch job's online-EM phase?"""
         st = ctx.engine.state if ctx.engine is not None else None
-        return st is not None and len(ctx.pool) > 0 and \
-            st.processed < self.online_phase_target(ctx)
+        return st is not None and len(ctx.pool) > 0 and st.processed < self.online_phase_target(ctx)
 
     def complete_step(self, ctx: StreamContext) -> UpdateReport:
         """One batch-schedule online-EM iteration: a random minibatch of all particles."""
@@ -130,6 +133,13 @@ class OnlinePolicy:
 def _report(phase: str, rows: np.ndarray, new: np.ndarray, step: OnlineStep) -> UpdateReport:
     """The update report of an online-EM step on rows (new: those processed for the first
     time)."""
-    return UpdateReport(phase=phase, rows=rows, new_rows=new, temperature=step.temperature,
-                        factor=step.factor, reseeded=len(step.reseeded),
-                        mean_loglik=step.mean_loglik, seconds=step.seconds)
+    return UpdateReport(
+        phase=phase,
+        rows=rows,
+        new_rows=new,
+        temperature=step.temperature,
+        factor=step.factor,
+        reseeded=len(step.reseeded),
+        mean_loglik=step.mean_loglik,
+        seconds=step.seconds,
+    )

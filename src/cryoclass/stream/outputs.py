@@ -35,8 +35,9 @@ class StreamOutputs:
         self.stale = True
         return False
 
-    def write(self, ctx: StreamContext, rejects: list[Reject], history: list[dict]
-              ) -> dict[str, Path]:
+    def write(
+        self, ctx: StreamContext, rejects: list[Reject], history: list[dict]
+    ) -> dict[str, Path]:
         """Rewrite the outputs for the processed particles of ``ctx``; ``rejects``: the stream's
         (duplicate picks are added); ``history``: one entry per update."""
         ctx.records.grow(len(ctx.pool))
@@ -47,23 +48,37 @@ class StreamOutputs:
         self.stale = False
         pool = ctx.pool
         psi_step, shift_step = working_steps(
-            pool.box * pool.pixel_size_A / max(st.r_work, 1e-6), pool.pixel_size_A,
-            ctx.engine.particle_radius_A, self.config.psi_step_deg, self.config.shift_step_px)
+            pool.box * pool.pixel_size_A / max(st.r_work, 1e-6),
+            pool.pixel_size_A,
+            ctx.engine.particle_radius_A,
+            self.config.psi_step_deg,
+            self.config.shift_step_px,
+        )
         rejects = list(rejects)
         if self.config.remove_duplicates:
             res, duplicates = self._without_duplicate_picks(ctx, res)
             rejects += duplicates
             self.n_duplicates = len(duplicates)
-        return write_results(self.out, st, res, pool.table, self.config, rejects=rejects,
-                             history=history, accuracy_deg=psi_step,
-                             accuracy_A=shift_step * pool.pixel_size_A)
+        return write_results(
+            self.out,
+            st,
+            res,
+            pool.table,
+            self.config,
+            rejects=rejects,
+            history=history,
+            accuracy_deg=psi_step,
+            accuracy_A=shift_step * pool.pixel_size_A,
+        )
 
-    def _without_duplicate_picks(self, ctx: StreamContext, res: ParticleResult
-                                 ) -> tuple[ParticleResult, list[Reject]]:
+    def _without_duplicate_picks(
+        self, ctx: StreamContext, res: ParticleResult
+    ) -> tuple[ParticleResult, list[Reject]]:
         """The current results less duplicate picks (same micrograph, closer than
         min_separation_A: the lower-posterior copies), and rejects naming them. Recomputed at
         each output, as posteriors change while particles arrive; the ledger is untouched."""
         from cryoclass.outputs.duplicates import without_duplicate_picks
 
-        return without_duplicate_picks(ctx.pool.table.iloc[res.index], res,
-                                       self.config.min_separation_A)
+        return without_duplicate_picks(
+            ctx.pool.table.iloc[res.index], res, self.config.min_separation_A
+        )

@@ -12,8 +12,9 @@ from cryoclass.schedules.passes import final_passes, full_pass
 from cryoclass.stream.context import StreamContext, UpdateReport
 
 
-def one_full_pass(ctx: StreamContext, phase: str, hard: bool = False, update: bool = True
-                  ) -> UpdateReport:
+def one_full_pass(
+    ctx: StreamContext, phase: str, hard: bool = False, update: bool = True
+) -> UpdateReport:
     """E-step over all pool particles at factor 0; with update, their statistics replace the
     model's (``schedules.passes.full_pass``). Records every particle's assignment."""
     t0 = time.perf_counter()
@@ -21,10 +22,15 @@ def one_full_pass(ctx: StreamContext, phase: str, hard: bool = False, update: bo
     new = ctx.records.pending
     res, temp = full_pass(ctx.engine, ctx.pool, hard=hard, update=update, estep=ctx.estep)
     ctx.record(res)
-    return UpdateReport(phase=phase, rows=np.asarray(res.index), new_rows=new, temperature=temp,
-                        factor=0.0,
-                        mean_loglik=float(np.mean(res.log_likelihood)),
-                        seconds={"estep": time.perf_counter() - t0})
+    return UpdateReport(
+        phase=phase,
+        rows=np.asarray(res.index),
+        new_rows=new,
+        temperature=temp,
+        factor=0.0,
+        mean_loglik=float(np.mean(res.log_likelihood)),
+        seconds={"estep": time.perf_counter() - t0},
+    )
 
 
 def n_final_passes(ctx: StreamContext) -> int:

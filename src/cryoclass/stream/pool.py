@@ -27,8 +27,9 @@ def particle_keys(table: pd.DataFrame) -> np.ndarray:
     """(n,) str ledger keys ``<stack path>@<0-based index>`` of canonical table rows."""
     if not len(table):
         return np.empty(0, dtype=object)
-    return (table[STACK_PATH].astype(str) + "@" + table[STACK_INDEX].astype(np.int64).astype(str)
-            ).to_numpy(dtype=object)
+    return (
+        table[STACK_PATH].astype(str) + "@" + table[STACK_INDEX].astype(np.int64).astype(str)
+    ).to_numpy(dtype=object)
 
 
 class ParticlePool:
@@ -43,8 +44,12 @@ class ParticlePool:
     # stream revisits only a bounded number of older particles, so a cache would cost more in
     # reallocation and memory than it saves.
 
-    def __init__(self, table: pd.DataFrame | None = None, box: int | None = None,
-                 pixel_size_A: float | None = None) -> None:
+    def __init__(
+        self,
+        table: pd.DataFrame | None = None,
+        box: int | None = None,
+        pixel_size_A: float | None = None,
+    ) -> None:
         self._parts: list[pd.DataFrame] = []
         self._table: pd.DataFrame | None = None
         self._keys: set[str] = set()
@@ -60,9 +65,11 @@ class ParticlePool:
     def table(self) -> pd.DataFrame:
         """All ingested rows (index 0..n-1)."""
         if self._table is None:
-            self._table = (pd.concat(self._parts, ignore_index=True) if self._parts
-                           else pd.DataFrame({STACK_PATH: [], STACK_INDEX: [], KEY: [],
-                                              ARRIVAL: []}))
+            self._table = (
+                pd.concat(self._parts, ignore_index=True)
+                if self._parts
+                else pd.DataFrame({STACK_PATH: [], STACK_INDEX: [], KEY: [], ARRIVAL: []})
+            )
             self._parts = [self._table] if self._parts else []
         return self._table
 
@@ -105,8 +112,9 @@ class ParticlePool:
 
     def known(self, keys: np.ndarray) -> np.ndarray:
         """(n,) bool: which keys are already in the ledger (ingested or rejected)."""
-        return np.fromiter((k in self._keys or k in self._rejected for k in keys), dtype=bool,
-                           count=len(keys))
+        return np.fromiter(
+            (k in self._keys or k in self._rejected for k in keys), dtype=bool, count=len(keys)
+        )
 
     def mark_rejected(self, keys: np.ndarray) -> None:
         """Record keys set aside (bad image, wrong box...): never ingested, never retried."""
@@ -160,8 +168,12 @@ class ParticlePool:
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """Picklable snapshot (the table holds the ledger keys)."""
-        return {"table": self.table, "box": self._box, "pixel_size_A": self._apix,
-                "rejected": sorted(self._rejected)}
+        return {
+            "table": self.table,
+            "box": self._box,
+            "pixel_size_A": self._apix,
+            "rejected": sorted(self._rejected),
+        }
 
     @staticmethod
     def from_dict(d: dict) -> "ParticlePool":

@@ -26,8 +26,12 @@ class ParticleRecords:
 
     @staticmethod
     def empty(n_classes: int) -> ParticleRecords:
-        return ParticleRecords(n_classes, ParticleResult.unprocessed(0, n_classes),
-                               np.empty(0, np.int64), np.empty(0, np.float64))
+        return ParticleRecords(
+            n_classes,
+            ParticleResult.unprocessed(0, n_classes),
+            np.empty(0, np.int64),
+            np.empty(0, np.float64),
+        )
 
     def __len__(self) -> int:
         return len(self.latest)
@@ -55,8 +59,9 @@ class ParticleRecords:
         self.last_update = self.last_update[mask]
         self.processed_at = self.processed_at[mask]
 
-    def set(self, result: ParticleResult, update: int, now_s: float,
-            rows: np.ndarray | None = None) -> None:
+    def set(
+        self, result: ParticleResult, update: int, now_s: float, rows: np.ndarray | None = None
+    ) -> None:
         """Store an E-step's results. rows: pool rows of ``result`` (default result.index)."""
         r = np.asarray(result.index if rows is None else rows, dtype=np.int64)
         self.grow(int(r.max()) + 1 if r.size else 0)
@@ -88,12 +93,18 @@ class ParticleRecords:
         """Flat name -> array (the checkpoint's format: the result's arrays but its index, which
         is 0..n-1, and the two update columns)."""
         d = {k: v for k, v in self.latest.to_dict().items() if k != "index"}
-        return {"n_classes": self.n_classes, **d, "last_update": self.last_update,
-                "processed_at": self.processed_at}
+        return {
+            "n_classes": self.n_classes,
+            **d,
+            "last_update": self.last_update,
+            "processed_at": self.processed_at,
+        }
 
     @staticmethod
     def from_dict(d: dict) -> ParticleRecords:
         n = int(np.asarray(d["cls"]).size)
-        latest = ParticleResult(index=np.arange(n, dtype=np.int64),
-                                **{f: d[f] for f in ParticleResult.names() if f != "index"})
+        latest = ParticleResult(
+            index=np.arange(n, dtype=np.int64),
+            **{f: d[f] for f in ParticleResult.names() if f != "index"},
+        )
         return ParticleRecords(int(d["n_classes"]), latest, d["last_update"], d["processed_at"])

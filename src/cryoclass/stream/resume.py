@@ -28,8 +28,9 @@ class Bookkeeping:
     finished: bool = False
 
 
-def saved_state(ctx: StreamContext, policy: OnlinePolicy | LivePolicy, book: Bookkeeping,
-                events: list[dict]) -> dict[str, Any]:
+def saved_state(
+    ctx: StreamContext, policy: OnlinePolicy | LivePolicy, book: Bookkeeping, events: list[dict]
+) -> dict[str, Any]:
     """Plain data for the checkpoint; ``events``: those of the commit (replayed if the log lacks
     them)."""
     eng = ctx.engine
@@ -50,8 +51,9 @@ def saved_state(ctx: StreamContext, policy: OnlinePolicy | LivePolicy, book: Boo
     }
 
 
-def restore(ctx: StreamContext, policy: OnlinePolicy | LivePolicy, state: dict[str, Any]
-            ) -> Bookkeeping:
+def restore(
+    ctx: StreamContext, policy: OnlinePolicy | LivePolicy, state: dict[str, Any]
+) -> Bookkeeping:
     """Put the saved context and policy state back (the engine's model and generator are the
     caller's: it makes the engine); returns the saved bookkeeping."""
     policy.load_state_dict(state["policy_state"])
@@ -59,6 +61,10 @@ def restore(ctx: StreamContext, policy: OnlinePolicy | LivePolicy, state: dict[s
     ctx.records = ParticleRecords.from_dict(state["records"])
     ctx.updates = int(state["updates"])
     ctx.rng.bit_generator.state = state["rng"]
-    return Bookkeeping(rejects=[Reject(**r) for r in state["rejects"]],
-                       history=list(state["history"]), api_chunks=int(state["api_chunks"]),
-                       final_done=int(state["final_done"]), finished=bool(state["finished"]))
+    return Bookkeeping(
+        rejects=[Reject(**r) for r in state["rejects"]],
+        history=list(state["history"]),
+        api_chunks=int(state["api_chunks"]),
+        final_done=int(state["final_done"]),
+        finished=bool(state["finished"]),
+    )

@@ -40,8 +40,8 @@ from cryoclass.io.lock import lock_folder, make_output_folder
 from cryoclass.io.rejects import now_utc, reason_kind
 from cryoclass.outputs.checkpoint import JobCheckpoint
 from cryoclass.outputs.events import EVENTS_NAME, EventLog
-from cryoclass.stream.api_stacks import API_STACKS, store_images
 from cryoclass.stream.admission import LISTED_TWICE, row_problems, row_reject, unreadable_stacks
+from cryoclass.stream.api_stacks import API_STACKS, store_images
 from cryoclass.stream.context import StreamContext, UpdateReport
 from cryoclass.stream.geometry import first_geometry
 from cryoclass.stream.live import LivePolicy
@@ -54,7 +54,6 @@ from cryoclass.stream.records import ParticleRecords
 from cryoclass.stream.resume import Bookkeeping, restore, saved_state
 
 log = logging.getLogger("cryoclass.stream")
-
 
 
 def make_policy(config: Config) -> OnlinePolicy | LivePolicy:
@@ -82,9 +81,14 @@ class Stream:
     ``cryoclass.distributed.DaskEStep`` for a Dask cluster; results are the same).
     """
 
-    def __init__(self, config: Config, out_dir: str | Path, outputs_every_s: float = 0.0,
-                 on_update: Callable[["Stream", UpdateReport], None] | None = None,
-                 estep: EStepExecutor | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        out_dir: str | Path,
+        outputs_every_s: float = 0.0,
+        on_update: Callable[["Stream", UpdateReport], None] | None = None,
+        estep: EStepExecutor | None = None,
+    ) -> None:
         self.config = config
         self.estep = estep if estep is not None else LocalEStep()
         self.on_update = on_update
@@ -105,9 +109,14 @@ class Stream:
         self.device = pick_device(config.device)
         self.policy = make_policy(config)
         self.checkpoint = JobCheckpoint(self.out, "stream", config)
-        self.ctx = StreamContext(config, None, ParticlePool(),
-                                 ParticleRecords.empty(config.n_classes),
-                                 np.random.default_rng([config.seed, 7]), estep=self.estep)
+        self.ctx = StreamContext(
+            config,
+            None,
+            ParticlePool(),
+            ParticleRecords.empty(config.n_classes),
+            np.random.default_rng([config.seed, 7]),
+            estep=self.estep,
+        )
         self.book = Bookkeeping()
         self.events = EventLog(self.out / EVENTS_NAME).open()
         self.seq = self.events.last_seq
@@ -166,8 +175,9 @@ class Stream:
         return self.ctx.pool.known(keys)
 
     # ------------------------------------------------------------------ ingestion
-    def ingest(self, table: pd.DataFrame, arrival_s: np.ndarray | float | None = None,
-               source: str = "") -> int:
+    def ingest(
+        self, table: pd.DataFrame, arrival_s: np.ndarray | float | None = None, source: str = ""
+    ) -> int:
         """Add canonical particle rows (``read_particles`` columns incl. ``_stack_path`` and
         ``_stack_index``; optional ``_stream_key``, ``_arrival_s``). Rows already in the ledger
         are skipped; rows with a different box or pixel size, or an unusable image (NaN/Inf,
@@ -183,8 +193,11 @@ class Stream:
         if not len(t):
             return 0
         if arrival_s is None:
-            arrival = (t[ARRIVAL].to_numpy(np.float64) if ARRIVAL in t.columns
-                       else np.full(len(t), time.time()))
+            arrival = (
+                t[ARRIVAL].to_numpy(np.float64)
+                if ARRIVAL in t.columns
+                else np.full(len(t), time.time())
+            )
         else:
             arrival = np.broadcast_to(np.asarray(arrival_s, np.float64), (len(t),))
         if not self.ctx.pool.has_geometry:
@@ -204,9 +217,15 @@ class Stream:
             self.book.finished, self.book.final_done = False, 0
         return int(new.size)
 
-    def add_particles(self, particles: ParticleSet | np.ndarray, table: pd.DataFrame | None = None,
-                      *, pixel_size_A: float | None = None, arrival_s: float | None = None,
-                      update: bool = True) -> int:
+    def add_particles(
+        self,
+        particles: ParticleSet | np.ndarray,
+        table: pd.DataFrame | None = None,
+        *,
+        pixel_size_A: float | None = None,
+        arrival_s: float | None = None,
+        update: bool = True,
+    ) -> int:
         """Python API: add particles and (by default) run the updates they make due, committing
         after each. Returns the number of new particles (already-known ones are skipped).
 
@@ -223,8 +242,9 @@ class Stream:
         else:
             if table is None:
                 raise ValueError("images need a table of per-particle metadata")
-            rows = store_images(self.out, self.book, np.asarray(particles), table,
-                                pixel_size_A, self.known)
+            rows = store_images(
+                self.out, self.book, np.asarray(particles), table, pixel_size_A, self.known
+            )
             source = "api"
         n = self.ingest(rows, arrival_s, source=source)
         if update:
@@ -258,11 +278,13 @@ class Stream:
         fresh = [k for k in keys if not self.known(np.array([k], dtype=object))[0]]
         self.ctx.pool.mark_rejected(np.array(fresh, dtype=object))
         for k in fresh:
-            self._set_aside(keys[k] if isinstance(keys[k], Reject) else
-                            Reject(source=source, row=-1, image_name=k, reason=keys[k]))
+            self._set_aside(
+                keys[k]
+                if isinstance(keys[k], Reject)
+                else Reject(source=source, row=-1, image_name=k, reason=keys[k])
+            )
 
-    def set_aside_rows(self, rows: pd.DataFrame, reasons: dict[str, str], prefix: str = ""
-                       ) -> int:
+    def set_aside_rows(self, rows: pd.DataFrame, reasons: dict[str, str], prefix: str = "") -> int:
         """Set aside found rows that were never ingested (e.g. whose stack never became
         complete), each with its STAR file, row and ``prefix + reasons[key]``. Returns how many
         were new to the ledger."""
@@ -273,10 +295,12 @@ class Stream:
         out = {}
         for i in np.flatnonzero(fresh):
             k = str(keys[i])
-            out[k] = Reject(source=str(rows[SOURCE_FILE].iloc[i]) if SOURCE_FILE in rows else "",
-                            row=int(rows[SOURCE_ROW].iloc[i]) if SOURCE_ROW in rows else -1,
-                            image_name=str(rows["rlnImageName"].iloc[i]),
-                            reason=prefix + reasons.get(k, "unknown"))
+            out[k] = Reject(
+                source=str(rows[SOURCE_FILE].iloc[i]) if SOURCE_FILE in rows else "",
+                row=int(rows[SOURCE_ROW].iloc[i]) if SOURCE_ROW in rows else -1,
+                image_name=str(rows["rlnImageName"].iloc[i]),
+                reason=prefix + reasons.get(k, "unknown"),
+            )
         self.reject_keys(out)
         return len(out)
 
@@ -296,22 +320,26 @@ class Stream:
         rejected = len(self.rejects) - files
         classified = self.n_processed - self.n_duplicates
         pending = self.n_ingested - self.n_processed
-        c = {"classified": classified, "set_aside": rejected + self.n_duplicates,
-             "waiting": pending + int(waiting), "files": files}
+        c = {
+            "classified": classified,
+            "set_aside": rejected + self.n_duplicates,
+            "waiting": pending + int(waiting),
+            "files": files,
+        }
         c["found"] = c["classified"] + c["set_aside"] + c["waiting"]
         return c
 
     def set_aside_reasons(self) -> list[tuple[str, int]]:
         """(reason kind, particles) of the stream's rejects, commonest first."""
-        kinds = Counter(reason_kind(r.reason) for r in self.rejects
-                        if not (r.row < 0 and r.image_name == ""))
+        kinds = Counter(
+            reason_kind(r.reason) for r in self.rejects if not (r.row < 0 and r.image_name == "")
+        )
         if self.n_duplicates:
             kinds["duplicate pick"] += self.n_duplicates
         return kinds.most_common()
 
     # ------------------------------------------------------------------ updates
-    def update(self, max_updates: int | None = None, finishing: bool = False
-               ) -> list[UpdateReport]:
+    def update(self, max_updates: int | None = None, finishing: bool = False) -> list[UpdateReport]:
         """Run the updates the policy finds due now, committing after each."""
         done: list[UpdateReport] = []
         while self.ctx.engine is not None and self.policy.due(self.ctx, finishing):
@@ -336,8 +364,12 @@ class Stream:
                 if rep is not None:
                     self.commit(rep)
             j = book.final_done
-            while (self.ctx.engine is not None and self.ctx.engine.state is not None
-                   and len(self.ctx.pool) and j < n_final_passes(self.ctx)):
+            while (
+                self.ctx.engine is not None
+                and self.ctx.engine.state is not None
+                and len(self.ctx.pool)
+                and j < n_final_passes(self.ctx)
+            ):
                 rep = self._guarded(lambda: final_pass(self.ctx, j))
                 if rep is None:
                     continue
@@ -353,8 +385,11 @@ class Stream:
         undo the step's counters and return None (the caller tries again). Other errors, or a
         read error with no stack to withdraw, are raised."""
         eng = self.ctx.engine
-        saved = (self.ctx.updates, self.ctx.rng.bit_generator.state,
-                 eng.rng.bit_generator.state if eng is not None else None)
+        saved = (
+            self.ctx.updates,
+            self.ctx.rng.bit_generator.state,
+            eng.rng.bit_generator.state if eng is not None else None,
+        )
         try:
             return step()
         except OutputError:
@@ -388,40 +423,66 @@ class Stream:
         self.policy.rows_withdrawn(rows)
         for i in range(len(gone)):
             r = gone.iloc[i]
-            self._set_aside(Reject(
-                source=str(r.get(SOURCE_FILE, "")), row=int(r.get(SOURCE_ROW, -1)),
-                image_name=str(r["rlnImageName"]),
-                reason=f"stack unreadable after ingestion ({bad[r[STACK_PATH]]}): withdrawn"))
-        log.warning("%d particles withdrawn: %d stacks can no longer be read (%s)", len(gone),
-                    len(bad), "; ".join(f"{p}: {why}" for p, why in list(bad.items())[:3]))
+            self._set_aside(
+                Reject(
+                    source=str(r.get(SOURCE_FILE, "")),
+                    row=int(r.get(SOURCE_ROW, -1)),
+                    image_name=str(r["rlnImageName"]),
+                    reason=f"stack unreadable after ingestion ({bad[r[STACK_PATH]]}): withdrawn",
+                )
+            )
+        log.warning(
+            "%d particles withdrawn: %d stacks can no longer be read (%s)",
+            len(gone),
+            len(bad),
+            "; ".join(f"{p}: {why}" for p, why in list(bad.items())[:3]),
+        )
         self._ingested_since_commit += 1  # the withdrawal is committed with the next update
         return int(len(gone))
 
     def result(self) -> StreamResult:
         """The current model and latest assignments of the processed particles."""
         self.ctx.records.grow(len(self.ctx.pool))
-        return StreamResult(self.state, self.ctx.records.result(), self.ctx.pool.table,
-                            list(self.rejects), list(self.history))
+        return StreamResult(
+            self.state,
+            self.ctx.records.result(),
+            self.ctx.pool.table,
+            list(self.rejects),
+            list(self.history),
+        )
 
     # ------------------------------------------------------------------ commit
-    def commit(self, report: UpdateReport | None, kind: str | None = None,
-               force_outputs: bool = False) -> dict:
+    def commit(
+        self, report: UpdateReport | None, kind: str | None = None, force_outputs: bool = False
+    ) -> dict:
         """Checkpoint atomically, rewrite outputs, append the event. Returns the event."""
         t0 = time.perf_counter()
         now = time.time()
         if report is not None:
             self.history.append(history_entry(self.ctx, report))
         self.seq += 1
-        event = commit_event(self.ctx, self.policy.name, report, kind, self.seq, now,
-                             self._ingested_since_commit, len(self.rejects))
-        self.checkpoint.save(self.state, saved_state(self.ctx, self.policy, self.book, [event]),
-                             finished=self.book.finished)
+        event = commit_event(
+            self.ctx,
+            self.policy.name,
+            report,
+            kind,
+            self.seq,
+            now,
+            self._ingested_since_commit,
+            len(self.rejects),
+        )
+        self.checkpoint.save(
+            self.state,
+            saved_state(self.ctx, self.policy, self.book, [event]),
+            finished=self.book.finished,
+        )
         t1 = time.perf_counter()
         if self.outputs.due(force_outputs or report is None):
             self.write_outputs()
         t2 = time.perf_counter()
-        event["seconds"] = dict(event.get("seconds", {}), checkpoint=round(t1 - t0, 4),
-                                outputs=round(t2 - t1, 4))
+        event["seconds"] = dict(
+            event.get("seconds", {}), checkpoint=round(t1 - t0, 4), outputs=round(t2 - t1, 4)
+        )
         self.events.append(event)
         self._ingested_since_commit = 0
         if report is not None and self.on_update is not None:
@@ -451,8 +512,13 @@ class Stream:
         self.events.replay(x["events"])
         self.seq = max(self.seq, self.events.last_seq)
         self.write_outputs()
-        log.info("resumed %s: %d particles, %d processed, %d updates", self.out,
-                 len(self.ctx.pool), self.n_processed, self.ctx.updates)
+        log.info(
+            "resumed %s: %d particles, %d processed, %d updates",
+            self.out,
+            len(self.ctx.pool),
+            self.n_processed,
+            self.ctx.updates,
+        )
         return True
 
     # ------------------------------------------------------------------ lifetime

@@ -33,8 +33,8 @@ import pandas as pd
 
 from cryoclass.io import InputError, Reject, read_star
 from cryoclass.io.canonical import canonicalize
-from cryoclass.io.problems import RowProblems
 from cryoclass.io.columns import STACK_INDEX, STACK_PATH
+from cryoclass.io.problems import RowProblems
 from cryoclass.io.stacks import StackInfo, stack_info
 from cryoclass.job_options import JOB
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, particle_keys
@@ -98,7 +98,7 @@ class StackReadiness:
 @dataclass
 class _StarState:
     stamp: Stamp | None = None
-    table: pd.DataFrame | None = None   # canonical rows not yet ingested (None: all ingested)
+    table: pd.DataFrame | None = None  # canonical rows not yet ingested (None: all ingested)
     error: str = ""
 
 
@@ -121,8 +121,13 @@ class PollResult:
 class FolderWatcher:
     """Polls ``watch_dir`` for new particles (see module docstring)."""
 
-    def __init__(self, watch_dir: str | Path, pattern: str = JOB.pattern,
-                 exclude: list[str | Path] | None = None, done_marker: str = DONE_MARKER) -> None:
+    def __init__(
+        self,
+        watch_dir: str | Path,
+        pattern: str = JOB.pattern,
+        exclude: list[str | Path] | None = None,
+        done_marker: str = DONE_MARKER,
+    ) -> None:
         self.root = Path(watch_dir).resolve()
         self.pattern = pattern
         self.exclude = [Path(e).resolve() for e in (exclude or [])]
@@ -195,19 +200,29 @@ class FolderWatcher:
             if s.ready and index < s.info.n:
                 ok[i] = True
             else:
-                waiting[key] = s.reason or (f"image index {index} (0-based) beyond the "
-                                            f"{s.info.n} images of the stack")
+                waiting[key] = s.reason or (
+                    f"image index {index} (0-based) beyond the {s.info.n} images of the stack"
+                )
         ready = rows.loc[ok].reset_index(drop=True)
         if len(ready):
             stack_mtime = {p: stamp_seconds(file_stamp(p)) for p in pd.unique(ready[STACK_PATH])}
-            ready[ARRIVAL] = np.maximum(ready[ARRIVAL].to_numpy(),
-                                        ready[STACK_PATH].map(stack_mtime).to_numpy())
-            ready["rlnImageSize"] = ready[STACK_PATH].map(
-                {p: s.info.box for p, s in status.items() if s.ready}).astype(np.int64)
+            ready[ARRIVAL] = np.maximum(
+                ready[ARRIVAL].to_numpy(), ready[STACK_PATH].map(stack_mtime).to_numpy()
+            )
+            ready["rlnImageSize"] = (
+                ready[STACK_PATH]
+                .map({p: s.info.box for p, s in status.items() if s.ready})
+                .astype(np.int64)
+            )
         still = set(rows.loc[~ok, STACK_PATH])
         self._stacks.forget([p for p, s in status.items() if s.ready and p not in still])
-        return PollResult(ready=ready, waiting=waiting, errors=errors, rejected=rejected,
-                          waiting_rows=rows.loc[~ok].reset_index(drop=True))
+        return PollResult(
+            ready=ready,
+            waiting=waiting,
+            errors=errors,
+            rejected=rejected,
+            waiting_rows=rows.loc[~ok].reset_index(drop=True),
+        )
 
 
 def stamp_seconds(stamp: Stamp | None) -> float:
@@ -221,8 +236,9 @@ def _missing_stacks(table: pd.DataFrame) -> bool:
     return any(not os.path.exists(p) for p in pd.unique(table[STACK_PATH]))
 
 
-def read_complete_rows(path: Path, project_dir: Path,
-                       rejected: list[Reject] | None = None) -> pd.DataFrame:
+def read_complete_rows(
+    path: Path, project_dir: Path, rejected: list[Reject] | None = None
+) -> pd.DataFrame:
     """Canonical rows of a STAR file that may be being appended to: only text up to the last
     newline is parsed. Image paths are resolved against project_dir, then the STAR's folder.
     Stacks are not opened. Raises InputError if the complete part cannot be parsed. With
@@ -241,16 +257,28 @@ def read_complete_rows(path: Path, project_dir: Path,
         raise InputError(err.problem, file=path) from None
     finally:
         os.unlink(tmp)
-    problems = RowProblems(path, len(content.particles), collect=True) if rejected is not None \
-        else None
-    table = canonicalize(path, content.particles,
-                         bases=[project_dir, path.resolve().parent, Path.cwd()],
-                         relion30=content.relion30, check_images=False, problems=problems,
-                         check_values=rejected is not None)
+    problems = (
+        RowProblems(path, len(content.particles), collect=True) if rejected is not None else None
+    )
+    table = canonicalize(
+        path,
+        content.particles,
+        bases=[project_dir, path.resolve().parent, Path.cwd()],
+        relion30=content.relion30,
+        check_images=False,
+        problems=problems,
+        check_values=rejected is not None,
+    )
     if problems is not None:
         names = content.particles.get("rlnImageName")
-        rejected += [Reject(source=str(path), row=int(r),
-                            image_name=str(names.iloc[r]) if names is not None else "",
-                            reason=problems.reasons[int(r)]) for r in problems.bad]
+        rejected += [
+            Reject(
+                source=str(path),
+                row=int(r),
+                image_name=str(names.iloc[r]) if names is not None else "",
+                reason=problems.reasons[int(r)],
+            )
+            for r in problems.bad
+        ]
     table[SOURCE_FILE] = str(path)
     return table
