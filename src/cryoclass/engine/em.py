@@ -518,7 +518,13 @@ class Engine:
         st.iteration += 1
         self._update_highpass(full_pass=replace)
         self._rebuild_classes(st.r_work)
-        self._update_working_resolution()
+        # The band follows the classes once per minibatch of particles processed (and after
+        # every full pass), not once per update: a stream makes many small updates, and a band
+        # that grew at each would outrun the classes' signal (batch == stream by construction).
+        due = min(self.cfg.minibatch_size, max(st.distinct_seen, 1))
+        if replace or st.processed - st.band_grown_at >= due - 0.5:
+            self._update_working_resolution()
+            st.band_grown_at = st.processed
 
     def _update_highpass(self, full_pass: bool = False) -> None:
         """Start the minimum alignment resolution once the annealing has ended (in minibatches

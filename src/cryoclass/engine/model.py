@@ -22,7 +22,9 @@ class ModelState:
     processed: particles processed so far, counting revisits (drives the statistics' decay);
     distinct_seen: distinct particles seen (drives annealing); iteration: updates done;
     alignment_images: (K, D, D) the class images particles are aligned to when they differ from
-    class_images (with min_res_A: high-passed before masking), else None.
+    class_images (with min_res_A: high-passed before masking), else None; band_grown_at: the
+    ``processed`` count when the working band last grew (it grows once per minibatch of
+    particles processed, whatever the updates' sizes).
     """
 
     box: int
@@ -39,6 +41,7 @@ class ModelState:
     alignment_images: torch.Tensor | None = None
     half_images: torch.Tensor | None = None
     highpass_on: bool = False
+    band_grown_at: float = 0.0
 
     @property
     def n_classes(self) -> int:
