@@ -108,18 +108,22 @@ def test_band_grows_once_per_minibatch_of_particles_processed(monkeypatch):
     minibatch of particles processed (as the batch schedule's one update per minibatch), not
     once per update, so small updates cannot walk the band out ahead of the classes."""
     src, _ = make_set(60, noise_sd=0.3, ctf=True, seed=5)
-    cfg = Config(n_classes=3, max_res_A=7.5, batch_size_per_class=20,
-                 mask_diameter_A=BOX * APIX * 0.9)
+    cfg = Config(
+        n_classes=3, max_res_A=7.5, batch_size_per_class=20, mask_diameter_A=BOX * APIX * 0.9
+    )
     eng = Engine(cfg, BOX, APIX)
     grown = []
     real = Engine._update_working_resolution
-    monkeypatch.setattr(Engine, "_update_working_resolution",
-                        lambda self: (grown.append(self.state.processed), real(self))[1])
+    monkeypatch.setattr(
+        Engine,
+        "_update_working_resolution",
+        lambda self: (grown.append(self.state.processed), real(self))[1],
+    )
     batch = load_batch(eng, src, np.arange(60))
     eng.initialise(batch)
-    eng.absorb(eng.expectation(batch, 1.0)[1], 60, 60)          # one minibatch: grows
-    for a in range(0, 60, 10):                                    # the next one in six chunks
+    eng.absorb(eng.expectation(batch, 1.0)[1], 60, 60)  # one minibatch: grows
+    for a in range(0, 60, 10):  # the next one in six chunks
         part = load_batch(eng, src, np.arange(a, a + 10))
         eng.absorb(eng.expectation(part, 1.0)[1], 10, 0)
-    eng.absorb(eng.expectation(batch, 1.0)[1], 60, 0, replace=True)   # a full pass: grows
+    eng.absorb(eng.expectation(batch, 1.0)[1], 60, 0, replace=True)  # a full pass: grows
     assert grown == [60.0, 120.0, 60.0]
