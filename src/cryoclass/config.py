@@ -59,7 +59,7 @@ class Config(BaseModel):
     )
     batch_size_per_class: int = Field(100, ge=1, description="Minibatch particles per class.")
     n_full_iters: int = Field(
-        2, ge=0, description="Full iterations over all particles after online EM."
+        6, ge=0, description="Full iterations over all particles after online EM."
     )
     initial_uncertainty_factor: float = Field(
         2.0,
