@@ -5,8 +5,9 @@ microscope would deliver it, and write the same outputs as a batch job (for the 
 
 The first update gets the particles of the first ``--first`` micrographs (a small first chunk),
 then each update gets ``--per-update`` more micrographs; the stream then finishes (the batch
-schedule's final passes). Any ``cryoclass classify`` parameter can follow (e.g. --seed 1,
---min-res-A 40). Use it as the suite's command to compare streaming with batch on every case:
+schedule's final passes). Every Config field is an option, spelled as for ``cryoclass
+classify`` (e.g. --seed 1, --min-res-A 40, --n-full-iters 2, --no-force-max). Use it as the
+suite's command to compare streaming with batch on every case:
 
     python run_suite.py --data DATA --label stream \\
         --cmd "python .../benchmarks/stream_from_star.py {star} --out {out} -K {K}"
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import get_args
 
 import numpy as np
 
@@ -41,12 +43,19 @@ def main() -> None:
     ap.add_argument("-K", "--classes", type=int, default=50)
     ap.add_argument("--first", type=int, default=2, help="micrographs in the first update")
     ap.add_argument("--per-update", type=int, default=1, help="micrographs per later update")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-res-A", type=float, default=None)
-    ap.add_argument("--no-force-max", action="store_true")
+    for name, field in Config.model_fields.items():   # every other Config field, as classify
+        if name == "n_classes":
+            continue
+        kind = next((t for t in (bool, int, float) if t in get_args(field.annotation)
+                     or field.annotation is t), str)
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            ap.add_argument(flag, dest=name, type=kind, default=None)
     args = ap.parse_args()
-    config = Config(n_classes=args.classes, seed=args.seed, min_res_A=args.min_res_A,
-                    force_max=not args.no_force_max)
+    given = {k: v for k, v in vars(args).items() if k in Config.model_fields and v is not None}
+    config = Config(n_classes=args.classes, **given)
     pset = read_particles(args.star, on_bad="reject").scan_images()
     groups = micrograph_groups(pset.table)
     chunks = [np.concatenate(groups[:args.first])]
