@@ -24,14 +24,34 @@ def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
-#: Help of the execution options --cluster / --scheduler (not Config fields: they do not
-#: change results, only where the E-steps run; see cryoclass.distributed).
-CLUSTER_HELP = (
-    "Run the E-steps on a Dask cluster: local:N (N worker processes here, one GPU "
-    "each when there are GPUs), or slurm:N / pbs:N (N batch jobs via dask-jobqueue, "
-    "configured in the Dask config)"
-)
-SCHEDULER_HELP = "Run the E-steps on the Dask cluster whose scheduler is at this address"
+def cluster_option() -> Any:
+    """--cluster: not a Config field (it does not change results, only where the E-steps run;
+    see cryoclass.distributed)."""
+    return typer.Option(
+        None,
+        "--cluster",
+        help="Run the E-steps on a Dask cluster: local:N (N worker processes here, one GPU "
+        "each when there are GPUs), or slurm:N / pbs:N (N batch jobs via dask-jobqueue, "
+        "configured in the Dask config)",
+    )
+
+
+def scheduler_option() -> Any:
+    """--scheduler: an existing Dask cluster (execution only, as --cluster)."""
+    return typer.Option(
+        None,
+        "--scheduler",
+        help="Run the E-steps on the Dask cluster whose scheduler is at this address",
+    )
+
+
+def dashboard_option() -> Any:
+    """--dashboard of a job command (its port is the job option dashboard_port)."""
+    return typer.Option(
+        False,
+        "--dashboard",
+        help="Serve the live dashboard on 127.0.0.1 while the job runs, and after it until Ctrl-C",
+    )
 
 
 def check_cluster_options(cluster: str | None, scheduler: str | None) -> None:

@@ -12,11 +12,12 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from cryoclass.cli.options import (
-    CLUSTER_HELP,
-    SCHEDULER_HELP,
     check_cluster_options,
+    cluster_option,
+    dashboard_option,
     fail,
     job_option,
+    scheduler_option,
     with_config_options,
 )
 from cryoclass.cli.progress import console
@@ -89,13 +90,9 @@ def command(
         "--write-every",
         help="Rewrite outputs at most every this many seconds (0: after every update)",
     ),
-    cluster: Optional[str] = typer.Option(None, "--cluster", help=CLUSTER_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
-    dashboard: bool = typer.Option(
-        False,
-        "--dashboard",
-        help="Serve the live dashboard on 127.0.0.1 while the job runs, and after it until Ctrl-C",
-    ),
+    cluster: Optional[str] = cluster_option(),
+    scheduler: Optional[str] = scheduler_option(),
+    dashboard: bool = dashboard_option(),
     dashboard_port: int = job_option("dashboard_port"),
     config: Config = None,  # assembled from the options below by with_config_options
 ) -> None:
