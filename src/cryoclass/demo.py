@@ -22,15 +22,8 @@ DEMO_SNR = 0.2
 
 
 def demo_config(n_classes: int, seed: int) -> Config:
-    """Settings for the demo's small box: a CryoSPARC-like job at 8 Å (Nyquist is 4 Å)."""
-    return Config(
-        n_classes=n_classes,
-        max_res_A=8.0,
-        batch_size_per_class=100,
-        n_online_em_iters=20,
-        n_full_iters=2,
-        seed=seed,
-    )
+    """Settings for the demo's small box: the defaults, at 8 Å (Nyquist is 4 Å)."""
+    return Config(n_classes=n_classes, max_res_A=8.0, seed=seed)
 
 
 def run_demo(
