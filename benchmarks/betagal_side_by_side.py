@@ -23,16 +23,21 @@ import time
 from pathlib import Path
 
 import matplotlib
-import mrcfile
 import numpy as np
 import starfile
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cryoclass.io import read_images, stack_pixel_size_A, stack_shape, write_stack  # noqa: E402
 from cryoclass.outputs.montage import normalise_tile  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "relion_tutorial_betagal"
+
+
+def whole_stack(path: Path) -> np.ndarray:
+    """Every image of an MRC stack, (n, D, D) float32."""
+    return read_images(path, np.arange(stack_shape(path)[0]))
 
 
 def float32_copy(src: Path, work: Path) -> Path:
@@ -42,11 +47,7 @@ def float32_copy(src: Path, work: Path) -> Path:
         out = work / stack.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         if not out.exists():
-            with mrcfile.open(stack, permissive=True) as m:
-                data, voxel = np.asarray(m.data, dtype=np.float32), m.voxel_size.x
-            with mrcfile.new(out, overwrite=True) as o:
-                o.set_data(data)
-                o.voxel_size = voxel
+            write_stack(out, whole_stack(stack), stack_pixel_size_A(stack))
     for name in ("particles.star", "mtf_k2_200kV.star"):
         shutil.copy(src / name, work / name)
     return work / "particles.star"
@@ -95,8 +96,7 @@ def run_relion(star: Path, work: Path, args: argparse.Namespace) -> tuple[Path, 
 def relion_classes(prefix: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, D, D) class averages, (K,) particle counts and (K,) resolutions (Å) of RELION's
     iteration 25."""
-    with mrcfile.open(f"{prefix}_it025_classes.mrcs", permissive=True) as m:
-        imgs = np.asarray(m.data, dtype=np.float32)
+    imgs = whole_stack(Path(f"{prefix}_it025_classes.mrcs"))
     model = starfile.read(f"{prefix}_it025_model.star")["model_classes"]
     parts = starfile.read(f"{prefix}_it025_data.star")["particles"]
     counts = np.bincount(parts["rlnClassNumber"].to_numpy() - 1, minlength=len(imgs))
@@ -130,8 +130,7 @@ def run_cryoclass(
 
 def cryoclass_classes(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, D, D) class averages, (K,) counts and (K,) resolutions (Å) of a cryoclass job."""
-    with mrcfile.open(out / "classes.mrcs", permissive=True) as m:
-        imgs = np.asarray(m.data, dtype=np.float32)
+    imgs = whole_stack(out / "classes.mrcs")
     model = starfile.read(out / "model.star")["model_classes"]
     return (
         imgs,

@@ -80,6 +80,29 @@ def pairs_weight_table(pairs: Assignments, n: int, k: int) -> torch.Tensor:
     return out.index_add_(0, pairs.row * k + pairs.cls, pairs.weight).view(n, k)
 
 
+def _at_poses(
+    row: torch.Tensor,
+    cls: torch.Tensor,
+    rot: torch.Tensor,
+    shift: torch.Tensor,
+    weight: torch.Tensor,
+    poses: PoseGrid,
+) -> Assignments:
+    """(particle row, class, weight) pairs at pose-grid indices rot / shift (all (P,)), with the
+    angles (degrees) and shifts (pixels) those indices stand for."""
+    t = poses.shifts[shift]
+    return Assignments(
+        row=row,
+        cls=cls,
+        psi_deg=poses.psi[rot],
+        tx=t[:, 0],
+        ty=t[:, 1],
+        weight=weight,
+        rot=rot,
+        shift=shift,
+    )
+
+
 @dataclass
 class Scored:
     """A batch scored against the current classes (``Engine.score``), for ``Engine.conclude``.
@@ -431,18 +454,7 @@ class Engine:
         rows = torch.arange(n, device=self.device)[:, None].expand(n, top)
         keep = w > 0
         row, c, ww = rows[keep], cls[keep], w[keep]
-        r_i, s_i = rot[row, c], shf[row, c]
-        t = poses.shifts[s_i]
-        return Assignments(
-            row=row,
-            cls=c,
-            psi_deg=poses.psi[r_i],
-            tx=t[:, 0],
-            ty=t[:, 1],
-            weight=ww,
-            rot=r_i,
-            shift=s_i,
-        )
+        return _at_poses(row, c, rot[row, c], shf[row, c], ww, poses)
 
     def _spread_over_poses(
         self,
@@ -477,18 +489,7 @@ class Engine:
         keep = ww >= MIN_POSE_WEIGHT * top[row]
         row, c, r_i, s_i, ww = row[keep], c[keep], r_i[keep], s_i[keep], ww[keep]
         total = torch.zeros(n, device=self.device).index_add_(0, row, ww)
-        ww = ww / total[row].clamp_min(1e-30)
-        t = poses.shifts[s_i]
-        return Assignments(
-            row=row,
-            cls=c,
-            psi_deg=poses.psi[r_i],
-            tx=t[:, 0],
-            ty=t[:, 1],
-            weight=ww,
-            rot=r_i,
-            shift=s_i,
-        )
+        return _at_poses(row, c, r_i, s_i, ww / total[row].clamp_min(1e-30), poses)
 
     # ------------------------------------------------------------------ M-step
     def absorb(
