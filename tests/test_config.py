@@ -65,6 +65,7 @@ BATCH = {
     "recenter": (False, {}),
     "recenter_threshold": (0.6, {}),
     "reseed_empty": (False, {"n_classes": 8}),
+    "merge_duplicates": (False, {"n_classes": 8, "n_full_iters": 3}),
     "hard_classify_last_iter": (True, {}),
     "sort_classes": (False, {"n_classes": 6}),
     "remove_duplicates": (False, {"min_separation_A": 3000.0}),

@@ -179,6 +179,13 @@ class Config(BaseModel):
         description="Density threshold (fraction of the class maximum) for the centre of mass.",
     )
     reseed_empty: bool = Field(True, description="Re-seed classes that hold almost no particles.")
+    merge_duplicates: bool = Field(
+        True,
+        description="After every full iteration but the last, empty the smaller class of each "
+        "pair whose averages show one view (they agree as well as their own half-sets say one "
+        "signal can); its particles go to the other class and it stays empty (999 Å), so views "
+        "are not split over copies.",
+    )
     hard_classify_last_iter: bool = Field(
         False,
         description="Last iteration puts each particle only into its best class with weight 1.",

@@ -39,6 +39,24 @@ def test_batch_classification_recovers_the_views(sim, tmp_path):
     assert score.psi_R > 0.7
 
 
+@pytest.mark.slow
+def test_more_classes_than_views_end_as_one_class_per_view(sim, tmp_path):
+    """K = 10 on 4 views: re-seeding during the annealing splits views over copies; merging
+    the copies afterwards (merge_duplicates) leaves one class per view and the rest empty."""
+
+    def run(merge: bool):
+        cfg = Config(n_classes=10, max_res_A=7.5, seed=0, merge_duplicates=merge)
+        paths = classify(sim / "particles.star", cfg, tmp_path / str(merge)).paths
+        parts = starfile.read(paths["particles_star"])["particles"]
+        return parts, score_against_truth(sim, parts, mrcfile.read(paths["classes"]), APIX)
+
+    parts, merged = run(True)
+    _, split = run(False)
+    assert merged.views_recovered == split.views_recovered == 4
+    assert merged.ari > 0.8 and merged.ari > split.ari + 0.15
+    assert parts["rlnClassNumber"].nunique() <= 8
+
+
 def test_cli_classify_writes_every_output(sim, tmp_path):
     _register()
     out = tmp_path / "cli"

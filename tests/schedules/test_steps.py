@@ -29,7 +29,8 @@ def test_annealing_factor_falls_linearly_over_the_window():
 @pytest.mark.parametrize(
     "full, hard, expect",
     [
-        (2, True, [FinalPass(False, True), FinalPass(True, True)]),
+        (2, True, [FinalPass(False, True, merge=True), FinalPass(True, True)]),
+        (3, False, [FinalPass(False, True, merge=True)] * 2 + [FinalPass(False, True)]),
         (1, False, [FinalPass(False, True)]),
         (0, True, [FinalPass(True, False)]),  # no full iteration: one assignment pass
     ],
@@ -37,5 +38,8 @@ def test_annealing_factor_falls_linearly_over_the_window():
 def test_final_passes(full, hard, expect):
     cfg = Config(n_online_em_iters=5, n_full_iters=full, hard_classify_last_iter=hard)
     assert final_passes(cfg) == expect
+    # duplicates are merged after every updating pass but the last, never when switched off
+    off = cfg.model_copy(update={"merge_duplicates": False})
+    assert not any(p.merge for p in final_passes(off))
     assert batch_steps(cfg) == 5 + len(expect)
     assert [p.phase for p in expect] == ["full" if full else "assign"] * len(expect)

@@ -40,6 +40,7 @@ def iteration_progress(description: str) -> Iterator:
                     f"T={entry.temperature:6.2f} res={entry.work_res_A:5.1f} Å "
                     f"logL={entry.mean_loglik:9.2f} {entry.seconds:6.1f} s"
                     + (f" reseeded={entry.reseeded}" if entry.reseeded else "")
+                    + (f" merged={entry.merged}" if entry.merged else "")
                 )
 
         yield callback

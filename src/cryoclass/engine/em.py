@@ -25,6 +25,7 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
+from cryoclass.engine.class_merge import duplicate_pairs
 from cryoclass.engine.device import gemm_dtype
 from cryoclass.engine.estep import (
     PoseNeighbourhood,
@@ -362,6 +363,12 @@ class Engine:
         log_prior = (
             st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
         )
+        import os
+
+        if os.environ.get("CC_RETIRE"):
+            log_prior = torch.where(
+                st.class_weights <= 0, torch.full_like(log_prior, -1e9), log_prior
+            )
         near = scored.nearby
         class_score = best
         if near is not None:  # marginalised over the poses kept, as RELION does
@@ -588,6 +595,23 @@ class Engine:
         r_est = self.box * self.apix / best_A
         r_new = min(self.r_max, max(st.r_work, 1.25 * r_est + 2.0))
         st.r_work = r_new
+
+    def merge_duplicates(self) -> list[tuple[int, int, float]]:
+        """Empty one class of every pair that shows one view (``class_merge.py``): the class
+        with less weight loses its statistics, so its particles go to the other at the next
+        E-step. Returns (kept, emptied, ratio) per pair."""
+        st = self.state
+        if st.half_images is None:
+            return []
+        pairs = duplicate_pairs(st.half_images, st.class_weights, st.r_work, self.cfg.max_shift_px)
+        for _, drop, _ in pairs:
+            for t in (st.stats.num, st.stats.den, st.stats.weight):
+                t[:, drop] = 0
+            st.stats.evidence[drop] = 0
+            st.stats.evidence_sq[drop] = 0
+        if pairs:
+            self._rebuild_classes(st.r_work)
+        return pairs
 
     def reseed_empty(self, batch: ParticleBatch, result: ParticleResult) -> list[int]:
         """Classes with less than RESEED_FRACTION of the mean class weight restart from a random

@@ -60,6 +60,7 @@ class BatchCommits:
                 "n_revisited": entry.n_particles - new,
                 "temperature": round(float(entry.temperature), 4),
                 "reseeded": entry.reseeded,
+                "merged": entry.merged,
                 "mean_loglik": round(float(entry.mean_loglik), 4),
                 "work_res_A": float(entry.work_res_A),
                 "seconds": {"step": round(entry.seconds, 4)},

@@ -29,7 +29,8 @@ from cryoclass.schedules.passes import final_passes, full_pass
 @dataclass
 class IterationLog:
     """One line of the job log: iteration, phase ('online'/'full'), particles, temperature,
-    working resolution (Å), mean log-likelihood, seconds, classes re-seeded."""
+    working resolution (Å), mean log-likelihood, seconds, classes re-seeded, classes emptied as
+    duplicates of another."""
 
     iteration: int
     phase: str
@@ -39,6 +40,7 @@ class IterationLog:
     mean_loglik: float
     seconds: float
     reseeded: int = 0
+    merged: int = 0
 
 
 @dataclass
@@ -190,7 +192,9 @@ def run_batch(
     for j in range(max(0, done - config.n_online_em_iters), len(passes)):
         t0 = time.perf_counter()
         p = passes[j]
-        final, temp = full_pass(engine, source, hard=p.hard, update=p.update, estep=estep)
+        final, temp, merged = full_pass(
+            engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
+        )
         entry = IterationLog(
             config.n_online_em_iters + j + 1,
             p.phase,
@@ -199,6 +203,7 @@ def run_batch(
             engine.res_A(engine.state.r_work),
             float(np.mean(final.log_likelihood)),
             time.perf_counter() - t0,
+            merged=merged,
         )
         log.append(entry)
         save(config.n_online_em_iters + j + 1)

@@ -17,10 +17,12 @@ from cryoclass.engine.source import ParticleSource
 @dataclass(frozen=True)
 class FinalPass:
     """One of the closing passes: hard (one-hot posteriors), update (the pass's statistics
-    replace the model's; False: assign only)."""
+    replace the model's; False: assign only), merge (then merge duplicate classes: every
+    updating pass but the last, whose assignments are the job's)."""
 
     hard: bool
     update: bool
+    merge: bool = False
 
     @property
     def phase(self) -> str:
@@ -33,7 +35,11 @@ def final_passes(config: Config) -> list[FinalPass]:
     n = max(config.n_full_iters, 1)
     update = config.n_full_iters > 0
     return [
-        FinalPass(hard=j == n - 1 and config.hard_classify_last_iter, update=update)
+        FinalPass(
+            hard=j == n - 1 and config.hard_classify_last_iter,
+            update=update,
+            merge=update and j < n - 1 and config.merge_duplicates,
+        )
         for j in range(n)
     ]
 
@@ -44,13 +50,17 @@ def full_pass(
     hard: bool = False,
     update: bool = True,
     estep: EStepExecutor | None = None,
-) -> tuple[ParticleResult, float]:
+    merge: bool = False,
+) -> tuple[ParticleResult, float, int]:
     """E-step over all particles in chunks at annealing factor 0; with update, replace the
-    statistics by the pass's. estep: where the E-steps run (default: here, ``LocalEStep``).
-    Returns the particles' results (row order) and the mean temperature."""
+    statistics by the pass's, then with merge, merge duplicate classes. estep: where the E-steps
+    run (default: here, ``LocalEStep``). Returns the particles' results (row order), the mean
+    temperature and the number of classes emptied by merging."""
     n = len(source)
     res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
     if update:
         engine.state.distinct_seen = 0
         engine.absorb(stats, n, n, replace=True)
-    return res, temp
+        if merge:
+            return res, temp, len(engine.merge_duplicates())
+    return res, temp, 0

@@ -52,7 +52,7 @@ class LivePolicy:
         ctx.updates += 1
         if ctx.engine.state is None:
             return self._initial_run(ctx)
-        rep = one_full_pass(ctx, "full")
+        rep = one_full_pass(ctx, "full", merge=self.cfg.merge_duplicates)
         self.n_at_last_pass = len(ctx.pool)
         return rep
 

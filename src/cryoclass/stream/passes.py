@@ -13,14 +13,16 @@ from cryoclass.stream.context import StreamContext, UpdateReport
 
 
 def one_full_pass(
-    ctx: StreamContext, phase: str, hard: bool = False, update: bool = True
+    ctx: StreamContext, phase: str, hard: bool = False, update: bool = True, merge: bool = False
 ) -> UpdateReport:
     """E-step over all pool particles at factor 0; with update, their statistics replace the
     model's (``schedules.passes.full_pass``). Records every particle's assignment."""
     t0 = time.perf_counter()
     ctx.records.grow(len(ctx.pool))
     new = ctx.records.pending
-    res, temp = full_pass(ctx.engine, ctx.pool, hard=hard, update=update, estep=ctx.estep)
+    res, temp, merged = full_pass(
+        ctx.engine, ctx.pool, hard=hard, update=update, estep=ctx.estep, merge=merge
+    )
     ctx.record(res)
     return UpdateReport(
         phase=phase,
@@ -28,6 +30,7 @@ def one_full_pass(
         new_rows=new,
         temperature=temp,
         factor=0.0,
+        merged=merged,
         mean_loglik=float(np.mean(res.log_likelihood)),
         seconds={"estep": time.perf_counter() - t0},
     )
@@ -44,4 +47,6 @@ def final_pass(ctx: StreamContext, j: int) -> UpdateReport:
     update when n_full_iters == 0."""
     p = final_passes(ctx.config)[j]
     ctx.updates += 1
-    return one_full_pass(ctx, "final" if p.update else "assign", hard=p.hard, update=p.update)
+    return one_full_pass(
+        ctx, "final" if p.update else "assign", hard=p.hard, update=p.update, merge=p.merge
+    )

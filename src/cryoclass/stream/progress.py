@@ -23,6 +23,7 @@ def history_entry(ctx: StreamContext, rep: UpdateReport) -> dict[str, Any]:
         "mean_loglik": float(rep.mean_loglik),
         "seconds": float(sum(rep.seconds.values())),
         "reseeded": rep.reseeded,
+        "merged": rep.merged,
     }
 
 
@@ -64,6 +65,7 @@ def commit_event(
                 "temperature": round(float(rep.temperature), 4),
                 "factor": round(float(rep.factor), 4),
                 "reseeded": rep.reseeded,
+                "merged": rep.merged,
                 "mean_loglik": round(float(rep.mean_loglik), 4),
                 "work_res_A": history_entry(ctx, rep)["work_res_A"],
                 "latency_s": (
