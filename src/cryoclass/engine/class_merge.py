@@ -23,8 +23,9 @@ import math
 
 import torch
 
+from cryoclass.engine.poses import shift_grid
 from cryoclass.engine.references import rotated_references
-from cryoclass.physics.fourier import Band, make_band, rfft_band, shell_sum, shift_phase
+from cryoclass.physics.fourier import Band, make_band, rfft_band, shell_frc, shell_sum, shift_phase
 
 #: cross-FRC / expected-for-one-signal at or above which two classes are one view. On the suite's
 #: final models, copies of one view scored 0.80-0.95 and different views at most 0.72; 0.70
@@ -36,14 +37,6 @@ ROTATION_STEP_DEG = 2.0
 ROTATION_CANDIDATES = 2  # best spectrum rotations kept per pair (each with its 180-degree twin)
 MIN_SHELLS = 3  # informative shells a comparison needs
 MAX_ALIGN_RADIUS = 16.0  # Fourier pixels used for the coarse alignment (refined on the whole band)
-
-
-def _frc_by_shell(fa: torch.Tensor, fb: torch.Tensor, shell: torch.Tensor, n: int) -> torch.Tensor:
-    """FRC per shell of two (..., F) band transforms -> (..., n)."""
-    num = shell_sum((fa * fb.conj()).real, shell, n)
-    da = shell_sum(fa.real**2 + fa.imag**2, shell, n)
-    db = shell_sum(fb.real**2 + fb.imag**2, shell, n)
-    return num / torch.sqrt(da * db).clamp_min(1e-30)
 
 
 def _centred_amplitudes(values: torch.Tensor, shell: torch.Tensor, n: int) -> torch.Tensor:
@@ -76,7 +69,7 @@ def same_view_ratio(
     m = len(classes)
     imgs = half_images[:, torch.as_tensor(classes, device=dev, dtype=torch.long)]  # (2, M, D, D)
     halves = rfft_band(imgs.reshape(-1, d, d), band).view(2, m, -1)
-    f_half = _frc_by_shell(halves[0], halves[1], band.shell, n_sh).clamp(0.0, 0.999)
+    f_half = shell_frc(halves[0], halves[1], band.shell, n_sh).clamp(0.0, 0.999)
     snr = f_half / (1 - f_half)  # (M, n_sh) SNR of each half-set average
 
     psi = torch.arange(0.0, 360.0, ROTATION_STEP_DEG, device=dev)
@@ -85,9 +78,9 @@ def same_view_ratio(
     amp_a = _centred_amplitudes(halves[:, :, align], sub.shell, n_sh)  # (2, M, Fa)
     amp_r = _centred_amplitudes(rot, sub.shell, n_sh)  # (2, M, R, Fa)
     spec = torch.einsum("haf,hbrf->habr", amp_a, amp_r)  # (2, M, M, R)
-    lattice = _lattice(max_shift_px, 1.0, dev)
+    lattice = shift_grid(max_shift_px, 1.0, dev)
     lattice_phase = shift_phase(sub.kx[None], sub.ky[None], lattice[:, :1], lattice[:, 1:], d)
-    fine = _lattice(0.75, 0.25, dev)
+    fine = shift_grid(0.75, 0.25, dev)
     fine_phase = shift_phase(band.kx[None], band.ky[None], fine[:, :1], fine[:, 1:], d)
     steps = torch.arange(-1.5, 1.6, 0.5, device=dev)  # rotation refinement (degrees)
     n_fine = steps.numel()
@@ -108,6 +101,7 @@ def same_view_ratio(
             shifts.append(lattice[s_best])  # (j, 2)
         turned = rotated_references(imgs[:, j], band, torch.cat(angles).flatten())
         turned = turned.view(2, 2, j, n_fine, -1)  # (half, aligned-on h, i, angle, F)
+        e = torch.where(use, expected, torch.zeros_like(expected))
         ratios = torch.zeros(2, j, device=dev)
         for h in (0, 1):  # refine on half h, compare on the other half
             t_phase = shift_phase(band.kx, band.ky, shifts[h][:, :1], shifts[h][:, 1:], d)
@@ -115,22 +109,12 @@ def same_view_ratio(
             cc = (prod @ fine_phase.T).real.flatten(1)  # (j, 7 * 49)
             a2, s2 = cc.argmax(1) // fine.shape[0], cc.argmax(1) % fine.shape[0]
             other = turned[1 - h, h, i, a2] * t_phase * fine_phase[s2]  # (j, F)
-            cross = _frc_by_shell(halves[1 - h, :j], other, band.shell, n_sh)  # (j, n_sh)
-            e = torch.where(use, expected, torch.zeros_like(expected))
+            cross = shell_frc(halves[1 - h, :j], other, band.shell, n_sh)  # (j, n_sh)
             ratios[h] = (cross * e).sum(1) / (e * e).sum(1).clamp_min(1e-30)
         ratio = ratios.mean(0)
         for a in torch.nonzero(use.sum(1) >= MIN_SHELLS).squeeze(1).tolist():
             out[(classes[a], classes[j])] = float(ratio[a])
     return out
-
-
-def _lattice(radius: float, step: float, device: torch.device) -> torch.Tensor:
-    """(S, 2) shifts (pixels) on a square lattice of ``step`` within a disc of ``radius``."""
-    n = int(math.floor(radius / step + 1e-6))
-    r = torch.arange(-n, n + 1, device=device, dtype=torch.float32) * step
-    ty, tx = torch.meshgrid(r, r, indexing="ij")
-    pts = torch.stack([tx.flatten(), ty.flatten()], 1)
-    return pts[(pts**2).sum(1) <= radius**2 + 1e-6]
 
 
 def duplicate_pairs(

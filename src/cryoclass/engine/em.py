@@ -52,7 +52,14 @@ from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
 from cryoclass.engine.prepared_cache import PreparedCache
 from cryoclass.engine.references import RotatedReferences, rotated_references
-from cryoclass.physics.fourier import Band, band_to_image, make_band, rfft_band, shell_sum
+from cryoclass.physics.fourier import (
+    Band,
+    band_to_image,
+    make_band,
+    rfft_band,
+    shell_frc,
+    shell_sum,
+)
 from cryoclass.physics.masks import soft_circular_mask
 
 MAX_CLASSES_PER_PARTICLE = 8  # pairs kept per particle in the M-step (renormalised)
@@ -363,12 +370,6 @@ class Engine:
         log_prior = (
             st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
         )
-        import os
-
-        if os.environ.get("CC_RETIRE"):
-            log_prior = torch.where(
-                st.class_weights <= 0, torch.full_like(log_prior, -1e9), log_prior
-            )
         near = scored.nearby
         class_score = best
         if near is not None:  # marginalised over the poses kept, as RELION does
@@ -571,11 +572,7 @@ class Engine:
     def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:
         """(K,) resolution (Å) where the FRC of the half-set averages falls below 0.143."""
         band = make_band(self.box, r, r_lo=0.5, device=self.device)
-        fa, fb = rfft_band(a, band), rfft_band(b, band)
-        num = shell_sum((fa * fb.conj()).real, band.shell, self.n_shells)
-        da = shell_sum(fa.real**2 + fa.imag**2, band.shell, self.n_shells)
-        db = shell_sum(fb.real**2 + fb.imag**2, band.shell, self.n_shells)
-        frc = num / torch.sqrt(da * db).clamp_min(1e-20)
+        frc = shell_frc(rfft_band(a, band), rfft_band(b, band), band.shell, self.n_shells)
         shells = torch.arange(self.n_shells, device=self.device)
         valid = (shells >= 1) & (shells <= int(r))
         below = (frc < 0.143) & valid[None]

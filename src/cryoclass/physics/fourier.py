@@ -240,6 +240,17 @@ def shell_sum(values: torch.Tensor, shell: torch.Tensor, n_shells: int) -> torch
     return out.index_add_(-1, shell, values)
 
 
+def shell_frc(
+    fa: torch.Tensor, fb: torch.Tensor, shell: torch.Tensor, n_shells: int
+) -> torch.Tensor:
+    """Fourier ring correlation per shell of two (..., F) band transforms -> (..., n_shells)
+    (0 in shells without power)."""
+    num = shell_sum((fa * fb.conj()).real, shell, n_shells)
+    da = shell_sum(fa.real**2 + fa.imag**2, shell, n_shells)
+    db = shell_sum(fb.real**2 + fb.imag**2, shell, n_shells)
+    return num / torch.sqrt(da * db).clamp_min(1e-20)
+
+
 def fourier_shift_images(images: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     """Move the content of (n, D, D) real images by (tx, ty) pixels (sub-pixel, periodic)."""
     d = images.shape[-1]

@@ -42,8 +42,8 @@ class UpdateReport:
     particles), 'final' (end-of-stream full pass), 'assign' (end-of-stream pass without update);
     rows: pool rows processed; new_rows: those of them processed for the first time;
     temperature: E-step temperature; factor: annealing factor;
-    reseeded: classes re-seeded; merged: classes emptied as duplicates; mean_loglik: mean best log-likelihood; seconds: 'read', 'estep',
-    'mstep' wall times (s).
+    reseeded: classes re-seeded; merged: classes emptied as duplicates; mean_loglik: mean best
+    log-likelihood; seconds: 'read', 'estep', 'mstep' wall times (s).
     """
 
     phase: str
