@@ -160,3 +160,24 @@ def test_pure_noise_reports_no_resolution_and_keeps_the_band():
     )
     assert float(signal.state.resolution_A.min()) < 30.0
     assert signal.state.r_work > r_init + 1.0
+
+
+def test_class_references_hold_nothing_beyond_their_resolution():
+    """Each class reference (what particles align to, what is written) is low-passed at the
+    class's own resolution plus a margin; its half-set averages keep the whole working band,
+    so a class's resolution can still grow."""
+    res = run_batch(make_set(240, noise_sd=0.3, ctf=True, seed=3)[0], Config(max_res_A=7.0, **FAST))
+    st = res.state
+    radius = BOX * APIX / st.resolution_A + 2.0
+    checked = 0
+    for k in range(st.n_classes):
+        cut = int(np.ceil(float(radius[k]))) + 2  # past the mask's spread
+        if cut >= st.r_work - 1:
+            continue
+        ref = _radial_power(st.class_images[k : k + 1])
+        half = _radial_power(st.half_images[:, k])
+        beyond_ref, beyond_half = ref[cut : int(st.r_work)].sum(), half[cut : int(st.r_work)].sum()
+        assert beyond_half > 0
+        assert beyond_ref < 0.1 * beyond_half / 2  # halves: the sum of two images' power
+        checked += 1
+    assert checked > 0, "no class with a resolution below the working band"

@@ -53,7 +53,9 @@ def test_more_classes_than_views_end_as_one_class_per_view(sim, tmp_path):
     parts, merged = run(True)
     _, split = run(False)
     assert merged.views_recovered == split.views_recovered == 4
-    assert merged.ari > 0.8 and merged.ari > split.ari + 0.15
+    # measured: 0.85 against 0.71 (0.88 against 0.59 before class references were low-passed
+    # at their own resolution, which made the split run better too)
+    assert merged.ari > 0.8 and merged.ari > split.ari + 0.1
     assert parts["rlnClassNumber"].nunique() <= 8
 
 

@@ -285,6 +285,16 @@ def wiener_averages(
     return ClassAverages(full=full, halves=torch.stack([h0, h1]), tau2=tau2)
 
 
+def lowpass_by_class(
+    values: torch.Tensor, shell: torch.Tensor, radius: torch.Tensor
+) -> torch.Tensor:
+    """Class averages (K, Q) complex on the class grid, each set to 0 in the shells beyond its
+    radius (K,) (Fourier pixels; inf keeps every shell); shell: (Q,) long, the grid points'
+    shells."""
+    keep = shell[None, :].float() <= radius[:, None]
+    return values * keep.to(values.dtype)
+
+
 def noise_spectrum(stats: Statistics, previous: torch.Tensor) -> torch.Tensor:
     """Per-shell noise variance (n_shells,) from residual statistics; shells without data keep
     their previous value."""
