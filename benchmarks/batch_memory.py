@@ -24,8 +24,9 @@ from pathlib import Path
 def peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Run cmd; return (wall seconds, peak RSS in MB of that process)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     status = Path(f"/proc/{proc.pid}/status")
     hwm_kb = 0
     while proc.poll() is None:
@@ -57,22 +58,56 @@ def main() -> None:
         data = args.work / f"n{n}_box{args.box}"
         if not (data / "particles.star").exists():
             print(f"simulating {n} particles of box {args.box} into {data} ...", flush=True)
-            subprocess.run(exe + ["simulate", "--out", str(data), "--n", str(n), "--box",
-                                  str(args.box), "--apix", str(args.apix), "--snr", "0.1"],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                exe
+                + [
+                    "simulate",
+                    "--out",
+                    str(data),
+                    "--n",
+                    str(n),
+                    "--box",
+                    str(args.box),
+                    "--apix",
+                    str(args.apix),
+                    "--snr",
+                    "0.1",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         images_mb = sum(p.stat().st_size for p in (data / "Movies").glob("*.mrcs")) / 2**20
         out = args.work / f"job_n{n}_box{args.box}"
-        wall, rss = peak_rss_mb(exe + ["classify", "particles.star", "--out", str(out), "-K",
-                                       str(args.classes), "--max-res-A", str(args.max_res)],
-                                data)
-        row = {"n": n, "box": args.box, "K": args.classes, "images_on_disk_MB": round(images_mb),
-               "peak_rss_MB": round(rss), "wall_s": round(wall, 1)}
+        wall, rss = peak_rss_mb(
+            exe
+            + [
+                "classify",
+                "particles.star",
+                "--out",
+                str(out),
+                "-K",
+                str(args.classes),
+                "--max-res-A",
+                str(args.max_res),
+            ],
+            data,
+        )
+        row = {
+            "n": n,
+            "box": args.box,
+            "K": args.classes,
+            "images_on_disk_MB": round(images_mb),
+            "peak_rss_MB": round(rss),
+            "wall_s": round(wall, 1),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"N x{b['n'] / a['n']:.0f}: images x{b['images_on_disk_MB'] / a['images_on_disk_MB']:.1f}"
-              f", peak memory x{b['peak_rss_MB'] / a['peak_rss_MB']:.2f}")
+        print(
+            f"N x{b['n'] / a['n']:.0f}: images x{b['images_on_disk_MB'] / a['images_on_disk_MB']:.1f}"
+            f", peak memory x{b['peak_rss_MB'] / a['peak_rss_MB']:.2f}"
+        )
 
 
 if __name__ == "__main__":

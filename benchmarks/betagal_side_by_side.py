@@ -132,9 +132,10 @@ def cryoclass_classes(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, D, D) class averages, (K,) counts and (K,) resolutions (Å) of a cryoclass job."""
     imgs = whole_stack(out / "classes.mrcs")
     model = starfile.read(out / "model.star")["model_classes"]
+    counts = model["cryoclassParticleCount"].to_numpy()
     return (
-        imgs,
-        model["cryoclassParticleCount"].to_numpy(),
+        np.where(counts[:, None, None] == 0, 0.0, imgs),  # no particles: flat grey, as the gallery
+        counts,
         model["rlnEstimatedResolution"].to_numpy(),
     )
 

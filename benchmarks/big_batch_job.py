@@ -62,21 +62,50 @@ def main() -> None:
     t0 = time.perf_counter()
     base = args.work / "base"
     if not (base / "particles.star").exists():
-        simulate_dataset(base, n_particles=args.base, box=args.box, pixel_size_A=3.0, n_views=20,
-                         snr=0.05, seed=0)
+        simulate_dataset(
+            base,
+            n_particles=args.base,
+            box=args.box,
+            pixel_size_A=3.0,
+            n_views=20,
+            snr=0.05,
+            seed=0,
+        )
     star = replicated_set(base, args.work / f"set_{args.n}", args.n)
     t_sim = time.perf_counter() - t0
     out = args.work / f"job_{args.n}"
-    cmd = [sys.executable, "-m", "cryoclass.cli", "classify", str(star), "--out", str(out),
-           "-K", str(args.classes), "--max-res-A", str(args.max_res)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoclass.cli",
+        "classify",
+        str(star),
+        "--out",
+        str(out),
+        "-K",
+        str(args.classes),
+        "--max-res-A",
+        str(args.max_res),
+    ]
     t1 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t1
     n_out = len(starfile.read(out / "particles.star")["particles"])
-    print(json.dumps({"particles": args.n, "classified": n_out, "K": args.classes,
-                      "box": args.box, "max_res_A": args.max_res,
-                      "simulate_s": round(t_sim, 1), "classify_wall_s": round(wall, 1),
-                      "particles_per_s": round(args.n / wall, 1), "out": str(out)}))
+    print(
+        json.dumps(
+            {
+                "particles": args.n,
+                "classified": n_out,
+                "K": args.classes,
+                "box": args.box,
+                "max_res_A": args.max_res,
+                "simulate_s": round(t_sim, 1),
+                "classify_wall_s": round(wall, 1),
+                "particles_per_s": round(args.n / wall, 1),
+                "out": str(out),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

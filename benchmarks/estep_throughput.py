@@ -57,20 +57,42 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.device
-                    ) -> ParticleBatch:
+def synthetic_batch(eng: Engine, n: int, box: int, apix: float, dev: torch.device) -> ParticleBatch:
     """n white-noise images of `box` px with random defoci, prepared for `eng` on `dev`."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((n, box, box)).astype(np.float32)
-    table = pd.DataFrame({"rlnDefocusU": rng.uniform(8e3, 3e4, n), "rlnDefocusV": 1.5e4,
-                          "rlnDefocusAngle": 10.0, "rlnVoltage": 300.0,
-                          "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1})
-    return prepare_batch(np.arange(n), images, ctf_parameters(table), apix, eng.mask, eng.mask_radius_px,
-                         False, False, dev)
+    table = pd.DataFrame(
+        {
+            "rlnDefocusU": rng.uniform(8e3, 3e4, n),
+            "rlnDefocusV": 1.5e4,
+            "rlnDefocusAngle": 10.0,
+            "rlnVoltage": 300.0,
+            "rlnSphericalAberration": 2.7,
+            "rlnAmplitudeContrast": 0.1,
+        }
+    )
+    return prepare_batch(
+        np.arange(n),
+        images,
+        ctf_parameters(table),
+        apix,
+        eng.mask,
+        eng.mask_radius_px,
+        False,
+        False,
+        dev,
+    )
 
 
-def estep_rate(box: int, apix: float, classes: int, res: float, n: int, dev: torch.device,
-               exhaustive: bool = False) -> tuple[float, Engine, ParticleBatch]:
+def estep_rate(
+    box: int,
+    apix: float,
+    classes: int,
+    res: float,
+    n: int,
+    dev: torch.device,
+    exhaustive: bool = False,
+) -> tuple[float, Engine, ParticleBatch]:
     """Particles/s of one full E-step (scores + M-step statistics) at the working resolution
     `res` (A) for n particles of `box` px and `classes` classes; also returns the engine and
     the prepared batch."""
@@ -93,13 +115,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args()
     dev = pick_device("auto")
-    out = {"device": str(dev), "box": args.box, "K": args.classes, "res_A": args.res,
-           "n": args.n, "sgemm_peak_gflops": round(sgemm_peak(dev), 1)}
+    out = {
+        "device": str(dev),
+        "box": args.box,
+        "K": args.classes,
+        "res_A": args.res,
+        "n": args.n,
+        "sgemm_peak_gflops": round(sgemm_peak(dev), 1),
+    }
     for exhaustive in (False, True):
-        rate, eng, batch = estep_rate(args.box, args.apix, args.classes, args.res, args.n, dev,
-                                      exhaustive)
-        out["exhaustive" if exhaustive else "coarse_to_fine"] = {"particles_per_s":
-                                                                 round(rate, 1)}
+        rate, eng, batch = estep_rate(
+            args.box, args.apix, args.classes, args.res, args.n, dev, exhaustive
+        )
+        out["exhaustive" if exhaustive else "coarse_to_fine"] = {"particles_per_s": round(rate, 1)}
     # the hot kernel alone: exhaustive score GEMMs
     band, inv = eng.alignment_band()
     poses = eng.pose_grid()
@@ -107,11 +135,16 @@ def main() -> None:
     X, ctf = batch.band(band), batch.ctf(band.kx, band.ky)
     dt = best_time(lambda: (score_best_poses(X, ctf, inv, refs, poses.shifts, band), sync(dev)))
     flops = 2.0 * args.n * poses.n_shift * refs.shape[0] * refs.shape[1] * 2 * band.size
-    out["kernel"] = {"rotations": poses.n_rot, "shifts": poses.n_shift, "band_points": band.size,
-                     "gflops": round(flops / dt / 1e9, 1),
-                     "fraction_of_sgemm_peak": round(flops / dt / 1e9 / out["sgemm_peak_gflops"], 2)}
-    out["peak_memory_MB"] = round(__import__("resource").getrusage(
-        __import__("resource").RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["kernel"] = {
+        "rotations": poses.n_rot,
+        "shifts": poses.n_shift,
+        "band_points": band.size,
+        "gflops": round(flops / dt / 1e9, 1),
+        "fraction_of_sgemm_peak": round(flops / dt / 1e9 / out["sgemm_peak_gflops"], 2),
+    }
+    out["peak_memory_MB"] = round(
+        __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024, 1
+    )
     print(json.dumps(out, indent=1))
 
 

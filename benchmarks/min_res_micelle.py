@@ -18,8 +18,16 @@ JUDGE = Path(__file__).with_name("trpv1_judge.py")
 
 def judge(data: Path, classes: int, out: Path, extra: list[str]) -> dict:
     """The judge's summary of one cryoclass run with extra cryoclass options."""
-    cmd = [sys.executable, str(JUDGE), "--data", str(data), "--classes", str(classes),
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(JUDGE),
+        "--data",
+        str(data),
+        "--classes",
+        str(classes),
+        "--out",
+        str(out),
+    ]
     cmd += extra  # options trpv1_judge.py does not know go on to cryoclass classify
     line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     return json.loads(line.splitlines()[-1])
@@ -32,12 +40,18 @@ def main() -> None:
     ap.add_argument("--min-res", type=float, default=40.0)
     args = ap.parse_args()
     off = judge(args.data, args.classes, args.data / "cryoclass_min_res_off", [])
-    on = judge(args.data, args.classes, args.data / "cryoclass_min_res_on",
-               ["--min-res-A", str(args.min_res)])
+    on = judge(
+        args.data,
+        args.classes,
+        args.data / "cryoclass_min_res_on",
+        ["--min-res-A", str(args.min_res)],
+    )
     print(json.dumps({"min_res_A": None, **off}))
     print(json.dumps({"min_res_A": args.min_res, **on}))
-    print(f"ARI {off['ari']:.3f} -> {on['ari']:.3f}; views_recovered_bp "
-          f"{off['views_recovered_bp']} -> {on['views_recovered_bp']}")
+    print(
+        f"ARI {off['ari']:.3f} -> {on['ari']:.3f}; views_recovered_bp "
+        f"{off['views_recovered_bp']} -> {on['views_recovered_bp']}"
+    )
 
 
 if __name__ == "__main__":

@@ -95,19 +95,57 @@ def run_relion(data: Path, star: Path, work: Path, args: argparse.Namespace) -> 
     out_dir = work / "relion"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    cmd = [exe, "--i", str(star), "--o", str(out_dir / "run"), "--K", str(args.classes),
-           "--iter", str(args.relion_iter), "--tau2_fudge", "2", "--particle_diameter",
-           str(args.diameter), "--ctf", "--flatten_solvent", "--zero_mask",
-           "--strict_highres_exp", str(args.max_res), "--oversampling", "1", "--psi_step", "12",
-           "--offset_range", "5", "--offset_step", "2", "--norm", "--scale", "--pad", "2",
-           "--pool", "3", "--preread_images", "--dont_combine_weights_via_disc",
-           "--j", str(args.threads), "--random_seed", "1"]
+    cmd = [
+        exe,
+        "--i",
+        str(star),
+        "--o",
+        str(out_dir / "run"),
+        "--K",
+        str(args.classes),
+        "--iter",
+        str(args.relion_iter),
+        "--tau2_fudge",
+        "2",
+        "--particle_diameter",
+        str(args.diameter),
+        "--ctf",
+        "--flatten_solvent",
+        "--zero_mask",
+        "--strict_highres_exp",
+        str(args.max_res),
+        "--oversampling",
+        "1",
+        "--psi_step",
+        "12",
+        "--offset_range",
+        "5",
+        "--offset_step",
+        "2",
+        "--norm",
+        "--scale",
+        "--pad",
+        "2",
+        "--pool",
+        "3",
+        "--preread_images",
+        "--dont_combine_weights_via_disc",
+        "--j",
+        str(args.threads),
+        "--random_seed",
+        "1",
+    ]
     start = time.time()
     wall, cpu, peak = run_measured(cmd, data, work / "relion.log", args.threads)
     done = iteration_times(out_dir, start)
     last = f"run_it{args.relion_iter:03d}"
-    run = Run("RELION 3.1", wall, cpu, peak,
-              judge(data, out_dir / f"{last}_data.star", out_dir / f"{last}_classes.mrcs"))
+    run = Run(
+        "RELION 3.1",
+        wall,
+        cpu,
+        peak,
+        judge(data, out_dir / f"{last}_data.star", out_dir / f"{last}_classes.mrcs"),
+    )
     if args.relion_iter < FULL_ITERATIONS:
         # RELION's iterations get shorter as its adaptive sampling narrows, then level off
         # (507, 279, 165, 84, 57, then 48-62 s on trpv1_micelle), so the last one measured is the
@@ -115,9 +153,11 @@ def run_relion(data: Path, star: Path, work: Path, args: argparse.Namespace) -> 
         per_iter = float(np.diff([0.0, *done])[-1])
         run.wall_s = wall + (FULL_ITERATIONS - args.relion_iter) * per_iter
         run.cpu_s = cpu * run.wall_s / wall
-        run.note = (f"SHORT RUN: {args.relion_iter} of {FULL_ITERATIONS} iterations measured "
-                    f"({wall:.0f} s); time extrapolated with {per_iter:.0f} s per remaining "
-                    f"iteration; quality is that of iteration {args.relion_iter}, not converged")
+        run.note = (
+            f"SHORT RUN: {args.relion_iter} of {FULL_ITERATIONS} iterations measured "
+            f"({wall:.0f} s); time extrapolated with {per_iter:.0f} s per remaining "
+            f"iteration; quality is that of iteration {args.relion_iter}, not converged"
+        )
     else:
         run.note = f"full run, {FULL_ITERATIONS} iterations measured"
     run.note += "; iteration ends at " + ", ".join(f"{t:.0f}" for t in done) + " s"
@@ -128,12 +168,29 @@ def run_cryoclass(data: Path, star: Path, work: Path, args: argparse.Namespace) 
     """`cryoclass classify` with the same K and resolution limit; returns its Run."""
     out = work / "cryoclass"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "cryoclass.cli.__main__", "classify", str(star), "--out",
-           str(out), "-K", str(args.classes), "--max-res-A", str(args.max_res), *args.extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoclass.cli.__main__",
+        "classify",
+        str(star),
+        "--out",
+        str(out),
+        "-K",
+        str(args.classes),
+        "--max-res-A",
+        str(args.max_res),
+        *args.extra,
+    ]
     wall, cpu, peak = run_measured(cmd, data, work / "cryoclass.log", args.threads)
-    return Run("cryoclass", wall, cpu, peak,
-               judge(data, out / "particles.star", out / "classes.mrcs"),
-               "full run, start-up and file I/O included")
+    return Run(
+        "cryoclass",
+        wall,
+        cpu,
+        peak,
+        judge(data, out / "particles.star", out / "classes.mrcs"),
+        "full run, start-up and file I/O included",
+    )
 
 
 def main() -> None:
@@ -141,8 +198,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="a set made by simulate.py")
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--max-res", type=float, default=8.0, help="resolution limit, A")
-    ap.add_argument("--relion-iter", type=int, default=FULL_ITERATIONS,
-                    help="RELION iterations to run (fewer than 25: extrapolated)")
+    ap.add_argument(
+        "--relion-iter",
+        type=int,
+        default=FULL_ITERATIONS,
+        help="RELION iterations to run (fewer than 25: extrapolated)",
+    )
     ap.add_argument("--subset", type=int, default=0, help="run both on this many particles")
     ap.add_argument("--diameter", type=float, default=170.0, help="RELION mask diameter, A")
     ap.add_argument("--threads", type=int, default=2)
@@ -166,28 +227,41 @@ def main() -> None:
         runs.append(run_relion(data, star, work, args))
     peak_after = sgemm_peak(torch.device("cpu"))
 
-    report = {"data": str(data), "particles": n, "K": args.classes, "max_res_A": args.max_res,
-              "threads": args.threads, "cryoclass_options": " ".join(args.extra),
-              "sgemm_peak_gflops_before_after": [round(peak_before), round(peak_after)],
-              "runs": [asdict(r) for r in runs]}
-    print(f"{n} particles, K = {args.classes}, {args.max_res} A, {args.threads} threads; "
-          f"SGEMM peak {peak_before:.0f} / {peak_after:.0f} GFLOP/s before / after")
+    report = {
+        "data": str(data),
+        "particles": n,
+        "K": args.classes,
+        "max_res_A": args.max_res,
+        "threads": args.threads,
+        "cryoclass_options": " ".join(args.extra),
+        "sgemm_peak_gflops_before_after": [round(peak_before), round(peak_after)],
+        "runs": [asdict(r) for r in runs],
+    }
+    print(
+        f"{n} particles, K = {args.classes}, {args.max_res} A, {args.threads} threads; "
+        f"SGEMM peak {peak_before:.0f} / {peak_after:.0f} GFLOP/s before / after"
+    )
     head = f"{'program':<11} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} " + " ".join(
-        f"{k:>18}" for k in JUDGE_KEYS)
+        f"{k:>18}" for k in JUDGE_KEYS
+    )
     print(head)
     for r in runs:
-        print(f"{r.program:<11} {r.wall_s:>8.1f} {r.cpu_s:>8.1f} {r.peak_MB:>8.0f} "
-              + " ".join(f"{r.judge[k]!s:>18}" for k in JUDGE_KEYS))
+        print(
+            f"{r.program:<11} {r.wall_s:>8.1f} {r.cpu_s:>8.1f} {r.peak_MB:>8.0f} "
+            + " ".join(f"{r.judge[k]!s:>18}" for k in JUDGE_KEYS)
+        )
     for r in runs:
         print(f"  {r.program}: {r.note}")
     if len(runs) == 2:
         ours, relion = runs
-        ratios = {"wall_time_relion_over_cryoclass": round(relion.wall_s / ours.wall_s, 1),
-                  "cpu_time_relion_over_cryoclass": round(relion.cpu_s / ours.cpu_s, 1),
-                  "ari_cryoclass_over_relion": round(ours.judge["ari"] / relion.judge["ari"], 2)
-                  if relion.judge["ari"] > 0 else None,
-                  "views_recovered_bp_cryoclass_minus_relion":
-                      _views(ours.judge) - _views(relion.judge)}
+        ratios = {
+            "wall_time_relion_over_cryoclass": round(relion.wall_s / ours.wall_s, 1),
+            "cpu_time_relion_over_cryoclass": round(relion.cpu_s / ours.cpu_s, 1),
+            "ari_cryoclass_over_relion": round(ours.judge["ari"] / relion.judge["ari"], 2)
+            if relion.judge["ari"] > 0
+            else None,
+            "views_recovered_bp_cryoclass_minus_relion": _views(ours.judge) - _views(relion.judge),
+        }
         report["ratios"] = ratios
         print("ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     (work / "report.json").write_text(json.dumps(report, indent=1))

@@ -21,8 +21,12 @@ from cryoclass.engine.device import pick_device  # noqa: E402
 from estep_throughput import estep_rate, sgemm_peak  # noqa: E402  (a sibling script)
 
 BASE = {"box": 96, "classes": 20, "res": 8.0, "n": 1000}
-SWEEPS = {"n": [250, 1000, 4000], "classes": [5, 20, 50, 100], "box": [64, 96, 128, 192],
-          "res": [20.0, 12.0, 8.0, 6.0, 4.5]}
+SWEEPS = {
+    "n": [250, 1000, 4000],
+    "classes": [5, 20, 50, 100],
+    "box": [64, 96, 128, 192],
+    "res": [20.0, 12.0, 8.0, 6.0, 4.5],
+}
 QUICK = {"n": [250, 1000], "classes": [5, 20], "box": [64, 96], "res": [12.0, 8.0]}
 
 
@@ -37,19 +41,31 @@ def main() -> None:
     sweeps = QUICK if args.quick else SWEEPS
     peak = [sgemm_peak(dev)]
     rows = []
-    print(f"{'factor':<8} {'box':>4} {'K':>4} {'res A':>6} {'n':>6} {'particles/s':>12} "
-          f"{'us/particle':>12}")
+    print(
+        f"{'factor':<8} {'box':>4} {'K':>4} {'res A':>6} {'n':>6} {'particles/s':>12} "
+        f"{'us/particle':>12}"
+    )
     for factor, values in sweeps.items():
         for v in values:
             p = {**base, factor: v}
             rate, _, _ = estep_rate(p["box"], args.apix, p["classes"], p["res"], p["n"], dev)
             rows.append({"factor": factor, **p, "particles_per_s": round(rate, 1)})
-            print(f"{factor:<8} {p['box']:>4} {p['classes']:>4} {p['res']:>6} {p['n']:>6} "
-                  f"{rate:>12.1f} {1e6 / rate:>12.0f}", flush=True)
+            print(
+                f"{factor:<8} {p['box']:>4} {p['classes']:>4} {p['res']:>6} {p['n']:>6} "
+                f"{rate:>12.1f} {1e6 / rate:>12.0f}",
+                flush=True,
+            )
     peak.append(sgemm_peak(dev))
-    print(json.dumps({"device": str(dev), "apix": args.apix,
-                      "sgemm_peak_gflops_before_after": [round(x, 1) for x in peak],
-                      "rows": rows}))
+    print(
+        json.dumps(
+            {
+                "device": str(dev),
+                "apix": args.apix,
+                "sgemm_peak_gflops_before_after": [round(x, 1) for x in peak],
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

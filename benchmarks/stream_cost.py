@@ -34,10 +34,18 @@ from cryoclass.stream import Stream, read_events
 
 
 def config(args, policy: str) -> Config:
-    return Config(n_classes=args.classes, max_res_A=args.max_res, batch_size_per_class=args.bpc,
-                  n_online_em_iters=args.iters, n_full_iters=args.full, sigma_anneal_start=1,
-                  sigma_anneal_iters=args.iters // 2, seed=args.seed, device=args.device,
-                  stream_policy=policy)
+    return Config(
+        n_classes=args.classes,
+        max_res_A=args.max_res,
+        batch_size_per_class=args.bpc,
+        n_online_em_iters=args.iters,
+        n_full_iters=args.full,
+        sigma_anneal_start=1,
+        sigma_anneal_iters=args.iters // 2,
+        seed=args.seed,
+        device=args.device,
+        stream_policy=policy,
+    )
 
 
 def run_stream(pset, cfg: Config, chunk: int, out: Path) -> dict:
@@ -49,11 +57,21 @@ def run_stream(pset, cfg: Config, chunk: int, out: Path) -> dict:
     wall = time.perf_counter() - t0
     ev = [e for e in read_events(out / "events.jsonl") if "n_new" in e]
     sec = sum(v for e in ev for k, v in e["seconds"].items() if k in ("read", "estep", "mstep"))
-    io = sum(v for e in read_events(out / "events.jsonl") for k, v in e["seconds"].items()
-             if k in ("checkpoint", "outputs"))
+    io = sum(
+        v
+        for e in read_events(out / "events.jsonl")
+        for k, v in e["seconds"].items()
+        if k in ("checkpoint", "outputs")
+    )
     order = np.argsort(res.particles.index)
-    return {"visits": sum(e["n_new"] + e["n_revisited"] for e in ev), "s": sec, "io_s": io,
-            "wall_s": wall, "cls": res.particles.cls[order], "updates": len(ev)}
+    return {
+        "visits": sum(e["n_new"] + e["n_revisited"] for e in ev),
+        "s": sec,
+        "io_s": io,
+        "wall_s": wall,
+        "cls": res.particles.cls[order],
+        "updates": len(ev),
+    }
 
 
 def main(args) -> None:
@@ -62,16 +80,28 @@ def main(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="stream_cost_"))
     n_max = max(args.sizes)
     data = tmp / "data"
-    simulate_dataset(data, n_particles=n_max, box=args.box, pixel_size_A=args.apix,
-                     n_views=args.classes, snr=args.snr, particles_per_micrograph=50, seed=1)
+    simulate_dataset(
+        data,
+        n_particles=n_max,
+        box=args.box,
+        pixel_size_A=args.apix,
+        n_views=args.classes,
+        snr=args.snr,
+        particles_per_micrograph=50,
+        seed=1,
+    )
     pset = read_particles(data / "particles.star")
     truth = pd.read_csv(data / "truth.csv")["view"].to_numpy()
-    print(f"box {args.box} px, {args.apix} Å/px, K={args.classes}, minibatch "
-          f"{args.bpc * args.classes}, {args.iters} online-EM iterations, {args.full} full; "
-          f"stream chunks of {args.chunk}; {args.threads} thread(s), device {args.device}")
-    head = (f"{'N':>6} | {'batch E-steps':>13} {'s':>6} {'ARI':>5} | {'online E-steps':>14} "
-            f"{'s':>6} {'io s':>5} {'ARI':>5} {'ratio':>6} {'s ratio':>7} | {'live E-steps':>12} "
-            f"{'s':>6} {'ARI':>5} {'ratio':>6} {'s ratio':>7}")
+    print(
+        f"box {args.box} px, {args.apix} Å/px, K={args.classes}, minibatch "
+        f"{args.bpc * args.classes}, {args.iters} online-EM iterations, {args.full} full; "
+        f"stream chunks of {args.chunk}; {args.threads} thread(s), device {args.device}"
+    )
+    head = (
+        f"{'N':>6} | {'batch E-steps':>13} {'s':>6} {'ARI':>5} | {'online E-steps':>14} "
+        f"{'s':>6} {'io s':>5} {'ARI':>5} {'ratio':>6} {'s ratio':>7} | {'live E-steps':>12} "
+        f"{'s':>6} {'ARI':>5} {'ratio':>6} {'s ratio':>7}"
+    )
     print(head)
     print("-" * len(head))
     for n in sorted(args.sizes):
@@ -87,11 +117,15 @@ def main(args) -> None:
             r = run_stream(sub, config(args, policy), args.chunk, out)
             a = adjusted_rand_index(truth[:n], r["cls"])
             if policy == "online":
-                row += (f" {r['visits']:>14} {r['s']:>6.1f} {r['io_s']:>5.1f} {a:>5.2f} "
-                        f"{r['visits'] / b_visits:>6.2f} {r['s'] / b_s:>7.2f} |")
+                row += (
+                    f" {r['visits']:>14} {r['s']:>6.1f} {r['io_s']:>5.1f} {a:>5.2f} "
+                    f"{r['visits'] / b_visits:>6.2f} {r['s'] / b_s:>7.2f} |"
+                )
             else:
-                row += (f" {r['visits']:>12} {r['s']:>6.1f} {a:>5.2f} "
-                        f"{r['visits'] / b_visits:>6.2f} {r['s'] / b_s:>7.2f}")
+                row += (
+                    f" {r['visits']:>12} {r['s']:>6.1f} {a:>5.2f} "
+                    f"{r['visits'] / b_visits:>6.2f} {r['s'] / b_s:>7.2f}"
+                )
             shutil.rmtree(out, ignore_errors=True)
         print(row, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -112,7 +146,11 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--write-every", type=float, default=0.0,
-                   help="stream outputs at most every S seconds (0: every update)")
+    p.add_argument(
+        "--write-every",
+        type=float,
+        default=0.0,
+        help="stream outputs at most every S seconds (0: every update)",
+    )
     args = p.parse_args()
     main(args)

@@ -43,11 +43,17 @@ def main() -> None:
     ap.add_argument("-K", "--classes", type=int, default=50)
     ap.add_argument("--first", type=int, default=2, help="micrographs in the first update")
     ap.add_argument("--per-update", type=int, default=1, help="micrographs per later update")
-    for name, field in Config.model_fields.items():   # every other Config field, as classify
+    for name, field in Config.model_fields.items():  # every other Config field, as classify
         if name == "n_classes":
             continue
-        kind = next((t for t in (bool, int, float) if t in get_args(field.annotation)
-                     or field.annotation is t), str)
+        kind = next(
+            (
+                t
+                for t in (bool, int, float)
+                if t in get_args(field.annotation) or field.annotation is t
+            ),
+            str,
+        )
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
@@ -58,16 +64,20 @@ def main() -> None:
     config = Config(n_classes=args.classes, **given)
     pset = read_particles(args.star, on_bad="reject").scan_images()
     groups = micrograph_groups(pset.table)
-    chunks = [np.concatenate(groups[:args.first])]
-    chunks += [np.concatenate(groups[a:a + args.per_update])
-               for a in range(args.first, len(groups), args.per_update)]
+    chunks = [np.concatenate(groups[: args.first])]
+    chunks += [
+        np.concatenate(groups[a : a + args.per_update])
+        for a in range(args.first, len(groups), args.per_update)
+    ]
     t0 = time.perf_counter()
     with Stream(config, args.out, outputs_every_s=1e9) as s:
         for c in chunks:
             s.add_particles(pset.subset(c))
         s.finish()
-    print(f"streamed {len(pset)} particles in {len(chunks)} updates "
-          f"({len(groups)} micrographs) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"streamed {len(pset)} particles in {len(chunks)} updates "
+        f"({len(groups)} micrographs) in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 if __name__ == "__main__":

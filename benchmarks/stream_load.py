@@ -77,22 +77,32 @@ class Events:
         return self.rows
 
 
-def simulate_source(src: Path, n: int, per_file: int, box: int, apix: float,
-                    seed: int) -> list[tuple[Path, str]]:
+def simulate_source(
+    src: Path, n: int, per_file: int, box: int, apix: float, seed: int
+) -> list[tuple[Path, str]]:
     """The micrographs to copy: (stack, STAR text) pairs, simulated once (cached in src)."""
     if not (src / "particles.star").exists():
         from cryoclass.simulate import simulate_dataset
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            simulate_dataset(src, n_particles=n, box=box, pixel_size_A=apix, n_views=8, snr=0.3,
-                             particles_per_micrograph=per_file, seed=seed)
+            simulate_dataset(
+                src,
+                n_particles=n,
+                box=box,
+                pixel_size_A=apix,
+                n_views=8,
+                snr=0.3,
+                particles_per_micrograph=per_file,
+                seed=seed,
+            )
     stars = sorted((src / "Movies").glob("mic_*.star"))
     return [(s.with_suffix(".mrcs"), s.read_text()) for s in stars]
 
 
-def feed(watch: Path, source: list[tuple[Path, str]], per_file: int, n: int, rate: float,
-         state: Feed) -> None:
+def feed(
+    watch: Path, source: list[tuple[Path, str]], per_file: int, n: int, rate: float, state: Feed
+) -> None:
     """Deliver n particles as copies of the source micrographs at ``rate`` particles/s."""
     movies = watch / "Movies"
     movies.mkdir(parents=True, exist_ok=True)
@@ -131,6 +141,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0.0, 0.0
+
     def get(key: str) -> float:
         m = re.search(rf"^{key}:\s+(\d+) kB", text, re.M)
         return float(m.group(1)) / 1024 if m else 0.0  # a zombie has no memory lines
@@ -145,7 +156,9 @@ def percentile_weighted(values: np.ndarray, weights: np.ndarray, q: float) -> fl
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=100_000, help="particles delivered")
     ap.add_argument("--per-file", type=int, default=50, help="particles per micrograph file")
     ap.add_argument("--unique", type=int, default=5000, help="distinct simulated particles")
@@ -156,8 +169,13 @@ def main() -> int:
     ap.add_argument("--max-res-A", type=float, default=9.0)
     ap.add_argument("--batch-size-per-class", type=int, default=50)
     ap.add_argument("--poll", type=float, default=1.0)
-    ap.add_argument("--write-every", type=float, default=30.0, help="outputs rewritten at most "
-                    "every this many seconds (--write-every of cryoclass stream)")
+    ap.add_argument(
+        "--write-every",
+        type=float,
+        default=30.0,
+        help="outputs rewritten at most "
+        "every this many seconds (--write-every of cryoclass stream)",
+    )
     ap.add_argument("--work", type=Path, default=Path("stream_load_work"))
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -166,24 +184,47 @@ def main() -> int:
     src = work / f"source_{args.unique}_{args.per_file}_{args.box}"
     t_sim = time.monotonic()
     source = simulate_source(src, args.unique, args.per_file, args.box, args.apix, args.seed)
-    print(f"source: {len(source)} micrographs of {args.per_file} particles, box {args.box} "
-          f"({time.monotonic() - t_sim:.0f} s to simulate)", flush=True)
+    print(
+        f"source: {len(source)} micrographs of {args.per_file} particles, box {args.box} "
+        f"({time.monotonic() - t_sim:.0f} s to simulate)",
+        flush=True,
+    )
     watch, out = work / "watch", work / "out"
     for d in (watch, out):
         shutil.rmtree(d, ignore_errors=True)
     watch.mkdir(parents=True)
 
-    cmd = [sys.executable, "-m", "cryoclass.cli", "stream", str(watch), "--out", str(out),
-           "--classes", str(args.classes), "--max-res-A", str(args.max_res_A),
-           "--batch-size-per-class", str(args.batch_size_per_class), "--n-full-iters", "1",
-           "--device", "cpu", "--poll", str(args.poll), "--write-every", str(args.write_every),
-           "--no-remove-duplicates"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoclass.cli",
+        "stream",
+        str(watch),
+        "--out",
+        str(out),
+        "--classes",
+        str(args.classes),
+        "--max-res-A",
+        str(args.max_res_A),
+        "--batch-size-per-class",
+        str(args.batch_size_per_class),
+        "--n-full-iters",
+        "1",
+        "--device",
+        "cpu",
+        "--poll",
+        str(args.poll),
+        "--write-every",
+        str(args.write_every),
+        "--no-remove-duplicates",
+    ]
     log = open(work / "stream.log", "w")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     state = Feed()
-    feeder = threading.Thread(target=feed, args=(watch, source, args.per_file, args.n, args.rate,
-                                                 state), daemon=True)
+    feeder = threading.Thread(
+        target=feed, args=(watch, source, args.per_file, args.n, args.rate, state), daemon=True
+    )
     feeder.start()
     events = Events(out / "events.jsonl")
     samples: list[Sample] = []
@@ -195,14 +236,23 @@ def main() -> int:
         rss, hwm = rss_mb(proc.pid)
         peak = max(peak, hwm)
         last = ev[-1] if ev else {}
-        s = Sample(time.monotonic() - t0, state.particles, int(last.get("n_ingested", 0)),
-                   int(last.get("n_processed", 0)), rss, hwm)
+        s = Sample(
+            time.monotonic() - t0,
+            state.particles,
+            int(last.get("n_ingested", 0)),
+            int(last.get("n_processed", 0)),
+            rss,
+            hwm,
+        )
         samples.append(s)
         if s.t - last_print >= 30:
             last_print = s.t
-            print(f"t={s.t:6.0f} s arrived={s.arrived:7d} ingested={s.ingested:7d} "
-                  f"classified={s.classified:7d} backlog={s.arrived - s.classified:6d} "
-                  f"rss={s.rss_mb:6.0f} MB", flush=True)
+            print(
+                f"t={s.t:6.0f} s arrived={s.arrived:7d} ingested={s.ingested:7d} "
+                f"classified={s.classified:7d} backlog={s.arrived - s.classified:6d} "
+                f"rss={s.rss_mb:6.0f} MB",
+                flush=True,
+            )
     wall = time.monotonic() - t0
     log.close()
     ev = events.poll()
@@ -226,51 +276,81 @@ def main() -> int:
         hwm_at[frac] = hit.hwm_mb if hit else float("nan")
     image_mb = args.n * args.box**2 * 4 / 1024**2
     summary = {
-        "particles": args.n, "files": state.files, "box": args.box, "classes": args.classes,
-        "arrival_rate_target": args.rate, "arrival_rate_achieved": state.particles / feed_s,
-        "feeder_max_lag_s": state.lag_s, "feed_seconds": feed_s, "wall_seconds": wall,
+        "particles": args.n,
+        "files": state.files,
+        "box": args.box,
+        "classes": args.classes,
+        "arrival_rate_target": args.rate,
+        "arrival_rate_achieved": state.particles / feed_s,
+        "feeder_max_lag_s": state.lag_s,
+        "feed_seconds": feed_s,
+        "wall_seconds": wall,
         "classified_per_s_while_feeding": (during[-1].classified / during[-1].t) if during else 0,
-        "max_backlog": int(backlog.max()), "backlog_at_feed_end": int(backlog[-1]),
+        "max_backlog": int(backlog.max()),
+        "backlog_at_feed_end": int(backlog[-1]),
         "all_first_classified_at_s": caught_up,
-        "latency_s": {"mean": float(np.average(lat_mean, weights=w)),
-                      "p50_of_updates": percentile_weighted(lat_mean, w, 50),
-                      "p95_of_updates": percentile_weighted(lat_mean, w, 95),
-                      "max": float(lat_max.max())},
-        "peak_rss_mb": peak, "rss_mb_at_fraction_classified": rss_at,
+        "latency_s": {
+            "mean": float(np.average(lat_mean, weights=w)),
+            "p50_of_updates": percentile_weighted(lat_mean, w, 50),
+            "p95_of_updates": percentile_weighted(lat_mean, w, 95),
+            "max": float(lat_max.max()),
+        },
+        "peak_rss_mb": peak,
+        "rss_mb_at_fraction_classified": rss_at,
         "peak_rss_mb_at_fraction_classified": hwm_at,
-        "images_mb_if_held": image_mb, "updates": len(updates),
+        "images_mb_if_held": image_mb,
+        "updates": len(updates),
         "final_pass_seconds": sum(e["seconds"].get("estep", 0.0) for e in final),
         "commit_seconds_per_update": {  # checkpoint of the whole stream after every update
             "first": commits[0]["seconds"].get("checkpoint") if commits else None,
-            "last": commits[-1]["seconds"].get("checkpoint") if commits else None},
-        "estep_seconds_per_particle": float(np.median(
-            [e["seconds"]["estep"] / (e["n_new"] + e.get("n_revisited", 0)) for e in commits])),
+            "last": commits[-1]["seconds"].get("checkpoint") if commits else None,
+        },
+        "estep_seconds_per_particle": float(
+            np.median(
+                [e["seconds"]["estep"] / (e["n_new"] + e.get("n_revisited", 0)) for e in commits]
+            )
+        ),
         "n_rejected": int(ev[-1]["n_rejected"]) if ev else None,
         "n_processed": int(ev[-1]["n_processed"]) if ev else None,
     }
     (work / "stream_load.json").write_text(json.dumps(summary, indent=2))
     lat = summary["latency_s"]
-    print(f"\n{args.n} particles in {state.files} files ({args.per_file}/micrograph), box "
-          f"{args.box}, K={args.classes}, arrival {summary['arrival_rate_achieved']:.0f}/s "
-          f"(target {args.rate:.0f}/s)")
-    print(f"ingestion: {summary['classified_per_s_while_feeding']:.0f} particles/s classified "
-          f"while feeding; backlog max {summary['max_backlog']}, at end of feed "
-          f"{summary['backlog_at_feed_end']}; every particle classified at "
-          f"{caught_up if caught_up is not None else float('nan'):.0f} s (feed ended at "
-          f"{feed_s:.0f} s)")
-    print(f"latency arrival -> first classification: mean {lat['mean']:.1f} s, median update "
-          f"{lat['p50_of_updates']:.1f} s, p95 update {lat['p95_of_updates']:.1f} s, max "
-          f"{lat['max']:.1f} s")
-    print("memory: peak RSS {:.0f} MB; RSS at 10/25/50/75/100 % classified: {} MB (peak so far "
-          "{} MB); the images would be {:.0f} MB".format(
-              peak, " / ".join(f"{v:.0f}" for v in rss_at.values()),
-              " / ".join(f"{v:.0f}" for v in hwm_at.values()), image_mb))
+    print(
+        f"\n{args.n} particles in {state.files} files ({args.per_file}/micrograph), box "
+        f"{args.box}, K={args.classes}, arrival {summary['arrival_rate_achieved']:.0f}/s "
+        f"(target {args.rate:.0f}/s)"
+    )
+    print(
+        f"ingestion: {summary['classified_per_s_while_feeding']:.0f} particles/s classified "
+        f"while feeding; backlog max {summary['max_backlog']}, at end of feed "
+        f"{summary['backlog_at_feed_end']}; every particle classified at "
+        f"{caught_up if caught_up is not None else float('nan'):.0f} s (feed ended at "
+        f"{feed_s:.0f} s)"
+    )
+    print(
+        f"latency arrival -> first classification: mean {lat['mean']:.1f} s, median update "
+        f"{lat['p50_of_updates']:.1f} s, p95 update {lat['p95_of_updates']:.1f} s, max "
+        f"{lat['max']:.1f} s"
+    )
+    print(
+        "memory: peak RSS {:.0f} MB; RSS at 10/25/50/75/100 % classified: {} MB (peak so far "
+        "{} MB); the images would be {:.0f} MB".format(
+            peak,
+            " / ".join(f"{v:.0f}" for v in rss_at.values()),
+            " / ".join(f"{v:.0f}" for v in hwm_at.values()),
+            image_mb,
+        )
+    )
     cps = summary["commit_seconds_per_update"]
-    print(f"cost: E-step {1e3 * summary['estep_seconds_per_particle']:.2f} ms/particle; commit "
-          f"(checkpoint) {cps['first'] or 0:.2f} s per update at the start, {cps['last'] or 0:.2f} s "
-          "at the end (it grows with the particles ingested)")
-    print(f"end: {summary['n_processed']} classified, {summary['n_rejected']} set aside; "
-          f"final pass {summary['final_pass_seconds']:.0f} s; total {wall:.0f} s")
+    print(
+        f"cost: E-step {1e3 * summary['estep_seconds_per_particle']:.2f} ms/particle; commit "
+        f"(checkpoint) {cps['first'] or 0:.2f} s per update at the start, {cps['last'] or 0:.2f} s "
+        "at the end (it grows with the particles ingested)"
+    )
+    print(
+        f"end: {summary['n_processed']} classified, {summary['n_rejected']} set aside; "
+        f"final pass {summary['final_pass_seconds']:.0f} s; total {wall:.0f} s"
+    )
     print(f"summary: {work / 'stream_load.json'}")
     return 0
 

@@ -26,9 +26,21 @@ JUDGE_KEYS = ["views_recovered_bp", "ari", "ami", "psi_R", "shift_frac_2px_all"]
 def judge(data: Path, particles: Path, classes: Path) -> dict:
     """The outside judge's summary (../shared/bench/evaluate.py), JUDGE_KEYS only, for one
     program's particles STAR and class-average stack on the set in `data`."""
-    ev = subprocess.run([sys.executable, str(BENCH / "evaluate.py"), "--truth", str(data),
-                         "--particles", str(particles), "--classes", str(classes)],
-                        check=True, capture_output=True, text=True)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "evaluate.py"),
+            "--truth",
+            str(data),
+            "--particles",
+            str(particles),
+            "--classes",
+            str(classes),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     summary = json.loads(ev.stdout.strip().splitlines()[0])
     return {k: summary[k] for k in JUDGE_KEYS}
 
@@ -42,14 +54,35 @@ def main() -> None:
     args, extra = ap.parse_known_args()
     out = args.out or args.data / "cryoclass_out"
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "cryoclass.cli.__main__", "classify",
-           str(args.data / "particles.star"), "--out", str(out), "-K", str(args.classes),
-           "--max-res-A", str(args.max_res), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoclass.cli.__main__",
+        "classify",
+        str(args.data / "particles.star"),
+        "--out",
+        str(out),
+        "-K",
+        str(args.classes),
+        "--max-res-A",
+        str(args.max_res),
+        *extra,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     scores = judge(args.data, out / "particles.star", out / "classes.mrcs")
-    print(json.dumps({"data": str(args.data), "K": args.classes, "max_res_A": args.max_res,
-                      "options": " ".join(extra), "wall_s": round(wall, 1), **scores}))
+    print(
+        json.dumps(
+            {
+                "data": str(args.data),
+                "K": args.classes,
+                "max_res_A": args.max_res,
+                "options": " ".join(extra),
+                "wall_s": round(wall, 1),
+                **scores,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -117,7 +117,10 @@ def write_model_star(
 
 
 def write_gallery(path: Path, images: np.ndarray, summary: ClassSummary, title: str) -> None:
-    """PNG gallery of class averages (already in output order) with count and resolution."""
+    """PNG gallery of class averages (already in output order) with count and resolution.
+    A class without particles is drawn flat grey: what its average holds is no image."""
+    empty = np.asarray(summary.counts)[:, None, None] == 0
+    images = np.where(empty, 0.0, images)
     labels = [
         f"{i + 1}: {c} ptcls\n{r:.1f} Å"
         for i, (c, r) in enumerate(zip(summary.counts, summary.resolution_A))
