@@ -81,7 +81,7 @@ MIN_POSE_WEIGHT = 1e-2
 MARGINAL_POSES = 4  # most probable poses kept per class (the M-step's cost grows with them)
 EMPTY_CLASS_RESOLUTION_A = 999.0
 MIN_BAND_RATIO = 2.5  # working radius >= this x the min_res radius once the high-pass applies
-REFERENCE_MARGIN_SHELLS = 2.0  # class references reach this many shells beyond their resolution
+REFERENCE_TAPER = 6.0  # class references fade out over this many shells beyond their resolution
 
 
 def pairs_weight_table(pairs: Assignments, n: int, k: int) -> torch.Tensor:
@@ -555,9 +555,9 @@ class Engine:
     def _rebuild_classes(self, r: float) -> None:
         """Class averages, half-set averages and resolutions from the statistics, in the band
         of radius r (Fourier pixels). Each class's reference (``class_images``, what particles
-        are aligned to and what is written) is low-passed at its own resolution
-        (``reference_radius``); the half-set averages keep the whole band, so the evidence for
-        finer shells can still build up."""
+        are aligned to and what is written) is whole up to its own resolution
+        (``reference_radius``) and fades out over the next REFERENCE_TAPER shells; the half-set
+        averages keep the whole band, so the evidence for finer shells can still build up."""
         st = self.state
         gmask = self.grid_mask(r)
         avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
@@ -572,14 +572,15 @@ class Engine:
         res = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
         empty = (st.stats.weight.sum(0) <= 0.5) | (shell == 0)
         st.resolution_A = torch.where(empty, torch.full_like(res, EMPTY_CLASS_RESOLUTION_A), res)
-        full = lowpass_by_class(avg.full, self.grid.shell, self.reference_radius(r))
+        full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
         imgs = band_to_image(full, self.grid).real.float()
         st.class_images = imgs * self.mask
         st.alignment_images = self.alignment_copy(imgs)
 
     def reference_radius(self, r: float) -> torch.Tensor:
-        """(K,) radius (Fourier pixels) each class reference is low-passed at: its resolution
-        plus REFERENCE_MARGIN_SHELLS, at least the radius of init_res_A, at most r. With
+        """(K,) radius (Fourier pixels) up to which each class reference is whole (it fades out
+        over the next REFERENCE_TAPER shells): its resolution, at least the radius of
+        init_res_A, at most r. With
         min_res_A the references stay whole (inf): above the high-pass the evidence builds up
         slowly, and references cut at it starved the alignment (tests/jobs/
         test_min_res_micelle.py: ARI 0.4-0.6 instead of > 0.8, batch and streaming).
@@ -588,12 +589,13 @@ class Engine:
         filter's power estimate takes for signal: particles aligned to it again make it
         stronger (small classes of real data turn into stripe patterns) and it draws particles
         by their noise. Refinement filters its reference at its resolution for the same
-        reason; the margin lets a class's resolution grow."""
+        reason; the soft edge keeps some of the weak signal beyond it and lets a class's
+        resolution grow."""
         st = self.state
         if self.r_min > 0:
             return torch.full_like(st.resolution_A, float("inf"))
         floor = min(self.box * self.apix / self.cfg.init_res_A, r)
-        own = self.box * self.apix / st.resolution_A + REFERENCE_MARGIN_SHELLS
+        own = self.box * self.apix / st.resolution_A
         return own.clamp(min=floor, max=r)
 
     def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:

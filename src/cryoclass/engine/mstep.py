@@ -286,13 +286,14 @@ def wiener_averages(
 
 
 def lowpass_by_class(
-    values: torch.Tensor, shell: torch.Tensor, radius: torch.Tensor
+    values: torch.Tensor, grid: Band, radius: torch.Tensor, taper: float
 ) -> torch.Tensor:
-    """Class averages (K, Q) complex on the class grid, each set to 0 in the shells beyond its
-    radius (K,) (Fourier pixels; inf keeps every shell); shell: (Q,) long, the grid points'
-    shells."""
-    keep = shell[None, :].float() <= radius[:, None]
-    return values * keep.to(values.dtype)
+    """Class averages (K, Q) complex on the class grid, each kept whole up to its radius (K,)
+    (Fourier pixels; inf keeps everything) and faded to 0 over the next ``taper`` pixels by a
+    raised cosine."""
+    q = torch.sqrt(grid.kx**2 + grid.ky**2)[None, :]
+    x = ((q - radius[:, None]) / taper).clamp(0, 1)
+    return values * (0.5 * (1 + torch.cos(torch.pi * x))).to(values.dtype)
 
 
 def noise_spectrum(stats: Statistics, previous: torch.Tensor) -> torch.Tensor:
