@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cryoclass.io import read_images, stack_pixel_size_A, stack_shape, write_stack  # noqa: E402
 from cryoclass.outputs.montage import normalise_tile  # noqa: E402
+from cryoclass.outputs.results import blank_empty_classes  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "relion_tutorial_betagal"
 
@@ -134,7 +135,7 @@ def cryoclass_classes(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     model = starfile.read(out / "model.star")["model_classes"]
     counts = model["cryoclassParticleCount"].to_numpy()
     return (
-        np.where(counts[:, None, None] == 0, 0.0, imgs),  # no particles: flat grey, as the gallery
+        blank_empty_classes(imgs, counts),  # drawn flat grey, as in the job's gallery
         counts,
         model["rlnEstimatedResolution"].to_numpy(),
     )

@@ -580,10 +580,10 @@ class Engine:
     def reference_radius(self, r: float) -> torch.Tensor:
         """(K,) radius (Fourier pixels) up to which each class reference is whole (it fades out
         over the next REFERENCE_TAPER shells): its resolution, at least the radius of
-        init_res_A, at most r. With
-        min_res_A the references stay whole (inf): above the high-pass the evidence builds up
-        slowly, and references cut at it starved the alignment (tests/jobs/
-        test_min_res_micelle.py: ARI 0.4-0.6 instead of > 0.8, batch and streaming).
+        init_res_A, at most r. With min_res_A the references stay whole (inf): above the
+        high-pass the evidence builds up slowly, and references cut at it starved the alignment
+        (tests/jobs/test_min_res_micelle.py: ARI 0.4-0.6 instead of > 0.8, batch and
+        streaming).
 
         Beyond a class's resolution its average holds noise aligned to it, which the Wiener
         filter's power estimate takes for signal: particles aligned to it again make it

@@ -116,11 +116,16 @@ def write_model_star(
         fh.write(text)
 
 
+def blank_empty_classes(images: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Class averages (K, D, D) with those of classes without particles (counts (K,)) set to 0,
+    so a gallery draws them flat grey: what such an average holds is no image."""
+    return np.where(np.asarray(counts)[:, None, None] == 0, 0.0, images)
+
+
 def write_gallery(path: Path, images: np.ndarray, summary: ClassSummary, title: str) -> None:
-    """PNG gallery of class averages (already in output order) with count and resolution.
-    A class without particles is drawn flat grey: what its average holds is no image."""
-    empty = np.asarray(summary.counts)[:, None, None] == 0
-    images = np.where(empty, 0.0, images)
+    """PNG gallery of class averages (already in output order) with count and resolution;
+    classes without particles are drawn flat grey (``blank_empty_classes``)."""
+    images = blank_empty_classes(images, summary.counts)
     labels = [
         f"{i + 1}: {c} ptcls\n{r:.1f} Å"
         for i, (c, r) in enumerate(zip(summary.counts, summary.resolution_A))
