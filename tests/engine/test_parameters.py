@@ -162,35 +162,42 @@ def test_pure_noise_reports_no_resolution_and_keeps_the_band():
     assert signal.state.r_work > r_init + 1.0
 
 
-def test_class_references_fade_out_beyond_their_resolution(monkeypatch):
-    """Each class reference (what particles align to, what is written) fades out beyond the
-    class's own resolution; its half-set averages keep the whole working band, so a class's
-    resolution can still grow. Measured against the same run with references kept whole."""
-    from cryoclass.engine import em
+def test_class_references_fade_out_beyond_their_resolution():
+    """Each class reference (what particles align to, what is written) is its Wiener average
+    kept whole up to the class's own resolution and faded out by a raised cosine over the next
+    REFERENCE_TAPER shells; its half-set averages keep the whole working band, so a class's
+    resolution can still grow."""
+    from cryoclass.engine.em import REFERENCE_TAPER, Engine
+    from cryoclass.engine.mstep import lowpass_by_class, wiener_averages
+    from cryoclass.physics.fourier import band_to_image
 
-    def beyond_ratio() -> list[float]:
-        res = run_batch(
-            make_set(240, noise_sd=0.3, ctf=True, seed=3)[0], Config(max_res_A=7.0, **FAST)
-        )
-        st = res.state
-        floor = BOX * APIX / Config().init_res_A
-        out = []
-        for k in range(st.n_classes):
-            start = int(np.ceil(max(BOX * APIX / float(st.resolution_A[k]), floor))) + 3
-            stop = int(st.r_work)
-            if start >= stop:
-                continue
-            ref = _radial_power(st.class_images[k : k + 1])[start:stop].sum()
-            half = _radial_power(st.half_images[:, k])[start:stop].sum() / 2
-            assert half > 0
-            out.append(float(ref / half))
-        return out
-
-    faded = beyond_ratio()
-    monkeypatch.setattr(em, "REFERENCE_TAPER", float("inf"))
-    whole = beyond_ratio()
-    print("reference / half-set power beyond the resolution + 3:", faded, "whole:", whole)
-    # classes whose whole reference holds power there (elsewhere only the mask's edge leaks)
-    held = [(f, w) for f, w in zip(faded, whole) if w > 0.5]
-    assert held, "no class with power beyond its resolution in the working band"
-    assert all(f < 0.25 * w for f, w in held)
+    cfg = Config(max_res_A=7.0, **FAST)
+    st = run_batch(make_set(240, noise_sd=0.3, ctf=True, seed=3)[0], cfg).state
+    eng = Engine(cfg, BOX, APIX)
+    eng.state = st
+    r = st.r_work
+    eng._rebuild_classes(r)  # the classes at the final band (the band may grow after a rebuild)
+    avg = wiener_averages(st.stats, st.sigma2, eng.grid, eng.grid_mask(r), cfg.tau2_fudge)
+    radius = eng.reference_radius(r)
+    own = BOX * APIX / st.resolution_A
+    assert torch.all((radius >= own.clamp(max=r) - 1e-4) & (radius <= r + 1e-4))
+    faded = lowpass_by_class(avg.full, eng.grid, radius, REFERENCE_TAPER)
+    q = torch.sqrt(eng.grid.kx**2 + eng.grid.ky**2)[None]
+    assert torch.equal(
+        faded[q.expand_as(faded) <= radius[:, None]],
+        avg.full[q.expand_as(faded) <= radius[:, None]],
+    )
+    mid = (q - radius[:, None] - REFERENCE_TAPER / 2).abs() < 0.25
+    ratio = (faded.abs() / avg.full.abs().clamp_min(1e-12))[mid & (avg.full.abs() > 0)]
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), atol=0.07, rtol=0)
+    assert torch.all(faded[q.expand_as(faded) >= radius[:, None] + REFERENCE_TAPER] == 0)
+    expect = band_to_image(faded, eng.grid).real.float() * eng.mask
+    torch.testing.assert_close(st.class_images, expect, rtol=1e-4, atol=1e-5)
+    whole = band_to_image(avg.full, eng.grid).real.float() * eng.mask
+    cut = (whole - st.class_images).flatten(1).norm(dim=1) / whole.flatten(1).norm(dim=1)
+    print("radius", radius.tolist(), "r_work", r, "power cut", cut.tolist())
+    assert float(cut.max()) > 0.01  # the fade bites within this run's band
+    for k in range(st.n_classes):  # the half-sets keep power beyond the class's reference
+        start = int(np.ceil(float(radius[k]))) + 1
+        if start < int(r):
+            assert _radial_power(st.half_images[:, k])[start : int(r)].sum() > 0

@@ -72,7 +72,8 @@ def _sizeof_scored(x: ScoredShard) -> int:
 
 def broadcast_state(state: ModelState) -> ModelState:
     """What workers need of the model for an E-step, on the CPU: class images, noise spectrum,
-    working band, resolution, class weights (for the class prior). The running num/den
+    working band, resolution, class weights (for the class prior) and offsets (for the
+    translation prior). The running num/den
     statistics (the bulk of the model) stay with the client: their tensors are left empty."""
     st = state.stats
     k = st.weight.shape[-1]
@@ -84,6 +85,7 @@ def broadcast_state(state: ModelState) -> ModelState:
         noise_count=torch.zeros(0),
         evidence=torch.zeros(0),
         evidence_sq=torch.zeros(0),
+        offset=st.offset.detach().cpu().clone(),
     )
     align, halves = state.alignment_images, state.half_images
     return replace(
@@ -105,7 +107,7 @@ class PackedStatistics:
 
     points: (P,) long indices into the Q points; num (2, K, P) complex; den (2, K, P);
     weight (2, K); noise_power, noise_count (n_shells,); evidence, evidence_sq (K, n_shells);
-    n_points: Q.
+    offset (K, 3); n_points: Q.
     """
 
     points: torch.Tensor
@@ -116,6 +118,7 @@ class PackedStatistics:
     noise_count: torch.Tensor
     evidence: torch.Tensor
     evidence_sq: torch.Tensor
+    offset: torch.Tensor
     n_points: int
 
     @property
@@ -131,6 +134,7 @@ class PackedStatistics:
                 self.noise_count,
                 self.evidence,
                 self.evidence_sq,
+                self.offset,
             )
         )
 
@@ -146,6 +150,7 @@ class PackedStatistics:
         total.noise_count += self.noise_count.to(dev)
         total.evidence += self.evidence.to(dev)
         total.evidence_sq += self.evidence_sq.to(dev)
+        total.offset += self.offset.to(dev)
 
 
 def pack(stats: Statistics) -> PackedStatistics:
@@ -161,6 +166,7 @@ def pack(stats: Statistics) -> PackedStatistics:
         stats.noise_count.cpu(),
         stats.evidence.cpu(),
         stats.evidence_sq.cpu(),
+        stats.offset.cpu(),
         int(stats.num.shape[-1]),
     )
 

@@ -300,8 +300,11 @@ class Engine:
             refs = RotatedReferences(rotated_references(self.alignment_images(), band, poses.psi))
         X = batch.band(band, highpassed=self.highpass_active)
         ctf = batch.band_ctf(band)
+        prior = self.shift_log_prior(poses.shifts)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
-            best, rot, shf = score_best_poses(X, ctf, inv_sigma2, refs.values, poses.shifts, band)
+            best, rot, shf = score_best_poses(
+                X, ctf, inv_sigma2, refs.values, poses.shifts, band, shift_prior=prior
+            )
         else:
             best, rot, shf = score_coarse_to_fine(
                 X,
@@ -313,14 +316,33 @@ class Engine:
                 band,
                 coarse_dtype=self.coarse_dtype,
                 coarse_matrix=self._coarse_matrix(refs, poses, band),
+                shift_prior=prior,
             )
         nearby = None
         if not self.cfg.force_max:
             top = best.topk(min(MARGINAL_CLASSES, best.shape[1]), dim=1).indices
             nearby = neighbourhood_scores(
-                X, ctf, inv_sigma2, refs.values, poses.shifts, poses.shift_step, band, top, rot, shf
+                X,
+                ctf,
+                inv_sigma2,
+                refs.values,
+                poses.shifts,
+                poses.shift_step,
+                band,
+                top,
+                rot,
+                shf,
+                shift_prior=prior,
             )
         return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby)
+
+    def shift_log_prior(self, shifts: torch.Tensor) -> torch.Tensor:
+        """(K, S) log prior of each shift (S, 2) (pixels) in each class
+        (``ModelState.shift_prior``: before any data centred, sd max_shift_px / 2; the sd is
+        at least one shift step)."""
+        mean, sd = self.state.shift_prior(self.cfg.max_shift_px / 2.0, self.cfg.shift_step_px)
+        d2 = ((shifts[None, :, :] - mean[:, None, :]) ** 2).sum(2)
+        return -d2 / (2.0 * sd * sd)
 
     def _coarse_matrix(
         self, refs: RotatedReferences, poses: PoseGrid, band: Band
@@ -635,6 +657,7 @@ class Engine:
                 t[:, drop] = 0
             st.stats.evidence[drop] = 0
             st.stats.evidence_sq[drop] = 0
+            st.stats.offset[drop] = 0
         if pairs:
             self._rebuild_classes(st.r_work)
         return pairs
@@ -677,6 +700,8 @@ class Engine:
             st.stats.num[:, e] = tmp.num[:, e] * scale
             st.stats.den[:, e] = tmp.den[:, e] * scale
             st.stats.weight[:, e] = tmp.weight[:, e] * scale
+            st.stats.offset[e] = tmp.offset[e] * scale
+            st.stats.offset[largest] *= 0.5
             st.stats.num[:, largest] *= 0.5
             st.stats.den[:, largest] *= 0.5
             st.stats.weight[:, largest] *= 0.5

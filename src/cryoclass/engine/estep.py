@@ -65,6 +65,7 @@ def score_best_poses(
     max_elements: int = 1 << 25,
     gemm_dtype: torch.dtype = torch.float32,
     ref_matrix: torch.Tensor | None = None,
+    shift_prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (rotation, shift) score per particle and class, exhaustively.
 
@@ -74,6 +75,7 @@ def score_best_poses(
     hardware with bf16 matrix units; the sums accumulate in float32 either way).
     ref_matrix: ``shifted_reference_matrix(refs, shifts, band, gemm_dtype)`` when the caller keeps
     it for several batches (built here otherwise, if it fits SHIFTED_REFS_BUDGET).
+    shift_prior: (K, S) log prior of each shift in each class, added to the scores (None: flat).
     Returns best_score (n, K), best_rot (n, K), best_shift (n, K).
     """
     n, f = X.shape
@@ -100,17 +102,26 @@ def score_best_poses(
     out_rot = torch.empty(n, k, dtype=torch.long, device=X.device)
     out_shift = torch.empty(n, k, dtype=torch.long, device=X.device)
     chunk = max(1, max_elements // (s * k * r))
+    # the cross term is doubled below, so half the prior goes in before the max over shifts
+    half_prior = None if shift_prior is None else 0.5 * shift_prior.float()
     for a in range(0, n, chunk):  # chunks bound memory; all work inside is batched
         b = min(n, a + chunk)
         m = b - a
         if phases is None:
             # the max of the GEMM's own dtype, then float: the same values, fewer converted
-            best_over_s, arg_s = (w_mat[a:b] @ ref_mat).view(m, k * r, s).max(dim=2)  # (m, KR)
+            cross = (w_mat[a:b] @ ref_mat).view(m, k * r, s)
+            if half_prior is not None:
+                cross = (cross.view(m, k, r, s).float() + half_prior[None, :, None, :]).view(
+                    m, k * r, s
+                )
+            best_over_s, arg_s = cross.max(dim=2)  # (m, KR)
             best_over_s = best_over_s.float()
         else:
             p = weighted[a:b, None, :] * phases[None]  # (m, S, F)
             p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
             scores = (p_mat @ ref_mat).float().view(m, s, k * r)
+            if half_prior is not None:
+                scores = scores + half_prior.T[:, :, None].expand(s, k, r).reshape(s, k * r)
             best_over_s, arg_s = scores.max(dim=1)  # (m, KR)
         best_over_s = best_over_s.mul_(2.0).sub_(norm_all[a:b]).view(m, k, r)
         best, arg_r = best_over_s.max(dim=2)  # (m, K)
@@ -169,6 +180,7 @@ def score_coarse_to_fine(
     chunk: int = 256,
     coarse_dtype: torch.dtype = torch.float32,
     coarse_matrix: torch.Tensor | None = None,
+    shift_prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best pose per class by a coarse exhaustive search refined locally.
 
@@ -193,6 +205,7 @@ def score_coarse_to_fine(
         band,
         gemm_dtype=coarse_dtype,
         ref_matrix=coarse_matrix,
+        shift_prior=None if shift_prior is None else shift_prior[:, coarse_s],
     )
     rot = rot_c * 2
     shf = coarse_s[shf_c]
@@ -228,6 +241,8 @@ def score_coarse_to_fine(
         norm = torch.einsum("mf,mjf->mj", w_norm[a:b], ref_pow[flat.reshape(m, -1)])
         norm = norm.view(m, m_top, 3)
         sc_all = 2.0 * cross - norm[:, :, None, :]
+        if shift_prior is not None:
+            sc_all = sc_all + shift_prior[top[..., None], sc.clamp_min(0)][..., None]
         sc_all = sc_all.masked_fill((sc < 0)[..., None], float("-inf")).reshape(m, m_top, 27)
         val, arg = sc_all.max(dim=2)
         best_r = torch.gather(rc, 2, (arg % 3)[..., None]).squeeze(2)
@@ -265,13 +280,15 @@ def neighbourhood_scores(
     rot: torch.Tensor,
     shf: torch.Tensor,
     chunk: int = 64,
+    shift_prior: torch.Tensor | None = None,
 ) -> PoseNeighbourhood:
     """Scores of the 3 x 9 fine rotations x shifts around each particle's best pose in the
     given classes.
 
     X, ctf: (n, F); inv_sigma2: (F,); refs: (K, R, F) complex rotated class averages; shifts:
     (S, 2) pixels on a lattice of shift_step; classes: (n, M) long; rot, shf: (n, K) best pose
-    indices per class. Scores as ``score_best_poses`` (2 cross - norm).
+    indices per class; shift_prior: (K, S) or None. Scores as ``score_best_poses`` (2 cross -
+    norm + prior).
     """
     k, r, f = refs.shape
     n, m_top = classes.shape
@@ -294,6 +311,8 @@ def neighbourhood_scores(
         cross = torch.einsum("mjsf,mjrf->mjsr", moved.conj(), refs_n).real
         norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], refs_n.real**2 + refs_n.imag**2)
         sc_all = 2.0 * cross - norm[:, :, None, :]
+        if shift_prior is not None:
+            sc_all = sc_all + shift_prior[cls[..., None], sc.clamp_min(0)][..., None]
         score[a:b] = sc_all.masked_fill((sc < 0)[..., None], float("-inf"))
         rots[a:b] = rc[:, :, None, :].expand(-1, -1, 9, -1)
         shfs[a:b] = sc.clamp_min(0)[..., None].expand(-1, -1, -1, 3)

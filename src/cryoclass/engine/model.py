@@ -60,6 +60,21 @@ class ModelState:
         p = (w / w.sum()).clamp_min(1e-6)
         return torch.log(p / p.sum())
 
+    def shift_prior(self, default_sd: float, min_sd: float) -> tuple[torch.Tensor, float]:
+        """The prior on translations, as RELION's: an isotropic Gaussian around each class's
+        mean shift, its sd (pixels, per axis) the particles' pooled within-class spread of
+        shifts, from the running statistics (default_sd before any data; at least min_sd).
+        Returns ((K, 2) class mean shifts in pixels, sd)."""
+        off = self.stats.offset
+        w = self.class_weights
+        mean = off[:, :2] / w.clamp_min(1e-3)[:, None]
+        mean = torch.where((w > 1e-3)[:, None], mean, torch.zeros_like(mean))
+        total = float(w.sum())
+        if total <= 1.0:
+            return mean, max(default_sd, min_sd)
+        spread = float((off[:, 2] - w * (mean**2).sum(1)).sum())
+        return mean, max((max(spread, 0.0) / (2.0 * total)) ** 0.5, min_sd)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stats"] = asdict(self.stats)
@@ -72,5 +87,6 @@ class ModelState:
         k, n_shells = stats["weight"].shape[-1], d["sigma2"].shape[0]
         for name in ("evidence", "evidence_sq"):  # checkpoints written before they existed
             stats.setdefault(name, torch.zeros(k, n_shells, device=stats["weight"].device))
+        stats.setdefault("offset", torch.zeros(k, 3, device=stats["weight"].device))
         d["stats"] = Statistics(**stats)
         return ModelState(**d)

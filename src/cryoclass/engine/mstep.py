@@ -38,7 +38,8 @@ class Statistics:
     noise_power, noise_count: (n_shells,) float, weighted residual power and point counts per
     shell of the particles' own grid; evidence, evidence_sq: (K, n_shells) float, summed
     per-particle signal evidence and its square (``evidence.py``), for the resolution that
-    aligned noise cannot fake.
+    aligned noise cannot fake; offset: (K, 3) float, summed w tx, w ty and w (tx^2 + ty^2) of
+    the pairs' shifts (pixels), for the prior on translations (``shift_prior``).
     """
 
     num: torch.Tensor
@@ -48,6 +49,7 @@ class Statistics:
     noise_count: torch.Tensor
     evidence: torch.Tensor
     evidence_sq: torch.Tensor
+    offset: torch.Tensor
 
     @staticmethod
     def zeros(n_classes: int, n_points: int, n_shells: int, device: torch.device) -> "Statistics":
@@ -59,6 +61,7 @@ class Statistics:
             noise_count=torch.zeros(n_shells, dtype=torch.float32, device=device),
             evidence=torch.zeros(n_classes, n_shells, dtype=torch.float32, device=device),
             evidence_sq=torch.zeros(n_classes, n_shells, dtype=torch.float32, device=device),
+            offset=torch.zeros(n_classes, 3, dtype=torch.float32, device=device),
         )
 
     def scaled(self, factor: float) -> "Statistics":
@@ -70,6 +73,7 @@ class Statistics:
             self.noise_count * factor,
             self.evidence * factor,
             self.evidence_sq * factor,
+            self.offset * factor,
         )
 
     def add_(self, other: "Statistics") -> "Statistics":
@@ -80,6 +84,7 @@ class Statistics:
         self.noise_count += other.noise_count
         self.evidence += other.evidence
         self.evidence_sq += other.evidence_sq
+        self.offset += other.offset
         return self
 
     @property
@@ -154,6 +159,7 @@ def accumulate(
         num_buf.index_add_(0, slot, x.mul_(unshift).mul_(cw))
         den_buf.index_add_(0, slot, cw.mul_(ctf))
         out.weight.view(-1).index_add_(0, slot, w)
+        out.offset.index_add_(0, cls, torch.stack([w * tx, w * ty, w * (tx * tx + ty * ty)], 1))
     out.num.view(2 * k, -1)[:, sel] += num_buf
     out.den.view(2 * k, -1)[:, sel] += den_buf
 
