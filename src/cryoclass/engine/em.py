@@ -300,7 +300,7 @@ class Engine:
             refs = RotatedReferences(rotated_references(self.alignment_images(), band, poses.psi))
         X = batch.band(band, highpassed=self.highpass_active)
         ctf = batch.band_ctf(band)
-        prior = self.shift_log_prior(poses.shifts)
+        prior = self.shift_log_prior(poses)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
             best, rot, shf = score_best_poses(
                 X, ctf, inv_sigma2, refs.values, poses.shifts, band, shift_prior=prior
@@ -336,12 +336,16 @@ class Engine:
             )
         return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby)
 
-    def shift_log_prior(self, shifts: torch.Tensor) -> torch.Tensor:
-        """(K, S) log prior of each shift (S, 2) (pixels) in each class
-        (``ModelState.shift_prior``: before any data centred, sd max_shift_px / 2; the sd is
-        at least one shift step)."""
+    def shift_log_prior(self, poses: PoseGrid) -> torch.Tensor:
+        """(K, R, S) log prior of each rotation and shift of the pose grid in each class: a
+        Gaussian on the shift in the class frame, R_psi t (``ModelState.shift_prior``; before
+        any data centred with sd max_shift_px / 2; the sd is at least one shift step)."""
         mean, sd = self.state.shift_prior(self.cfg.max_shift_px / 2.0, self.cfg.shift_step_px)
-        d2 = ((shifts[None, :, :] - mean[:, None, :]) ** 2).sum(2)
+        a = torch.deg2rad(poses.psi)
+        c, s = torch.cos(a)[:, None], torch.sin(a)[:, None]  # (R, 1)
+        tx, ty = poses.shifts[None, :, 0], poses.shifts[None, :, 1]  # (1, S)
+        u, v = c * tx - s * ty, s * tx + c * ty  # (R, S) the shifts in the class frame
+        d2 = (u[None] - mean[:, 0, None, None]) ** 2 + (v[None] - mean[:, 1, None, None]) ** 2
         return -d2 / (2.0 * sd * sd)
 
     def _coarse_matrix(

@@ -75,7 +75,8 @@ def score_best_poses(
     hardware with bf16 matrix units; the sums accumulate in float32 either way).
     ref_matrix: ``shifted_reference_matrix(refs, shifts, band, gemm_dtype)`` when the caller keeps
     it for several batches (built here otherwise, if it fits SHIFTED_REFS_BUDGET).
-    shift_prior: (K, S) log prior of each shift in each class, added to the scores (None: flat).
+    shift_prior: (K, R, S) log prior of each rotation and shift in each class, added to the
+    scores (None: flat).
     Returns best_score (n, K), best_rot (n, K), best_shift (n, K).
     """
     n, f = X.shape
@@ -111,9 +112,7 @@ def score_best_poses(
             # the max of the GEMM's own dtype, then float: the same values, fewer converted
             cross = (w_mat[a:b] @ ref_mat).view(m, k * r, s)
             if half_prior is not None:
-                cross = (cross.view(m, k, r, s).float() + half_prior[None, :, None, :]).view(
-                    m, k * r, s
-                )
+                cross = cross.float() + half_prior.view(1, k * r, s)
             best_over_s, arg_s = cross.max(dim=2)  # (m, KR)
             best_over_s = best_over_s.float()
         else:
@@ -121,7 +120,7 @@ def score_best_poses(
             p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
             scores = (p_mat @ ref_mat).float().view(m, s, k * r)
             if half_prior is not None:
-                scores = scores + half_prior.T[:, :, None].expand(s, k, r).reshape(s, k * r)
+                scores = scores + half_prior.permute(2, 0, 1).reshape(s, k * r)
             best_over_s, arg_s = scores.max(dim=1)  # (m, KR)
         best_over_s = best_over_s.mul_(2.0).sub_(norm_all[a:b]).view(m, k, r)
         best, arg_r = best_over_s.max(dim=2)  # (m, K)
@@ -205,7 +204,7 @@ def score_coarse_to_fine(
         band,
         gemm_dtype=coarse_dtype,
         ref_matrix=coarse_matrix,
-        shift_prior=None if shift_prior is None else shift_prior[:, coarse_s],
+        shift_prior=None if shift_prior is None else shift_prior[:, ::2][:, :, coarse_s],
     )
     rot = rot_c * 2
     shf = coarse_s[shf_c]
@@ -241,8 +240,11 @@ def score_coarse_to_fine(
         norm = torch.einsum("mf,mjf->mj", w_norm[a:b], ref_pow[flat.reshape(m, -1)])
         norm = norm.view(m, m_top, 3)
         sc_all = 2.0 * cross - norm[:, :, None, :]
-        if shift_prior is not None:
-            sc_all = sc_all + shift_prior[top[..., None], sc.clamp_min(0)][..., None]
+        if shift_prior is not None:  # (m, M, 9 shifts, 3 rotations)
+            sc_all = (
+                sc_all
+                + shift_prior[top[..., None, None], rc[:, :, None, :], sc.clamp_min(0)[..., None]]
+            )
         sc_all = sc_all.masked_fill((sc < 0)[..., None], float("-inf")).reshape(m, m_top, 27)
         val, arg = sc_all.max(dim=2)
         best_r = torch.gather(rc, 2, (arg % 3)[..., None]).squeeze(2)
@@ -287,7 +289,7 @@ def neighbourhood_scores(
 
     X, ctf: (n, F); inv_sigma2: (F,); refs: (K, R, F) complex rotated class averages; shifts:
     (S, 2) pixels on a lattice of shift_step; classes: (n, M) long; rot, shf: (n, K) best pose
-    indices per class; shift_prior: (K, S) or None. Scores as ``score_best_poses`` (2 cross -
+    indices per class; shift_prior: (K, R, S) or None. Scores as ``score_best_poses`` (2 cross -
     norm + prior).
     """
     k, r, f = refs.shape
@@ -311,8 +313,11 @@ def neighbourhood_scores(
         cross = torch.einsum("mjsf,mjrf->mjsr", moved.conj(), refs_n).real
         norm = torch.einsum("mf,mjrf->mjr", w_norm[a:b], refs_n.real**2 + refs_n.imag**2)
         sc_all = 2.0 * cross - norm[:, :, None, :]
-        if shift_prior is not None:
-            sc_all = sc_all + shift_prior[cls[..., None], sc.clamp_min(0)][..., None]
+        if shift_prior is not None:  # (m, M, 9 shifts, 3 rotations)
+            sc_all = (
+                sc_all
+                + shift_prior[cls[..., None, None], rc[:, :, None, :], sc.clamp_min(0)[..., None]]
+            )
         score[a:b] = sc_all.masked_fill((sc < 0)[..., None], float("-inf"))
         rots[a:b] = rc[:, :, None, :].expand(-1, -1, 9, -1)
         shfs[a:b] = sc.clamp_min(0)[..., None].expand(-1, -1, -1, 3)

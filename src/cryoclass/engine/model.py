@@ -61,10 +61,10 @@ class ModelState:
         return torch.log(p / p.sum())
 
     def shift_prior(self, default_sd: float, min_sd: float) -> tuple[torch.Tensor, float]:
-        """The prior on translations, as RELION's: an isotropic Gaussian around each class's
-        mean shift, its sd (pixels, per axis) the particles' pooled within-class spread of
-        shifts, from the running statistics (default_sd before any data; at least min_sd).
-        Returns ((K, 2) class mean shifts in pixels, sd)."""
+        """The prior on translations: an isotropic Gaussian on the shift in the class frame
+        (R_psi t) around each class's mean, its sd (pixels, per axis) the particles' pooled
+        within-class spread of shifts, from the running statistics (default_sd before any data;
+        at least min_sd). Returns ((K, 2) class-frame mean shifts in pixels, sd)."""
         off = self.stats.offset
         w = self.class_weights
         mean = off[:, :2] / w.clamp_min(1e-3)[:, None]

@@ -38,8 +38,9 @@ class Statistics:
     noise_power, noise_count: (n_shells,) float, weighted residual power and point counts per
     shell of the particles' own grid; evidence, evidence_sq: (K, n_shells) float, summed
     per-particle signal evidence and its square (``evidence.py``), for the resolution that
-    aligned noise cannot fake; offset: (K, 3) float, summed w tx, w ty and w (tx^2 + ty^2) of
-    the pairs' shifts (pixels), for the prior on translations (``shift_prior``).
+    aligned noise cannot fake; offset: (K, 3) float, summed w u, w v and w (u^2 + v^2) of the
+    pairs' shifts in the class frame, (u, v) = R_psi t (pixels), for the prior on translations
+    (``ModelState.shift_prior``).
     """
 
     num: torch.Tensor
@@ -150,6 +151,7 @@ def accumulate(
         psi, tx, ty = pairs.psi_deg[part], pairs.tx[part], pairs.ty[part]
         c, s = torch.cos(torch.deg2rad(psi)), torch.sin(torch.deg2rad(psi))
         u, v = c * tx - s * ty, s * tx + c * ty  # R_psi t
+        out.offset.index_add_(0, cls, torch.stack([w * u, w * v, w * (u * u + v * v)], 1))
         ph_x = shift_phase(xs[None], 0.0, -u[:, None], 0.0, batch.box)  # (m, Wx)
         ph_y = shift_phase(0.0, ys[None], 0.0, -v[:, None], batch.box)  # (m, Wy)
         unshift = ph_x[:, ix] * ph_y[:, iy - iy_off]
@@ -159,7 +161,6 @@ def accumulate(
         num_buf.index_add_(0, slot, x.mul_(unshift).mul_(cw))
         den_buf.index_add_(0, slot, cw.mul_(ctf))
         out.weight.view(-1).index_add_(0, slot, w)
-        out.offset.index_add_(0, cls, torch.stack([w * tx, w * ty, w * (tx * tx + ty * ty)], 1))
     out.num.view(2 * k, -1)[:, sel] += num_buf
     out.den.view(2 * k, -1)[:, sel] += den_buf
 
