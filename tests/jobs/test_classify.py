@@ -108,6 +108,10 @@ def test_cli_classify_writes_every_output(sim, tmp_path):
         1.0, abs=3e-6
     )  # 3 x 6 decimals
     assert (mc["rlnEstimatedResolution"] > 0).all()
+    # the translation prior's sd, learnt from the particles (simulated with sd 2 px per axis;
+    # the prior starts at max_shift_px / 2 = 3 px)
+    sigma = model["model_general"]["rlnSigmaOffsetsAngst"]
+    assert 1.5 * APIX < sigma < 2.6 * APIX
     from cryosparc.dataset import Dataset
 
     cs = Dataset.load(out / "particles.cs")

@@ -102,11 +102,13 @@ def write_model_star(
             "rlnSigma2Noise": sigma2,
         }
     )
+    _, sd_px = state.shift_prior(config.max_shift_px / 2.0, config.shift_step_px)
     general = {
         "rlnNrClasses": k,
         "rlnCurrentResolution": float(np.min(summary.resolution_A)) if k else 0.0,
         "rlnPixelSize": state.pixel_size_A,
         "rlnOriginalImageSize": d,
+        "rlnSigmaOffsetsAngst": sd_px * state.pixel_size_A,  # the translation prior's sd
     }
     blocks = {"model_general": general, "model_classes": classes, "model_noise_spectrum": noise}
     if history:
