@@ -115,9 +115,14 @@ class Config(BaseModel):
         6.0,
         ge=0,
         description="Translation search range (pixels of the "
-        "input images, radius around the current centre).",
+        "input images, radius around the current centre); half of it is the sd of the "
+        "translation prior before any data.",
     )
-    shift_step_px: float = Field(1.0, gt=0, description="Finest translation step (pixels).")
+    shift_step_px: float = Field(
+        1.0,
+        gt=0,
+        description="Finest translation step (pixels); the least sd of the translation prior.",
+    )
     exhaustive_search: bool = Field(
         False,
         description="Score every rotation x shift instead of "
