@@ -10,7 +10,13 @@ from cryoclass.engine.mstep import Assignments, Statistics, accumulate, wiener_a
 from cryoclass.engine.poses import psi_grid, shift_grid
 from cryoclass.engine.references import rotated_references
 from cryoclass.engine.source import load_batch
-from cryoclass.physics.fourier import band_to_image, make_band, rfft_band, shift_phase
+from cryoclass.physics.fourier import (
+    band_to_image,
+    make_band,
+    rfft_band,
+    rotate_points,
+    shift_phase,
+)
 
 from .conftest import APIX, BOX, make_set, render
 
@@ -226,14 +232,7 @@ def test_a_prior_on_poses_adds_to_every_pose_score(monkeypatch):
     inv = torch.rand(band.size, generator=g)
     # as the engine's: a Gaussian on the shift in the class frame, R_psi t, around each class's
     # mean (strengthened, so that it moves poses)
-    a = torch.deg2rad(psi)[:, None]
-    u = torch.stack(
-        [
-            torch.cos(a) * shifts[None, :, 0] - torch.sin(a) * shifts[None, :, 1],
-            torch.sin(a) * shifts[None, :, 0] + torch.cos(a) * shifts[None, :, 1],
-        ],
-        2,
-    )  # (R, S, 2)
+    u = torch.stack(rotate_points(shifts[:, 0], shifts[:, 1], psi), 2)  # (R, S, 2)
     centre = torch.randn(k, 2, generator=g)
     prior = -((u[None] - centre[:, None, None]) ** 2).sum(3) / (2 * 1.5**2) * 10.0
     every = torch.stack(
@@ -290,7 +289,7 @@ def test_the_prior_on_shifts_is_learnt_from_the_particles():
     cfg = Config(n_classes=3, max_res_A=7.5, mask_diameter_A=BOX * APIX * 0.9, n_online_em_iters=6)
     cfg = cfg.model_copy(update=dict(batch_size_per_class=40, n_full_iters=2))
     st = run_batch(src, cfg).state
-    mean, sd = st.shift_prior(cfg.max_shift_px / 2.0, cfg.shift_step_px)
+    mean, sd = st.shift_prior(cfg)
     print("prior sd (px):", sd, "class means:", mean.tolist())
     true_sd = np.std(np.r_[truth["tx"], truth["ty"]])
     assert abs(sd - true_sd) < 0.3

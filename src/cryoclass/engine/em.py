@@ -58,6 +58,7 @@ from cryoclass.physics.fourier import (
     band_to_image,
     make_band,
     rfft_band,
+    rotate_points,
     shell_frc,
     shell_sum,
 )
@@ -338,13 +339,9 @@ class Engine:
 
     def shift_log_prior(self, poses: PoseGrid) -> torch.Tensor:
         """(K, R, S) log prior of each rotation and shift of the pose grid in each class: a
-        Gaussian on the shift in the class frame, R_psi t (``ModelState.shift_prior``; before
-        any data centred with sd max_shift_px / 2; the sd is at least one shift step)."""
-        mean, sd = self.state.shift_prior(self.cfg.max_shift_px / 2.0, self.cfg.shift_step_px)
-        a = torch.deg2rad(poses.psi)
-        c, s = torch.cos(a)[:, None], torch.sin(a)[:, None]  # (R, 1)
-        tx, ty = poses.shifts[None, :, 0], poses.shifts[None, :, 1]  # (1, S)
-        u, v = c * tx - s * ty, s * tx + c * ty  # (R, S) the shifts in the class frame
+        Gaussian on the shift in the class frame, R_psi t (``ModelState.shift_prior``)."""
+        mean, sd = self.state.shift_prior(self.cfg)
+        u, v = rotate_points(poses.shifts[:, 0], poses.shifts[:, 1], poses.psi)  # (R, S) each
         d2 = (u[None] - mean[:, 0, None, None]) ** 2 + (v[None] - mean[:, 1, None, None]) ** 2
         return -d2 / (2.0 * sd * sd)
 

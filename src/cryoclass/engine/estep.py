@@ -109,7 +109,8 @@ def score_best_poses(
         b = min(n, a + chunk)
         m = b - a
         if phases is None:
-            # the max of the GEMM's own dtype, then float: the same values, fewer converted
+            # without a prior, the max of the GEMM's own dtype, then float: the same values,
+            # fewer converted; a prior is added in float32
             cross = (w_mat[a:b] @ ref_mat).view(m, k * r, s)
             if half_prior is not None:
                 cross = cross.float() + half_prior.view(1, k * r, s)

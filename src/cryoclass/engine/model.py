@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from cryoclass.config import Config
 from cryoclass.engine.mstep import Statistics
 
 
@@ -60,11 +61,12 @@ class ModelState:
         p = (w / w.sum()).clamp_min(1e-6)
         return torch.log(p / p.sum())
 
-    def shift_prior(self, default_sd: float, min_sd: float) -> tuple[torch.Tensor, float]:
+    def shift_prior(self, config: Config) -> tuple[torch.Tensor, float]:
         """The prior on translations: an isotropic Gaussian on the shift in the class frame
         (R_psi t) around each class's mean, its sd (pixels, per axis) the particles' pooled
-        within-class spread of shifts, from the running statistics (default_sd before any data;
-        at least min_sd). Returns ((K, 2) class-frame mean shifts in pixels, sd)."""
+        within-class spread of shifts, from the running statistics (max_shift_px / 2 before any
+        data; at least shift_step_px). Returns ((K, 2) class-frame mean shifts in pixels, sd)."""
+        default_sd, min_sd = config.max_shift_px / 2.0, config.shift_step_px
         off = self.stats.offset
         w = self.class_weights
         mean = off[:, :2] / w.clamp_min(1e-3)[:, None]

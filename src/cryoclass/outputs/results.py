@@ -102,7 +102,7 @@ def write_model_star(
             "rlnSigma2Noise": sigma2,
         }
     )
-    _, sd_px = state.shift_prior(config.max_shift_px / 2.0, config.shift_step_px)
+    _, sd_px = state.shift_prior(config)
     general = {
         "rlnNrClasses": k,
         "rlnCurrentResolution": float(np.min(summary.resolution_A)) if k else 0.0,
