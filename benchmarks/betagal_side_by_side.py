@@ -29,9 +29,11 @@ import starfile
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cryoclass.io import read_images, stack_pixel_size_A, stack_shape, write_stack  # noqa: E402
 from cryoclass.outputs.montage import normalise_tile  # noqa: E402
 from cryoclass.outputs.results import blank_empty_classes  # noqa: E402
+from relion_command import class2d_command  # noqa: E402  (sibling script)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "relion_tutorial_betagal"
 
@@ -58,36 +60,9 @@ def run_relion(star: Path, work: Path, args: argparse.Namespace) -> tuple[Path, 
     """relion_refine Class2D in work/relion; returns (run prefix, wall seconds)."""
     out = work / "relion"
     out.mkdir(exist_ok=True)
-    cmd = [
-        "relion_refine",
-        "--i",
-        star.name,
-        "--o",
-        "relion/run",
-        "--K",
-        str(args.classes),
-        "--particle_diameter",
-        str(args.mask_diameter_A),
-        "--iter",
-        "25",
-        "--tau2_fudge",
-        "2",
-        "--ctf",
-        "--flatten_solvent",
-        "--zero_mask",
-        "--oversampling",
-        "1",
-        "--psi_step",
-        "12",
-        "--offset_range",
-        "5",
-        "--offset_step",
-        "2",
-        "--norm",
-        "--scale",
-        "--j",
-        str(args.threads),
-    ]
+    cmd = class2d_command(
+        "relion_refine", star.name, "relion/run", args.classes, args.mask_diameter_A, args.threads
+    )
     t0 = time.time()
     with open(work / "relion.log", "w") as log:
         subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=True)

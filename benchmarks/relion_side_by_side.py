@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from estep_throughput import sgemm_peak  # noqa: E402  (sibling scripts)
+from relion_command import class2d_command  # noqa: E402
 from trpv1_judge import JUDGE_KEYS, judge  # noqa: E402
 
 FULL_ITERATIONS = 25
@@ -95,46 +96,26 @@ def run_relion(data: Path, star: Path, work: Path, args: argparse.Namespace) -> 
     out_dir = work / "relion"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    cmd = [
+    cmd = class2d_command(
         exe,
-        "--i",
-        str(star),
-        "--o",
-        str(out_dir / "run"),
-        "--K",
-        str(args.classes),
-        "--iter",
-        str(args.relion_iter),
-        "--tau2_fudge",
-        "2",
-        "--particle_diameter",
-        str(args.diameter),
-        "--ctf",
-        "--flatten_solvent",
-        "--zero_mask",
-        "--strict_highres_exp",
-        str(args.max_res),
-        "--oversampling",
-        "1",
-        "--psi_step",
-        "12",
-        "--offset_range",
-        "5",
-        "--offset_step",
-        "2",
-        "--norm",
-        "--scale",
-        "--pad",
-        "2",
-        "--pool",
-        "3",
-        "--preread_images",
-        "--dont_combine_weights_via_disc",
-        "--j",
-        str(args.threads),
-        "--random_seed",
-        "1",
-    ]
+        star,
+        out_dir / "run",
+        args.classes,
+        args.diameter,
+        args.threads,
+        iterations=args.relion_iter,
+        max_res_A=args.max_res,
+        extra=[
+            "--pad",
+            "2",
+            "--pool",
+            "3",
+            "--preread_images",
+            "--dont_combine_weights_via_disc",
+            "--random_seed",
+            "1",
+        ],
+    )
     start = time.time()
     wall, cpu, peak = run_measured(cmd, data, work / "relion.log", args.threads)
     done = iteration_times(out_dir, start)
