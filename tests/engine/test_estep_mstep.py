@@ -294,3 +294,54 @@ def test_the_prior_on_shifts_is_learnt_from_the_particles():
     true_sd = np.std(np.r_[truth["tx"], truth["ty"]])
     assert abs(sd - true_sd) < 0.3
     assert float(mean.norm(dim=1).max()) < cfg.max_shift_px / 2
+
+
+def test_per_class_statistics_are_cleared_scaled_and_copied_in_every_field():
+    """Statistics.clear_class_, scale_class_ and set_class_ (merge and re-seed) touch every
+    per-class field of the named class and nothing else: no other class, no noise statistics."""
+    k, q, shells = 3, 5, 4
+    g = torch.Generator().manual_seed(0)
+
+    def filled() -> Statistics:
+        s = Statistics.zeros(k, q, shells, torch.device("cpu"))
+        for name in ("num", "den", "weight", "noise_power", "noise_count", "evidence"):
+            t = getattr(s, name)
+            t.copy_(torch.rand(t.shape, generator=g) + 1.0)
+        s.evidence_sq.copy_(torch.rand(k, shells, generator=g) + 1.0)
+        s.offset.copy_(torch.rand(k, 3, generator=g) + 1.0)
+        return s
+
+    fields = ("num", "den", "weight", "evidence", "evidence_sq", "offset")
+    half_set = ("num", "den", "weight")
+
+    def of(s: Statistics, name: str, c: int) -> torch.Tensor:
+        t = getattr(s, name)
+        return t[:, c] if name in half_set else t[c]
+
+    a = filled()
+    before = a.scaled(1.0)
+    a.clear_class_(1)
+    for name in fields:
+        assert torch.all(of(a, name, 1) == 0), name
+        for c in (0, 2):
+            assert torch.equal(of(a, name, c), of(before, name, c)), name
+    assert torch.equal(a.noise_power, before.noise_power)
+    assert torch.equal(a.noise_count, before.noise_count)
+
+    a = filled()
+    before = a.scaled(1.0)
+    a.scale_class_(2, 0.5)
+    for name in fields:
+        assert torch.allclose(of(a, name, 2), 0.5 * of(before, name, 2)), name
+        assert torch.equal(of(a, name, 0), of(before, name, 0)), name
+
+    a, b = filled(), filled()
+    before = a.scaled(1.0)
+    a.set_class_(0, b, 2, 3.0, fields=("num", "offset"))
+    assert torch.allclose(a.num[:, 0], 3.0 * b.num[:, 2])
+    assert torch.allclose(a.offset[0], 3.0 * b.offset[2])
+    assert torch.equal(a.den[:, 0], before.den[:, 0])  # fields not named are kept
+    assert torch.equal(a.evidence[0], before.evidence[0])
+    a.set_class_(1, a, 0)  # from itself, every field
+    for name in fields:
+        assert torch.equal(of(a, name, 1), of(a, name, 0)), name

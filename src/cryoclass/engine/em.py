@@ -654,11 +654,7 @@ class Engine:
             return []
         pairs = duplicate_pairs(st.half_images, st.class_weights, st.r_work, self.cfg.max_shift_px)
         for _, drop, _ in pairs:
-            for t in (st.stats.num, st.stats.den, st.stats.weight):
-                t[:, drop] = 0
-            st.stats.evidence[drop] = 0
-            st.stats.evidence_sq[drop] = 0
-            st.stats.offset[drop] = 0
+            st.stats.clear_class_(drop)
         if pairs:
             self._rebuild_classes(st.r_work)
         return pairs
@@ -698,17 +694,10 @@ class Engine:
                 sub, pairs, self.half_of(sub.index), self.grid, self.grid_mask(st.r_work), k, tmp
             )
             scale = float(w[largest]) / 2.0 / max(float(tmp.weight[:, e].sum()), 1e-6)
-            st.stats.num[:, e] = tmp.num[:, e] * scale
-            st.stats.den[:, e] = tmp.den[:, e] * scale
-            st.stats.weight[:, e] = tmp.weight[:, e] * scale
-            st.stats.offset[e] = tmp.offset[e] * scale
-            st.stats.offset[largest] *= 0.5
-            st.stats.num[:, largest] *= 0.5
-            st.stats.den[:, largest] *= 0.5
-            st.stats.weight[:, largest] *= 0.5
-            for ev in (st.stats.evidence, st.stats.evidence_sq):  # half the largest's evidence
-                ev[largest] *= 0.5
-                ev[e] = ev[largest]
+            st.stats.scale_class_(largest, 0.5)
+            st.stats.set_class_(e, tmp, e, scale, fields=("num", "den", "weight", "offset"))
+            # the picked particles carry no evidence of their own here: half the largest's
+            st.stats.set_class_(e, st.stats, largest, fields=("evidence", "evidence_sq"))
             result.cls[pick] = e
             done.append(e)
         if done:

@@ -29,6 +29,10 @@ from cryoclass.physics.fourier import (
     shift_phase,
 )
 
+#: Statistics fields with one entry per class; the first three are per half-set too (2, K, ...).
+HALF_SET_FIELDS = ("num", "den", "weight")
+PER_CLASS_FIELDS = (*HALF_SET_FIELDS, "evidence", "evidence_sq", "offset")
+
 
 @dataclass
 class Statistics:
@@ -91,6 +95,40 @@ class Statistics:
     @property
     def total_weight(self) -> float:
         return float(self.weight.sum())
+
+    def _of_class(self, c: int, fields: tuple[str, ...] = PER_CLASS_FIELDS) -> list[torch.Tensor]:
+        """Views of class c's entries in each named per-class field (the class axis is 1 for
+        num, den and weight, 0 for the others)."""
+        return [
+            getattr(self, f)[:, c] if f in HALF_SET_FIELDS else getattr(self, f)[c] for f in fields
+        ]
+
+    def clear_class_(self, c: int) -> "Statistics":
+        """Forget class c (every per-class field set to 0); the noise statistics are kept."""
+        for t in self._of_class(c):
+            t.zero_()
+        return self
+
+    def scale_class_(self, c: int, factor: float) -> "Statistics":
+        """Class c's statistics times factor, as if its particles weighed factor as much."""
+        for t in self._of_class(c):
+            t.mul_(factor)
+        return self
+
+    def set_class_(
+        self,
+        c: int,
+        source: "Statistics",
+        source_class: int,
+        factor: float = 1.0,
+        fields: tuple[str, ...] = PER_CLASS_FIELDS,
+    ) -> "Statistics":
+        """Class c's named fields := factor x source's class source_class (source may be self)."""
+        for mine, theirs in zip(
+            self._of_class(c, fields), source._of_class(source_class, fields), strict=True
+        ):
+            mine.copy_(theirs * factor)
+        return self
 
 
 @dataclass
