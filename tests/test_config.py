@@ -45,6 +45,7 @@ BATCH = {
     "n_online_em_iters": (2, {}),
     "batch_size_per_class": (30, {}),
     "n_full_iters": (2, {}),
+    "n_restarts": (3, {}),
     "initial_uncertainty_factor": (8.0, {}),
     # on this small, clean set the first temperatures are 1 at the default uncertainty (T >= 1)
     "sigma_anneal_start": (0, {"initial_uncertainty_factor": 50.0}),

@@ -36,7 +36,9 @@ class Config(BaseModel):
         "frequencies below 1/min_res_A are left out of the alignment "
         "scores (class averages keep them), from the end of the "
         "annealing on (classes are first built on the full band). "
-        "Off by default; 40-60 Å for micelles and nanodiscs.",
+        "Off by default. For belts (micelles, nanodiscs) that differ between particles of "
+        "one view; where the belt is the same in every particle it is signal, and leaving it "
+        "out costs alignment accuracy at low SNR (README, Status).",
     )
     init_res_A: float = Field(
         25.0,
@@ -60,6 +62,15 @@ class Config(BaseModel):
     batch_size_per_class: int = Field(100, ge=1, description="Minibatch particles per class.")
     n_full_iters: int = Field(
         6, ge=0, description="Full iterations over all particles after online EM."
+    )
+    n_restarts: int = Field(
+        1,
+        ge=1,
+        description="Runs of the online-EM phase, each from its own random start (seed, "
+        "seed + 1000, ...) and followed by the first full iteration; the run whose classes "
+        "explain the particles best (highest mean log-likelihood in that iteration) goes on to "
+        "the other full iterations. Each extra run costs one online-EM phase and one full "
+        "iteration; a stream runs its extra ones when it ends, over all its particles.",
     )
     initial_uncertainty_factor: float = Field(
         2.0,

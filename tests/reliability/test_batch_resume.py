@@ -231,3 +231,31 @@ def test_settings_changes_that_block_a_resume():
     saved = Config(n_classes=5, device="cpu")
     assert Config(n_classes=5, device="cuda", batch_particles=64).changes_from(saved) == []
     assert Config(n_classes=6, device="cpu").changes_from(saved) == ["n_classes: 5 -> 6"]
+
+
+RESTARTS = dict(n_restarts=3)
+
+
+@pytest.fixture(scope="module")
+def reference_restarts(dataset: Path, tmp_path_factory) -> Path:
+    """Outputs of the job with restarts, run once, never stopped."""
+    out = tmp_path_factory.mktemp("reference_restarts")
+    classify(dataset, job_config(**RESTARTS), out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "call,after_save",
+    [(7, True), (8, False), (8, True), (9, True), (batch_steps(job_config(**RESTARTS)), True)],
+    ids=["first-pass", "in-restart", "after-restart", "last-restart", "before-outputs"],
+)
+def test_restarts_stopped_at_any_step_resume_to_the_same_result(
+    call, after_save, dataset, reference_restarts, tmp_path, monkeypatch
+):
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        crash_at(m, call, after_save)
+        with pytest.raises(Crash):
+            classify(dataset, job_config(**RESTARTS), out)
+    classify(dataset, job_config(**RESTARTS), out, resume=True)
+    assert_same_outputs(reference_restarts, out)

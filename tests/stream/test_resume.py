@@ -241,3 +241,42 @@ def test_sigkill_mid_stream_and_restart(tmp_path):
         f"\nkilled at {killed_at} particles ingested; resumed; {len(ev)} events; "
         f"latency {ev[-3].get('latency_s')}"
     )
+
+
+def test_a_stream_stopped_in_its_restarts_resumes_to_the_same_result(
+    particles, config_for, tmp_path, monkeypatch
+):
+    """n_restarts: a stream killed during its second extra restart (after the first was
+    committed) resumes with the restarts still due and ends as the stream never stopped."""
+    import cryoclass.stream.stream as stream_module
+
+    cfg = config_for(0, n_full_iters=2, n_restarts=3)
+    sub = particles.subset(np.arange(N))
+
+    def by_row(result) -> np.ndarray:
+        out = np.full(N, -1)
+        out[np.asarray(result.particles.index)] = result.particles.cls
+        return out
+
+    with Stream(cfg, tmp_path / "ref") as s:
+        for c in chunks(sub):
+            s.add_particles(c)
+        reference = s.finish()
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(stream_module, "restart_pass", nth_call_raises(stream_module.restart_pass, 2))
+        s = Stream(cfg, out)
+        with pytest.raises(Crash):
+            for c in chunks(sub):
+                s.add_particles(c)
+            s.finish()
+        die(s)
+    s = Stream(cfg, out)
+    assert s.resumed
+    for c in chunks(sub):
+        s.add_particles(c)
+    result = s.finish()
+    assert [h["phase"] for h in s.history].count("restart") == 2
+    s.close()
+    check_outputs(out, N)
+    np.testing.assert_array_equal(by_row(result), by_row(reference))

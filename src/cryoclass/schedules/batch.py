@@ -64,7 +64,9 @@ class BatchPoint:
 
     seen: (n,) bool particles drawn so far; log: the iteration log; rng, engine_rng: numpy
     bit-generator states of the schedule and the engine; torch_rng: torch's CPU RNG state;
-    final: the latest full pass's per-particle results (None before the first).
+    final: the latest full pass's per-particle results (None before the first); kept_restart,
+    kept_score: the restart whose model is kept so far and its first pass's mean log-likelihood
+    (``run_restart``).
     """
 
     step: int
@@ -74,6 +76,8 @@ class BatchPoint:
     engine_rng: dict
     torch_rng: torch.Tensor
     final: ParticleResult | None = None
+    kept_restart: int = 0
+    kept_score: float | None = None
 
     def to_dict(self) -> dict:
         """Plain data (arrays, lists, dicts) for a checkpoint; ``from_dict`` reads it back."""
@@ -85,6 +89,8 @@ class BatchPoint:
             "engine_rng": self.engine_rng,
             "torch_rng": self.torch_rng,
             "final": None if self.final is None else self.final.to_dict(),
+            "kept_restart": self.kept_restart,
+            "kept_score": self.kept_score,
         }
 
     @staticmethod
@@ -97,6 +103,8 @@ class BatchPoint:
             engine_rng=d["engine_rng"],
             torch_rng=d["torch_rng"],
             final=None if d["final"] is None else ParticleResult(**d["final"]),
+            kept_restart=int(d.get("kept_restart", 0)),
+            kept_score=d.get("kept_score"),
         )
 
 
@@ -105,8 +113,120 @@ Checkpoint = Callable[[ModelState, BatchPoint], None]
 
 
 def batch_steps(config: Config) -> int:
-    """Steps of a batch job: its online-EM iterations, then its final passes."""
-    return config.n_online_em_iters + len(final_passes(config))
+    """Steps of a batch job: its online-EM iterations, its first closing pass, one step per
+    extra restart (``run_restart``), then its other closing passes."""
+    return config.n_online_em_iters + config.n_restarts - 1 + len(final_passes(config))
+
+
+def pass_step(config: Config, j: int) -> int:
+    """The step (1-based) that closing pass j (0-based) ends: the extra restarts run between
+    the first closing pass and the second."""
+    return config.n_online_em_iters + 1 + j + (config.n_restarts - 1 if j > 0 else 0)
+
+
+#: Restart r runs with seed + RESTART_SEED_STRIDE x r (restart 0 is the job's own run).
+RESTART_SEED_STRIDE = 1000
+
+
+@dataclass
+class Restart:
+    """One run of the online-EM phase and the first closing pass (``run_restart``): the engine
+    holding its model, the pass's per-particle results, its mean log-likelihood (the score
+    restarts are compared by), and its log line."""
+
+    engine: Engine
+    final: ParticleResult
+    score: float
+    entry: IterationLog
+
+
+def start(
+    config: Config,
+    source: ParticleSource,
+    device: torch.device,
+    initial_classes: np.ndarray | None = None,
+) -> tuple[Engine, np.random.Generator]:
+    """A new engine with its first classes (random subsets of a random first minibatch, or
+    initial_classes), and the schedule's random generator for the minibatches to come."""
+    engine = Engine(config, source.box, source.pixel_size_A, device)
+    rng = np.random.default_rng(config.seed + 1)
+    torch.manual_seed(config.seed)
+    first = rng.permutation(len(source))[: min(config.minibatch_size, len(source))]
+    engine.initialise(load_batch(engine, source, first))
+    if initial_classes is not None:
+        _start_from(engine, initial_classes)
+    return engine, rng
+
+
+def online_iteration(
+    engine: Engine,
+    estep: EStepExecutor,
+    source: ParticleSource,
+    rng: np.random.Generator,
+    seen: np.ndarray,
+    iteration: int,
+) -> IterationLog:
+    """Online-EM iteration ``iteration`` (1-based) on a fresh random minibatch; seen: (n,) bool
+    particles drawn so far, updated."""
+    t0 = time.perf_counter()
+    n = len(source)
+    idx = np.sort(rng.choice(n, size=min(engine.cfg.minibatch_size, n), replace=False))
+    new_distinct = int((~seen[idx]).sum())
+    seen[idx] = True
+    step = online_step(engine, estep, source, idx, new_distinct)
+    return IterationLog(
+        iteration,
+        "online",
+        len(idx),
+        step.temperature,
+        engine.res_A(engine.state.r_work),
+        step.mean_loglik,
+        time.perf_counter() - t0,
+        len(step.reseeded),
+    )
+
+
+def first_pass(engine: Engine, estep: EStepExecutor, source: ParticleSource, iteration: int):
+    """The first closing pass (``final_passes``[0]): (per-particle results, log line)."""
+    t0 = time.perf_counter()
+    p = final_passes(engine.cfg)[0]
+    final, temp, merged = full_pass(
+        engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
+    )
+    entry = IterationLog(
+        iteration,
+        p.phase,
+        len(source),
+        temp,
+        engine.res_A(engine.state.r_work),
+        float(np.mean(final.log_likelihood)),
+        time.perf_counter() - t0,
+        merged=merged,
+    )
+    return final, entry
+
+
+def run_restart(
+    config: Config,
+    source: ParticleSource,
+    r: int,
+    device: torch.device,
+    estep: EStepExecutor,
+    initial_classes: np.ndarray | None = None,
+) -> Restart:
+    """Restart r (>= 1): the batch schedule's online-EM phase over all of source from a new
+    random start (seed + RESTART_SEED_STRIDE x r), then its first closing pass. A job keeps the
+    restart whose first pass has the highest mean log-likelihood: the model that explains the
+    particles best. Its log line has phase 'restart' and the pass's figures."""
+    t0 = time.perf_counter()
+    cfg = config.model_copy(update={"seed": config.seed + RESTART_SEED_STRIDE * r})
+    engine, rng = start(cfg, source, device, initial_classes)
+    seen = np.zeros(len(source), dtype=bool)
+    for it in range(cfg.n_online_em_iters):
+        online_iteration(engine, estep, source, rng, seen, it + 1)
+    final, entry = first_pass(engine, estep, source, config.n_online_em_iters + 1 + r)
+    entry.phase, entry.seconds = "restart", time.perf_counter() - t0
+    return Restart(engine, final, entry.mean_loglik, entry)
 
 
 def run_batch(
@@ -129,28 +249,25 @@ def run_batch(
     """
     estep = estep or LocalEStep()
     device = pick_device(config.device)
-    engine = Engine(config, source.box, source.pixel_size_A, device)
-    rng = np.random.default_rng(config.seed + 1)
     n = len(source)
-    mb = min(config.minibatch_size, n)
+    n_online = config.n_online_em_iters
     total = batch_steps(config)
     log: list[IterationLog] = []
-    torch.manual_seed(config.seed)
     final: ParticleResult | None = None
-    done = 0
+    done, kept, score = 0, 0, None
 
     if resume is None:
-        first = rng.permutation(n)[:mb]
-        engine.initialise(load_batch(engine, source, first))
-        if initial_classes is not None:
-            _start_from(engine, initial_classes)
+        engine, rng = start(config, source, device, initial_classes)
         seen = np.zeros(n, dtype=bool)
     else:
+        engine = Engine(config, source.box, source.pixel_size_A, device)
+        rng = np.random.default_rng(config.seed + 1)
         engine.state, point = resume
         rng.bit_generator.state = point.rng
         engine.rng.bit_generator.state = point.engine_rng
         torch.set_rng_state(point.torch_rng)
         seen, log, done, final = point.seen.copy(), list(point.log), point.step, point.final
+        kept, score = point.kept_restart, point.kept_score
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -164,51 +281,54 @@ def run_batch(
                     engine.rng.bit_generator.state,
                     torch.get_rng_state(),
                     final,
+                    kept,
+                    score,
                 ),
             )
 
-    for it in range(done, config.n_online_em_iters):
-        t0 = time.perf_counter()
-        idx = np.sort(rng.choice(n, size=mb, replace=False))
-        new_distinct = int((~seen[idx]).sum())
-        seen[idx] = True
-        step = online_step(engine, estep, source, idx, new_distinct)
-        entry = IterationLog(
-            it + 1,
-            "online",
-            len(idx),
-            step.temperature,
-            engine.res_A(engine.state.r_work),
-            step.mean_loglik,
-            time.perf_counter() - t0,
-            len(step.reseeded),
-        )
+    def logged(phase: str, entry: IterationLog) -> None:
         log.append(entry)
-        save(it + 1)
+        save(entry.iteration)
         if progress:
-            progress("online", it + 1, total, entry)
+            progress(phase, entry.iteration, total, entry)
+
+    for it in range(done, n_online):
+        logged("online", online_iteration(engine, estep, source, rng, seen, it + 1))
+
+    if done <= n_online:
+        final, entry = first_pass(engine, estep, source, n_online + 1)
+        score = entry.mean_loglik
+        logged("full", entry)
+
+    for r in range(max(1, done - n_online), config.n_restarts):
+        other = run_restart(config, source, r, device, estep, initial_classes)
+        if other.score > score:
+            engine, final, kept, score = other.engine, other.final, r, other.score
+        logged("full", other.entry)
 
     passes = final_passes(config)
-    for j in range(max(0, done - config.n_online_em_iters), len(passes)):
+    for j in range(1, len(passes)):
+        step = pass_step(config, j)
+        if step <= done:
+            continue
         t0 = time.perf_counter()
         p = passes[j]
         final, temp, merged = full_pass(
             engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
         )
-        entry = IterationLog(
-            config.n_online_em_iters + j + 1,
-            p.phase,
-            n,
-            temp,
-            engine.res_A(engine.state.r_work),
-            float(np.mean(final.log_likelihood)),
-            time.perf_counter() - t0,
-            merged=merged,
+        logged(
+            "full",
+            IterationLog(
+                step,
+                p.phase,
+                n,
+                temp,
+                engine.res_A(engine.state.r_work),
+                float(np.mean(final.log_likelihood)),
+                time.perf_counter() - t0,
+                merged=merged,
+            ),
         )
-        log.append(entry)
-        save(config.n_online_em_iters + j + 1)
-        if progress:
-            progress("full", config.n_online_em_iters + j + 1, total, entry)
     engine.state.history = [e.__dict__ for e in log]
     return ClassificationResult(engine.state, final, log, engine.particle_radius_A)
 

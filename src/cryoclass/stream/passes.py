@@ -1,6 +1,7 @@
 """Passes over every ingested particle, shared by both streaming policies: the end-of-stream
-passes (the schedule layer's ``final_passes``, exactly as the batch schedule ends) and one
-live-policy full iteration."""
+passes (the schedule layer's ``final_passes``, exactly as the batch schedule ends), the extra
+restarts run between the first of them and the second (``n_restarts``, as the batch schedule
+runs them) and one live-policy full iteration."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import numpy as np
 
+from cryoclass.schedules.batch import run_restart
 from cryoclass.schedules.passes import final_passes, full_pass
 from cryoclass.stream.context import StreamContext, UpdateReport
 
@@ -50,3 +52,30 @@ def final_pass(ctx: StreamContext, j: int) -> UpdateReport:
     return one_full_pass(
         ctx, "final" if p.update else "assign", hard=p.hard, update=p.update, merge=p.merge
     )
+
+
+def restart_pass(ctx: StreamContext, r: int, kept_score: float) -> tuple[UpdateReport, bool]:
+    """Extra restart r (>= 1) at the end of a stream: the batch schedule's online-EM phase over
+    every pool particle from a new random start, then its first closing pass
+    (``schedules.batch.run_restart``). If that pass's mean log-likelihood beats kept_score (the
+    model's so far), its model replaces the stream's and its assignments are recorded.
+    Returns the update report and whether the restart was kept."""
+    ctx.updates += 1
+    ctx.records.grow(len(ctx.pool))
+    new = ctx.records.pending
+    other = run_restart(ctx.config, ctx.pool, r, ctx.engine.device, ctx.estep)
+    kept = other.score > kept_score
+    if kept:
+        ctx.engine = other.engine
+        ctx.record(other.final)
+    rep = UpdateReport(
+        phase="restart",
+        rows=np.asarray(other.final.index),
+        new_rows=new,
+        temperature=other.entry.temperature,
+        factor=0.0,
+        merged=other.entry.merged,
+        mean_loglik=other.score,
+        seconds={"estep": other.entry.seconds},
+    )
+    return rep, kept

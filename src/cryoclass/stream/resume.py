@@ -19,13 +19,16 @@ from cryoclass.stream.records import ParticleRecords
 @dataclass
 class Bookkeeping:
     """The stream's own records: rejects, history (one entry per update), API stacks written,
-    final passes done, and whether it finished."""
+    final passes done, whether it finished, extra restarts done at its end and the mean
+    log-likelihood of the model kept so far (``passes.restart_pass``)."""
 
     rejects: list[Reject] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     api_chunks: int = 0
     final_done: int = 0
     finished: bool = False
+    restarts_done: int = 0
+    kept_score: float | None = None
 
 
 def saved_state(
@@ -48,6 +51,8 @@ def saved_state(
         "api_chunks": book.api_chunks,
         "final_done": book.final_done,
         "finished": book.finished,
+        "restarts_done": book.restarts_done,
+        "kept_score": book.kept_score,
     }
 
 
@@ -67,4 +72,6 @@ def restore(
         api_chunks=int(state["api_chunks"]),
         final_done=int(state["final_done"]),
         finished=bool(state["finished"]),
+        restarts_done=int(state.get("restarts_done", 0)),
+        kept_score=state.get("kept_score"),
     )

@@ -47,7 +47,7 @@ from cryoclass.stream.geometry import first_geometry
 from cryoclass.stream.live import LivePolicy
 from cryoclass.stream.online import OnlinePolicy
 from cryoclass.stream.outputs import StreamOutputs
-from cryoclass.stream.passes import final_pass, n_final_passes
+from cryoclass.stream.passes import final_pass, n_final_passes, restart_pass
 from cryoclass.stream.pool import ARRIVAL, KEY, SOURCE_FILE, ParticlePool, particle_keys
 from cryoclass.stream.progress import commit_event, history_entry
 from cryoclass.stream.records import ParticleRecords
@@ -370,14 +370,37 @@ class Stream:
                 and len(self.ctx.pool)
                 and j < n_final_passes(self.ctx)
             ):
+                if j == 1 and book.restarts_done + 1 < self.config.n_restarts:
+                    self._restart(book.restarts_done + 1)
+                    continue
                 rep = self._guarded(lambda: final_pass(self.ctx, j))
                 if rep is None:
                     continue
+                if j == 0:
+                    book.kept_score = rep.mean_loglik
                 j = book.final_done = j + 1
                 self.commit(rep, force_outputs=True)
+            while (  # restarts still due after a single closing pass
+                self.ctx.engine is not None
+                and book.final_done == n_final_passes(self.ctx) == 1
+                and book.restarts_done + 1 < self.config.n_restarts
+            ):
+                self._restart(book.restarts_done + 1)
             book.finished = True
             self.commit(None, kind="finish", force_outputs=True)
         return self.result()
+
+    def _restart(self, r: int) -> None:
+        """Extra restart r at the end of the stream (``passes.restart_pass``), committed."""
+        book = self.book
+        out = self._guarded(lambda: restart_pass(self.ctx, r, book.kept_score))
+        if out is None:
+            return
+        rep, kept = out
+        if kept:
+            book.kept_score = rep.mean_loglik
+        book.restarts_done = r
+        self.commit(rep, force_outputs=True)
 
     def _guarded(self, step: Callable[[], UpdateReport]) -> UpdateReport | None:
         """Run one update; if an image cannot be read (its stack was deleted, moved or damaged
