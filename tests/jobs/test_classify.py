@@ -181,3 +181,25 @@ def test_pose_accuracy_follows_the_mask_diameter(sim, tmp_path):
     assert want != pytest.approx(old)
     got = starfile.read(paths["model_star"])["model_classes"]["rlnAccuracyRotations"]
     assert np.allclose(got, want)
+
+
+def test_cli_says_which_restart_is_kept(sim, tmp_path):
+    """--n-restarts: each extra run's line says whether it is the most likely so far, by the
+    rule the job keeps it by (higher mean log-likelihood in the first full pass)."""
+    _register()
+    out = tmp_path / "restarts"
+    args = ["classify", str(sim / "particles.star"), "--out", str(out), "-K", "3"]
+    args += ["--n-online-em-iters", "2", "--n-full-iters", "1", "--max-res-A", "12"]
+    args += ["--batch-size-per-class", "50", "--n-restarts", "3"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("iter ")]
+    first = next(ln for ln in lines if " full " in ln)
+    restarts = [ln for ln in lines if " restart " in ln]
+    assert len(restarts) == 2
+    best = float(first.split("logL=")[1].split()[0])
+    for ln in restarts:
+        score = float(ln.split("logL=")[1].split()[0])
+        assert ln.endswith("kept: most likely so far") == (score > best)
+        assert ln.endswith("not kept") == (score <= best)
+        best = max(best, score)

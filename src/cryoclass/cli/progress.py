@@ -31,16 +31,27 @@ def iteration_progress(description: str) -> Iterator:
         console=console,
     ) as bar:
         task = bar.add_task(description, total=None)
+        kept = {"logL": None}  # the first full pass's, then the best restart's (n_restarts)
 
         def callback(phase: str, i: int, total: int, entry) -> None:
             bar.update(task, total=total, completed=i)
-            if entry is not None:
-                bar.console.print(
-                    f"iter {entry.iteration:3d} {entry.phase:6s} n={entry.n_particles:6d} "
-                    f"T={entry.temperature:6.2f} res={entry.work_res_A:5.1f} Å "
-                    f"logL={entry.mean_loglik:9.2f} {entry.seconds:6.1f} s"
-                    + (f" reseeded={entry.reseeded}" if entry.reseeded else "")
-                    + (f" merged={entry.merged}" if entry.merged else "")
-                )
+            if entry is None:
+                return
+            verdict = ""
+            if entry.phase == "restart" and kept["logL"] is not None:
+                better = entry.mean_loglik > kept["logL"]
+                verdict = " kept: most likely so far" if better else " not kept"
+                kept["logL"] = max(kept["logL"], entry.mean_loglik)
+            elif entry.phase in ("full", "assign") and kept["logL"] is None:
+                kept["logL"] = entry.mean_loglik
+            bar.console.print(
+                f"iter {entry.iteration:3d} {entry.phase:6s} n={entry.n_particles:6d} "
+                f"T={entry.temperature:6.2f} res={entry.work_res_A:5.1f} Å "
+                f"logL={entry.mean_loglik:9.2f} {entry.seconds:6.1f} s"
+                + (f" reseeded={entry.reseeded}" if entry.reseeded else "")
+                + (f" merged={entry.merged}" if entry.merged else "")
+                + verdict,
+                soft_wrap=True,  # one line per iteration, whatever the terminal's width
+            )
 
         yield callback
