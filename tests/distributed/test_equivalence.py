@@ -146,3 +146,18 @@ def test_one_estep_equals_single_process_and_client_reads_no_image(particles, co
 
     assert isinstance(out.batch, LazyBatch) and not out.batch.loaded
     assert out.batch.n == idx.size and src.reads == idx.size
+
+
+def test_restarts_run_on_the_cluster_and_keep_the_same_run(
+    particles, config, client, assert_identical
+):
+    """n_restarts: the extra runs' E-steps go to the cluster too, and the job keeps the same run
+    and ends with the same bits as in a single process."""
+    cfg = config.model_copy(update={"n_restarts": 2})
+    local = run_batch(particles, cfg)
+    estep = DaskEStep(client)
+    res = run_batch(particles, cfg, estep=estep)
+    assert estep.n_tasks == 2 * (6 * 2 * 3 + 1) + 1  # two online phases and first passes, 1 more
+    assert [e.phase for e in res.log].count("restart") == 1
+    assert steps(res.log) == steps(local.log)
+    assert_identical(local.state, local.particles, res.state, res.particles)
