@@ -213,17 +213,23 @@ def run_restart(
     device: torch.device,
     estep: EStepExecutor,
     initial_classes: np.ndarray | None = None,
+    on_iteration: Callable[[IterationLog], None] | None = None,
 ) -> Restart:
     """Restart r (>= 1): the batch schedule's online-EM phase over all of source from a new
     random start (seed + RESTART_SEED_STRIDE x r), then its first closing pass. A job keeps the
     restart whose first pass has the highest mean log-likelihood: the model that explains the
-    particles best. Its log line has phase 'restart' and the pass's figures."""
+    particles best. Its log line has phase 'restart' and the pass's figures. on_iteration:
+    called with each online-EM iteration's log line (phase 'runR'), to show progress; those
+    lines are not part of the job's log."""
     t0 = time.perf_counter()
     cfg = config.model_copy(update={"seed": config.seed + RESTART_SEED_STRIDE * r})
     engine, rng = start(cfg, source, device, initial_classes)
     seen = np.zeros(len(source), dtype=bool)
     for it in range(cfg.n_online_em_iters):
-        online_iteration(engine, estep, source, rng, seen, it + 1)
+        entry = online_iteration(engine, estep, source, rng, seen, it + 1)
+        if on_iteration is not None:
+            entry.phase = f"run{r}"
+            on_iteration(entry)
     final, entry = first_pass(engine, estep, source, config.n_online_em_iters + 1 + r)
     entry.phase, entry.seconds = "restart", time.perf_counter() - t0
     return Restart(engine, final, entry.mean_loglik, entry)
@@ -301,7 +307,14 @@ def run_batch(
         logged("full", entry)
 
     for r in range(max(1, done - n_online), config.n_restarts):
-        other = run_restart(config, source, r, device, estep, initial_classes)
+        shown = None
+        if progress:
+            step = n_online + r  # the bar stays at the step before this restart's
+
+            def shown(entry: IterationLog, step: int = step) -> None:
+                progress("restart", step, total, entry)
+
+        other = run_restart(config, source, r, device, estep, initial_classes, shown)
         if other.score > score:
             engine, final, kept, score = other.engine, other.final, r, other.score
         logged("full", other.entry)
