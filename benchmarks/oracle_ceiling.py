@@ -12,8 +12,9 @@ CTF applied, within a band of resolutions (``--band HI`` or ``LO:HI``, Å):
 - ``--search``: over every view x in-plane angle (``--psi-step`` degrees) x integer shift within
   ``--max-shift`` pixels, as a program must (the ceiling of alignment and classification together).
 
-No program that must estimate its references can beat these figures on average; the gap between a
-program and them is what its references and its optimisation cost. Prints one JSON line per band:
+A program that takes each particle's best pose, and must estimate its references, cannot beat these
+figures on average (marginalising over the poses can do somewhat better than the search); the gap
+between a program and them is what its references and its optimisation cost. Prints one JSON line per band:
 ARI and accuracy against the true views, and with --search the fraction of particles whose
 in-plane angle is within 10 degrees and whose shift is within 2 pixels of the truth.
 """
