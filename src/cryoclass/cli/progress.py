@@ -16,6 +16,8 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+#: What an extra run's last line says (``schedules.batch.Progress`` phases).
+RESTART_VERDICTS = {"restart kept": " kept: most likely so far", "restart not kept": " not kept"}
 
 
 @contextmanager
@@ -31,19 +33,12 @@ def iteration_progress(description: str) -> Iterator:
         console=console,
     ) as bar:
         task = bar.add_task(description, total=None)
-        kept = {"logL": None}  # the first full pass's, then the best restart's (n_restarts)
 
         def callback(phase: str, i: int, total: int, entry) -> None:
             bar.update(task, total=total, completed=i)
             if entry is None:
                 return
-            verdict = ""
-            if entry.phase == "restart" and kept["logL"] is not None:
-                better = entry.mean_loglik > kept["logL"]
-                verdict = " kept: most likely so far" if better else " not kept"
-                kept["logL"] = max(kept["logL"], entry.mean_loglik)
-            elif entry.phase in ("full", "assign") and kept["logL"] is None:
-                kept["logL"] = entry.mean_loglik
+            verdict = RESTART_VERDICTS.get(phase, "")  # the schedule's own decision
             bar.console.print(
                 f"iter {entry.iteration:3d} {entry.phase:6s} n={entry.n_particles:6d} "
                 f"T={entry.temperature:6.2f} res={entry.work_res_A:5.1f} Å "

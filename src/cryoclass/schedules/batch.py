@@ -54,6 +54,8 @@ class ClassificationResult:
     particle_radius_A: float | None = None
 
 
+#: progress(phase, step, total steps, log line): phase 'online', 'full', 'restart' (an extra
+#: run's online-EM iteration), 'restart kept' or 'restart not kept' (an extra run's end).
 Progress = Callable[[str, int, int, IterationLog | None], None]
 
 
@@ -64,9 +66,8 @@ class BatchPoint:
 
     seen: (n,) bool particles drawn so far; log: the iteration log; rng, engine_rng: numpy
     bit-generator states of the schedule and the engine; torch_rng: torch's CPU RNG state;
-    final: the latest full pass's per-particle results (None before the first); kept_restart,
-    kept_score: the restart whose model is kept so far and its first pass's mean log-likelihood
-    (``run_restart``).
+    final: the latest full pass's per-particle results (None before the first); kept_score:
+    the first-pass mean log-likelihood of the run whose model is kept so far (``run_restart``).
     """
 
     step: int
@@ -76,7 +77,6 @@ class BatchPoint:
     engine_rng: dict
     torch_rng: torch.Tensor
     final: ParticleResult | None = None
-    kept_restart: int = 0
     kept_score: float | None = None
 
     def to_dict(self) -> dict:
@@ -89,7 +89,6 @@ class BatchPoint:
             "engine_rng": self.engine_rng,
             "torch_rng": self.torch_rng,
             "final": None if self.final is None else self.final.to_dict(),
-            "kept_restart": self.kept_restart,
             "kept_score": self.kept_score,
         }
 
@@ -103,7 +102,6 @@ class BatchPoint:
             engine_rng=d["engine_rng"],
             torch_rng=d["torch_rng"],
             final=None if d["final"] is None else ParticleResult(**d["final"]),
-            kept_restart=int(d.get("kept_restart", 0)),
             kept_score=d.get("kept_score"),
         )
 
@@ -186,10 +184,13 @@ def online_iteration(
     )
 
 
-def first_pass(engine: Engine, estep: EStepExecutor, source: ParticleSource, iteration: int):
-    """The first closing pass (``final_passes``[0]): (per-particle results, log line)."""
+def closing_pass(
+    engine: Engine, estep: EStepExecutor, source: ParticleSource, j: int, iteration: int
+) -> tuple[ParticleResult, IterationLog]:
+    """Closing pass j (``final_passes``[j], 0-based), job step ``iteration``: (per-particle
+    results, log line)."""
     t0 = time.perf_counter()
-    p = final_passes(engine.cfg)[0]
+    p = final_passes(engine.cfg)[j]
     final, temp, merged = full_pass(
         engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
     )
@@ -230,7 +231,7 @@ def run_restart(
         if on_iteration is not None:
             entry.phase = f"run{r}"
             on_iteration(entry)
-    final, entry = first_pass(engine, estep, source, config.n_online_em_iters + 1 + r)
+    final, entry = closing_pass(engine, estep, source, 0, config.n_online_em_iters + 1 + r)
     entry.phase, entry.seconds = "restart", time.perf_counter() - t0
     return Restart(engine, final, entry.mean_loglik, entry)
 
@@ -260,7 +261,7 @@ def run_batch(
     total = batch_steps(config)
     log: list[IterationLog] = []
     final: ParticleResult | None = None
-    done, kept, score = 0, 0, None
+    done, score = 0, None
 
     if resume is None:
         engine, rng = start(config, source, device, initial_classes)
@@ -273,7 +274,7 @@ def run_batch(
         engine.rng.bit_generator.state = point.engine_rng
         torch.set_rng_state(point.torch_rng)
         seen, log, done, final = point.seen.copy(), list(point.log), point.step, point.final
-        kept, score = point.kept_restart, point.kept_score
+        score = point.kept_score
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -287,7 +288,6 @@ def run_batch(
                     engine.rng.bit_generator.state,
                     torch.get_rng_state(),
                     final,
-                    kept,
                     score,
                 ),
             )
@@ -302,7 +302,7 @@ def run_batch(
         logged("online", online_iteration(engine, estep, source, rng, seen, it + 1))
 
     if done <= n_online:
-        final, entry = first_pass(engine, estep, source, n_online + 1)
+        final, entry = closing_pass(engine, estep, source, 0, n_online + 1)
         score = entry.mean_loglik
         logged("full", entry)
 
@@ -315,33 +315,16 @@ def run_batch(
                 progress("restart", step, total, entry)
 
         other = run_restart(config, source, r, device, estep, initial_classes, shown)
-        if other.score > score:
-            engine, final, kept, score = other.engine, other.final, r, other.score
-        logged("full", other.entry)
+        better = other.score > score
+        if better:
+            engine, final, score = other.engine, other.final, other.score
+        logged("restart kept" if better else "restart not kept", other.entry)
 
-    passes = final_passes(config)
-    for j in range(1, len(passes)):
+    for j in range(1, len(final_passes(config))):
         step = pass_step(config, j)
-        if step <= done:
-            continue
-        t0 = time.perf_counter()
-        p = passes[j]
-        final, temp, merged = full_pass(
-            engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
-        )
-        logged(
-            "full",
-            IterationLog(
-                step,
-                p.phase,
-                n,
-                temp,
-                engine.res_A(engine.state.r_work),
-                float(np.mean(final.log_likelihood)),
-                time.perf_counter() - t0,
-                merged=merged,
-            ),
-        )
+        if step > done:
+            final, entry = closing_pass(engine, estep, source, j, step)
+            logged("full", entry)
     engine.state.history = [e.__dict__ for e in log]
     return ClassificationResult(engine.state, final, log, engine.particle_radius_A)
 

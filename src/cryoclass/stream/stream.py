@@ -368,11 +368,12 @@ class Stream:
                 self.ctx.engine is not None
                 and self.ctx.engine.state is not None
                 and len(self.ctx.pool)
-                and j < n_final_passes(self.ctx)
             ):
-                if j == 1 and book.restarts_done + 1 < self.config.n_restarts:
-                    self._restart(book.restarts_done + 1)
+                if j >= 1 and book.restarts_done + 1 < self.config.n_restarts:
+                    self._restart(book.restarts_done + 1)  # after the first closing pass
                     continue
+                if j >= n_final_passes(self.ctx):
+                    break
                 rep = self._guarded(lambda: final_pass(self.ctx, j))
                 if rep is None:
                     continue
@@ -380,12 +381,6 @@ class Stream:
                     book.kept_score = rep.mean_loglik
                 j = book.final_done = j + 1
                 self.commit(rep, force_outputs=True)
-            while (  # restarts still due after a single closing pass
-                self.ctx.engine is not None
-                and book.final_done == n_final_passes(self.ctx) == 1
-                and book.restarts_done + 1 < self.config.n_restarts
-            ):
-                self._restart(book.restarts_done + 1)
             book.finished = True
             self.commit(None, kind="finish", force_outputs=True)
         return self.result()
