@@ -68,11 +68,25 @@ def dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(dataset: Path, tmp_path_factory) -> Path:
-    """Outputs of the job run once, never stopped."""
-    out = tmp_path_factory.mktemp("reference")
-    classify(dataset, job_config(), out)
-    return out
+def reference_for(dataset: Path, tmp_path_factory):
+    """reference_for(**settings) -> the outputs of the job with those settings (``job_config``),
+    run once, never stopped."""
+    done: dict[tuple, Path] = {}
+
+    def outputs(**settings) -> Path:
+        key = tuple(sorted(settings.items()))
+        if key not in done:
+            done[key] = tmp_path_factory.mktemp("reference")
+            classify(dataset, job_config(**settings), done[key])
+        return done[key]
+
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def reference(reference_for) -> Path:
+    """Outputs of the default job run once, never stopped."""
+    return reference_for()
 
 
 def assert_same_outputs(a: Path, b: Path) -> None:
@@ -114,25 +128,35 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, call: int, after_save: bool) -> No
 
 
 STEPS = batch_steps(job_config())
+#: n_restarts: steps 7 (first full pass), 8 and 9 (the extra runs), then the other full pass.
+RESTARTS = dict(n_restarts=3)
+STOPS = {
+    "first-iteration": ({}, 1, False),
+    "online-em": ({}, 3, True),
+    "last-online": ({}, 6, False),
+    "full-pass": ({}, 7, True),
+    "before-outputs": ({}, STEPS, True),
+    "restarts-first-pass": (RESTARTS, 7, True),
+    "in-restart": (RESTARTS, 8, False),
+    "after-restart": (RESTARTS, 8, True),
+    "last-restart": (RESTARTS, 9, True),
+    "restarts-before-outputs": (RESTARTS, batch_steps(job_config(**RESTARTS)), True),
+}
 
 
-@pytest.mark.parametrize(
-    "call,after_save",
-    [(1, False), (3, True), (6, False), (7, True), (STEPS, True)],
-    ids=["first-iteration", "online-em", "last-online", "full-pass", "before-outputs"],
-)
+@pytest.mark.parametrize("settings,call,after_save", list(STOPS.values()), ids=list(STOPS))
 def test_stopped_at_any_step_resumes_to_the_same_result(
-    call, after_save, dataset, reference, tmp_path, monkeypatch
+    settings, call, after_save, dataset, reference_for, tmp_path, monkeypatch
 ):
     out = tmp_path / "out"
     with monkeypatch.context() as m:
         crash_at(m, call, after_save)
         with pytest.raises(Crash):
-            classify(dataset, job_config(), out)
+            classify(dataset, job_config(**settings), out)
     if call > 1 or after_save:
         assert (out / CHECKPOINT_NAME).exists()
-    classify(dataset, job_config(), out, resume=True)
-    assert_same_outputs(reference, out)
+    classify(dataset, job_config(**settings), out, resume=True)
+    assert_same_outputs(reference_for(**settings), out)
 
 
 def test_resume_counts_each_step_once(dataset, tmp_path, monkeypatch):
@@ -231,31 +255,3 @@ def test_settings_changes_that_block_a_resume():
     saved = Config(n_classes=5, device="cpu")
     assert Config(n_classes=5, device="cuda", batch_particles=64).changes_from(saved) == []
     assert Config(n_classes=6, device="cpu").changes_from(saved) == ["n_classes: 5 -> 6"]
-
-
-RESTARTS = dict(n_restarts=3)
-
-
-@pytest.fixture(scope="module")
-def reference_restarts(dataset: Path, tmp_path_factory) -> Path:
-    """Outputs of the job with restarts, run once, never stopped."""
-    out = tmp_path_factory.mktemp("reference_restarts")
-    classify(dataset, job_config(**RESTARTS), out)
-    return out
-
-
-@pytest.mark.parametrize(
-    "call,after_save",
-    [(7, True), (8, False), (8, True), (9, True), (batch_steps(job_config(**RESTARTS)), True)],
-    ids=["first-pass", "in-restart", "after-restart", "last-restart", "before-outputs"],
-)
-def test_restarts_stopped_at_any_step_resume_to_the_same_result(
-    call, after_save, dataset, reference_restarts, tmp_path, monkeypatch
-):
-    out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        crash_at(m, call, after_save)
-        with pytest.raises(Crash):
-            classify(dataset, job_config(**RESTARTS), out)
-    classify(dataset, job_config(**RESTARTS), out, resume=True)
-    assert_same_outputs(reference_restarts, out)
