@@ -56,8 +56,12 @@ def check_outputs(out: Path, n: int) -> None:
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".*.tmp-*"))
 
 
-def crash_then_resume(particles, config, out: Path, monkeypatch, inject) -> None:
-    """Add chunks until the injected crash, then restart and re-add everything."""
+def crash_then_resume(
+    particles, config, out: Path, monkeypatch, inject, mid_ingest: bool = True
+) -> tuple:
+    """Add chunks until the injected crash, then restart and re-add everything. mid_ingest: the
+    crash must come before every particle is ingested (otherwise it may come in the stream's
+    end). Returns the resumed stream's result and history."""
     sub = particles.subset(np.arange(N))
     with monkeypatch.context() as m:
         inject(m)
@@ -73,12 +77,14 @@ def crash_then_resume(particles, config, out: Path, monkeypatch, inject) -> None
     s = Stream(config, out)
     assert s.resumed
     before = s.n_ingested
-    assert 0 < before < N
+    assert (0 < before < N) if mid_ingest else (0 < before)
     for c in chunks(sub):
         s.add_particles(c)
-    s.finish()
+    result = s.finish()
+    history = list(s.history)
     s.close()
     check_outputs(out, N)
+    return result, history
 
 
 def nth_call_raises(target, n: int, before=None):
@@ -262,21 +268,15 @@ def test_a_stream_stopped_in_its_restarts_resumes_to_the_same_result(
         for c in chunks(sub):
             s.add_particles(c)
         reference = s.finish()
-    out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        m.setattr(stream_module, "restart_pass", nth_call_raises(stream_module.restart_pass, 2))
-        s = Stream(cfg, out)
-        with pytest.raises(Crash):
-            for c in chunks(sub):
-                s.add_particles(c)
-            s.finish()
-        die(s)
-    s = Stream(cfg, out)
-    assert s.resumed
-    for c in chunks(sub):
-        s.add_particles(c)
-    result = s.finish()
-    assert [h["phase"] for h in s.history].count("restart") == 2
-    s.close()
-    check_outputs(out, N)
+    result, history = crash_then_resume(
+        particles,
+        cfg,
+        tmp_path / "out",
+        monkeypatch,
+        lambda m: m.setattr(
+            stream_module, "restart_pass", nth_call_raises(stream_module.restart_pass, 2)
+        ),
+        mid_ingest=False,
+    )
+    assert [h["phase"] for h in history].count("restart") == 2
     np.testing.assert_array_equal(by_row(result), by_row(reference))
