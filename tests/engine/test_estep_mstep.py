@@ -1,11 +1,14 @@
 """E-step finds the true pose and class; M-step rebuilds the class; both on noise-free data."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.em import Engine
 from cryoclass.engine.estep import score_best_poses, score_coarse_to_fine
+from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import Assignments, Statistics, accumulate, wiener_averages
 from cryoclass.engine.poses import psi_grid, shift_grid
 from cryoclass.engine.references import rotated_references
@@ -304,14 +307,12 @@ def test_per_class_statistics_are_cleared_scaled_and_copied_in_every_field():
 
     def filled() -> Statistics:
         s = Statistics.zeros(k, q, shells, torch.device("cpu"))
-        for name in ("num", "den", "weight", "noise_power", "noise_count", "evidence"):
-            t = getattr(s, name)
+        for f in dataclasses.fields(Statistics):
+            t = getattr(s, f.name)
             t.copy_(torch.rand(t.shape, generator=g) + 1.0)
-        s.evidence_sq.copy_(torch.rand(k, shells, generator=g) + 1.0)
-        s.offset.copy_(torch.rand(k, 3, generator=g) + 1.0)
         return s
 
-    fields = ("num", "den", "weight", "evidence", "evidence_sq", "offset")
+    fields = ("num", "den", "weight", "evidence", "evidence_sq", "evidence_n", "offset")
     half_set = ("num", "den", "weight")
 
     def of(s: Statistics, name: str, c: int) -> torch.Tensor:
@@ -345,3 +346,34 @@ def test_per_class_statistics_are_cleared_scaled_and_copied_in_every_field():
     a.set_class_(1, a, 0)  # from itself, every field
     for name in fields:
         assert torch.equal(of(a, name, 1), of(a, name, 0)), name
+
+
+def test_a_model_saved_with_the_earlier_evidence_layout_loads_with_its_evidence_restarted():
+    """Checkpoints of the earlier layout (evidence (K, n_shells), particles and controls summed
+    together, no counts) or without evidence load: the evidence starts again at zero in the
+    current layout, every other statistic is kept."""
+    k, q, shells = 3, 5, 4
+    s = Statistics.zeros(k, q, shells, torch.device("cpu"))
+    s.weight.fill_(2.0)
+    state = ModelState(
+        box=8,
+        pixel_size_A=1.0,
+        class_images=torch.zeros(k, 8, 8),
+        stats=s,
+        sigma2=torch.ones(shells),
+        r_work=3.0,
+        resolution_A=torch.full((k,), 999.0),
+    )
+    for old in ({"evidence": torch.ones(k, shells), "evidence_sq": torch.ones(k, shells)}, {}):
+        d = state.to_dict()
+        for name in ("evidence", "evidence_sq", "evidence_n"):
+            del d["stats"][name]
+        d["stats"].update(old)
+        back = ModelState.from_dict(d).stats
+        assert back.evidence.shape == back.evidence_sq.shape == (k, 2, shells)
+        assert back.evidence_n.shape == (k, 2)
+        assert float(back.evidence.abs().sum() + back.evidence_n.sum()) == 0.0
+        assert torch.equal(back.weight, s.weight)
+    again = ModelState.from_dict(state.to_dict()).stats  # the current layout: as saved
+    for f in dataclasses.fields(Statistics):
+        assert torch.equal(getattr(again, f.name), getattr(s, f.name)), f.name

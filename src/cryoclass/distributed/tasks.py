@@ -85,6 +85,7 @@ def broadcast_state(state: ModelState) -> ModelState:
         noise_count=torch.zeros(0),
         evidence=torch.zeros(0),
         evidence_sq=torch.zeros(0),
+        evidence_n=torch.zeros(0),
         offset=st.offset.detach().cpu().clone(),
     )
     align, halves = state.alignment_images, state.half_images
@@ -106,7 +107,8 @@ class PackedStatistics:
     working band, a fraction of the Q points while the resolution is low), on the CPU.
 
     points: (P,) long indices into the Q points; num (2, K, P) complex; den (2, K, P);
-    weight (2, K); noise_power, noise_count (n_shells,); evidence, evidence_sq (K, n_shells);
+    weight (2, K); noise_power, noise_count (n_shells,); evidence, evidence_sq (K, 2, n_shells);
+    evidence_n (K, 2);
     offset (K, 3); n_points: Q.
     """
 
@@ -118,6 +120,7 @@ class PackedStatistics:
     noise_count: torch.Tensor
     evidence: torch.Tensor
     evidence_sq: torch.Tensor
+    evidence_n: torch.Tensor
     offset: torch.Tensor
     n_points: int
 
@@ -134,6 +137,7 @@ class PackedStatistics:
                 self.noise_count,
                 self.evidence,
                 self.evidence_sq,
+                self.evidence_n,
                 self.offset,
             )
         )
@@ -150,6 +154,7 @@ class PackedStatistics:
         total.noise_count += self.noise_count.to(dev)
         total.evidence += self.evidence.to(dev)
         total.evidence_sq += self.evidence_sq.to(dev)
+        total.evidence_n += self.evidence_n.to(dev)
         total.offset += self.offset.to(dev)
 
 
@@ -166,6 +171,7 @@ def pack(stats: Statistics) -> PackedStatistics:
         stats.noise_count.cpu(),
         stats.evidence.cpu(),
         stats.evidence_sq.cpu(),
+        stats.evidence_n.cpu(),
         stats.offset.cpu(),
         int(stats.num.shape[-1]),
     )

@@ -41,6 +41,7 @@ from cryoclass.engine.estep import (
 from cryoclass.engine.evidence import best_cross_by_shell, significant_resolution
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (
+    EVIDENCE_FIELDS,
     Assignments,
     Statistics,
     accumulate,
@@ -470,10 +471,11 @@ class Engine:
                 band,
                 self.n_shells,
             )
-            stats.evidence.index_add_(0, cls, cross)
-            stats.evidence.index_add_(0, cls_c, -cross_c)
-            stats.evidence_sq.index_add_(0, cls, cross * cross)
-            stats.evidence_sq.index_add_(0, cls_c, cross_c * cross_c)
+            ones = torch.ones_like(cross[:, 0])
+            for j, (c, x) in enumerate(((cls, cross), (cls_c, cross_c))):
+                stats.evidence[:, j].index_add_(0, c, x)
+                stats.evidence_sq[:, j].index_add_(0, c, x * x)
+                stats.evidence_n[:, j].index_add_(0, c, ones)
 
     def _pairs(
         self, post: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor, poses: PoseGrid
@@ -591,7 +593,8 @@ class Engine:
         # The FRC of half-sets aligned to one average is inflated by aligned noise: report no
         # better than the shells whose signal evidence is significant (evidence.py). A class
         # without evidence, or without particles, has no resolution: 999 Å, as RELION writes.
-        shell = significant_resolution(st.stats.evidence, st.stats.evidence_sq, r)
+        ev = st.stats
+        shell = significant_resolution(ev.evidence, ev.evidence_sq, ev.evidence_n, r)
         res = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
         empty = (st.stats.weight.sum(0) <= 0.5) | (shell == 0)
         st.resolution_A = torch.where(empty, torch.full_like(res, EMPTY_CLASS_RESOLUTION_A), res)
@@ -697,7 +700,7 @@ class Engine:
             st.stats.scale_class_(largest, 0.5)
             st.stats.set_class_(e, tmp, e, scale, fields=("num", "den", "weight", "offset"))
             # the picked particles carry no evidence of their own here: half the largest's
-            st.stats.set_class_(e, st.stats, largest, fields=("evidence", "evidence_sq"))
+            st.stats.set_class_(e, st.stats, largest, fields=EVIDENCE_FIELDS)
             result.cls[pick] = e
             done.append(e)
         if done:

@@ -9,19 +9,32 @@ classes better than the *same particle with its sign flipped* does?
   contribution to a reference cannot help it), over the coarse rotations and shifts, and its best
   (class, pose) is found. The cross term of that best score, shell by shell, is added to that
   class's evidence.
-- The control is the particle times -1, searched the same way over every class and pose; its
-  best cross term is subtracted from the evidence of the class *it* picks. The control has
+- The control is the particle times -1, searched the same way over every class and pose. It has
   exactly the particle's power spectrum, mask, CTF-shaped noise and pose statistics, and noise is
-  symmetric, so for noise both searches are the same lottery and the evidence has zero mean in
-  every class and shell, however much the classes have been fitted to noise. Signal has a sign:
-  a real particle matches its class, its negative matches nothing.
+  symmetric, so for noise both searches are the same lottery: the particles that pick a class and
+  the controls that pick it have the same distribution of cross terms, however much the classes
+  have been fitted to noise. Signal has a sign: a real particle matches its class, its negative
+  matches nothing.
+- A class's evidence at a shell is tested two ways, and the class holds signal where either
+  test says so (each is exact for noise). Summed: the particles' cross terms minus the
+  controls' (for noise the same number of each picks a class); it draws strength from particles
+  crowding into their class while their controls do not. Mean: the particles' mean cross term
+  minus the controls' (a two-sample z-score), for the classes the controls crowd into: the
+  controls of real particles are not noise (a negated particle is structured) and they pick the
+  few classes that best fit a negated particle. On p2x7_preferred three quarters of the
+  controls picked four side-view classes; summed, their cross terms outweighed those classes'
+  own particles', and the classes were reported at 999 Å (their references faded at 25 Å)
+  while they showed the side view. The mean alone is weak where few controls pick a class
+  (their mean is poorly known): a class borrows CONTROL_PRIOR_COUNT controls' worth of the mean
+  over all classes' controls, and needs MIN_PARTICLES particles.
 
 Tried first and dropped: a control with random phases (it loses the noise's correlation with the
 CTF and the mask), and a control scored only on the particle's own class (the particle chose that
 class, its control did not): on pure noise both reported signal at 24-36 Å.
 
-Summed per class (``Statistics.evidence`` and ``evidence_sq``), the evidence gives a z-score per
-shell; ``significant_resolution`` turns it into the resolution the data support.
+Summed per class, separately for particles and controls (``Statistics.evidence``, ``evidence_sq``,
+``evidence_n``), the evidence gives two z-scores per shell (``evidence_z``);
+``significant_resolution`` turns it into the resolution the data support.
 """
 
 from __future__ import annotations
@@ -32,6 +45,12 @@ from cryoclass.physics.fourier import Band, shell_sum, shift_phase
 
 #: A shell holds signal when its summed evidence is this many standard errors above zero.
 EVIDENCE_Z = 3.0
+#: Controls' worth of the mean over all classes' controls that a class's control mean borrows: a
+#: class that (almost) no control picks still has a control mean to be compared with.
+CONTROL_PRIOR_COUNT = 10.0
+#: Particles a class needs before its mean cross term is compared at all (a t-statistic of a
+#: few particles has heavy tails).
+MIN_PARTICLES = 20.0
 
 
 def best_cross_by_shell(
@@ -82,17 +101,61 @@ def best_cross_by_shell(
     return cls[0], cls[1], cross[0], cross[1]
 
 
+def evidence_z(
+    evidence: torch.Tensor, evidence_sq: torch.Tensor, evidence_n: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, n_shells) z-scores of each class's signal evidence per shell: summed and mean.
+
+    evidence, evidence_sq: (K, 2, n_shells) summed cross terms and squared cross terms of the
+    particles ([:, 0]) and of the controls ([:, 1]) that picked each class (``best_cross_by_shell``);
+    evidence_n: (K, 2) how many. Summed: (particles' sum - controls' sum) / sqrt(sum of squares).
+    Mean: (particle mean - control mean) / its standard error, the control mean shrunk towards
+    the mean over all classes' controls by CONTROL_PRIOR_COUNT; 0 for a class with fewer than
+    MIN_PARTICLES particles.
+    """
+    s_p, s_c = evidence[:, 0], evidence[:, 1]  # (K, S)
+    q_p, q_c = evidence_sq[:, 0], evidence_sq[:, 1]
+    q = q_p + q_c
+    z_sum = torch.where(q > 0, (s_p - s_c) / q.clamp_min(1e-30).sqrt(), torch.zeros_like(q))
+
+    n_p = evidence_n[:, 0, None]  # (K, 1)
+    n_c = evidence_n[:, 1, None]
+    n_all = evidence_n[:, 1].sum().clamp_min(1.0)
+    pooled_mean = s_c.sum(0, keepdim=True) / n_all  # (1, S)
+    pooled_sq = q_c.sum(0, keepdim=True) / n_all
+    mean_p = s_p / n_p.clamp_min(1.0)
+    var_p = (q_p / n_p.clamp_min(1.0) - mean_p**2).clamp_min(0.0)
+    n_cc = n_c + CONTROL_PRIOR_COUNT
+    mean_c = (s_c + CONTROL_PRIOR_COUNT * pooled_mean) / n_cc
+    var_c = ((q_c + CONTROL_PRIOR_COUNT * pooled_sq) / n_cc - mean_c**2).clamp_min(0.0)
+    se = (var_p / n_p.clamp_min(1.0) + var_c / n_cc).sqrt()
+    z_mean = (mean_p - mean_c) / se.clamp_min(1e-30)
+    z_mean = torch.where((n_p >= MIN_PARTICLES) & (se > 0), z_mean, torch.zeros_like(z_mean))
+    return z_sum, z_mean
+
+
 def significant_resolution(
-    evidence: torch.Tensor, evidence_sq: torch.Tensor, r_max: float, z: float = EVIDENCE_Z
+    evidence: torch.Tensor,
+    evidence_sq: torch.Tensor,
+    evidence_n: torch.Tensor,
+    r_max: float,
+    z: float = EVIDENCE_Z,
 ) -> torch.Tensor:
     """(K,) highest shell (Fourier pixels) up to which the classes hold signal; 0 = none.
 
-    evidence, evidence_sq: (K, n_shells) summed evidence and summed squared evidence. A shell is
-    significant when evidence / sqrt(evidence_sq) > z; the resolution is the highest shell s
-    <= r_max such that shells s - 1 and s are both significant (one lucky shell is not enough).
+    evidence, evidence_sq, evidence_n: per-class sums as in ``evidence_z``. A shell is
+    significant when a z-score is above z; by each of the two z-scores, the resolution is the
+    highest shell s <= r_max such that shells s - 1 and s are both significant (one lucky shell
+    is not enough); the class's is the better of the two.
     """
-    zs = evidence / evidence_sq.clamp_min(1e-30).sqrt()
-    sig = (zs > z) & (evidence_sq > 0)
+    z_sum, z_mean = evidence_z(evidence, evidence_sq, evidence_n)
+    return torch.maximum(
+        _last_paired_shell(z_sum > z, r_max), _last_paired_shell(z_mean > z, r_max)
+    )
+
+
+def _last_paired_shell(sig: torch.Tensor, r_max: float) -> torch.Tensor:
+    """(K,) highest shell s in 1..r_max with sig at s - 1 and s, from (K, n_shells) sig; 0 = none."""
     n_shells = sig.shape[1]
     shells = torch.arange(n_shells, device=sig.device)
     sig = sig & (shells >= 1)[None] & (shells <= int(r_max))[None]

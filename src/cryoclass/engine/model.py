@@ -87,8 +87,13 @@ class ModelState:
         d = dict(d)
         stats = dict(d["stats"])
         k, n_shells = stats["weight"].shape[-1], d["sigma2"].shape[0]
-        for name in ("evidence", "evidence_sq"):  # checkpoints written before they existed
-            stats.setdefault(name, torch.zeros(k, n_shells, device=stats["weight"].device))
+        dev = stats["weight"].device
+        if stats.get("evidence") is None or stats["evidence"].dim() != 3:
+            # checkpoints written before the evidence was kept per particles and controls (or
+            # before it existed): the evidence starts again, the rest of the model is kept
+            for name in ("evidence", "evidence_sq"):
+                stats[name] = torch.zeros(k, 2, n_shells, device=dev)
+            stats["evidence_n"] = torch.zeros(k, 2, device=dev)
         stats.setdefault("offset", torch.zeros(k, 3, device=stats["weight"].device))
         d["stats"] = Statistics(**stats)
         return ModelState(**d)

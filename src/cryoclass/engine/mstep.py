@@ -31,7 +31,8 @@ from cryoclass.physics.fourier import (
 
 #: Statistics fields with one entry per class; the first three are per half-set too (2, K, ...).
 HALF_SET_FIELDS = ("num", "den", "weight")
-PER_CLASS_FIELDS = (*HALF_SET_FIELDS, "evidence", "evidence_sq", "offset")
+EVIDENCE_FIELDS = ("evidence", "evidence_sq", "evidence_n")
+PER_CLASS_FIELDS = (*HALF_SET_FIELDS, *EVIDENCE_FIELDS, "offset")
 
 
 @dataclass
@@ -40,9 +41,10 @@ class Statistics:
 
     num: (2, K, Q) complex; den: (2, K, Q) float; weight: (2, K) float, summed posteriors;
     noise_power, noise_count: (n_shells,) float, weighted residual power and point counts per
-    shell of the particles' own grid; evidence, evidence_sq: (K, n_shells) float, summed
-    per-particle signal evidence and its square (``evidence.py``), for the resolution that
-    aligned noise cannot fake; offset: (K, 3) float, summed w u, w v and w (u^2 + v^2) of the
+    shell of the particles' own grid; evidence, evidence_sq: (K, 2, n_shells) float, summed
+    cross terms by shell and their squares of the particles ([:, 0]) and of their sign-flipped
+    controls ([:, 1]) that picked each class, evidence_n: (K, 2) float, how many
+    (``evidence.py``), for the resolution that aligned noise cannot fake; offset: (K, 3) float, summed w u, w v and w (u^2 + v^2) of the
     pairs' shifts in the class frame, (u, v) = R_psi t (pixels), for the prior on translations
     (``ModelState.shift_prior``).
     """
@@ -54,6 +56,7 @@ class Statistics:
     noise_count: torch.Tensor
     evidence: torch.Tensor
     evidence_sq: torch.Tensor
+    evidence_n: torch.Tensor
     offset: torch.Tensor
 
     @staticmethod
@@ -64,8 +67,9 @@ class Statistics:
             weight=torch.zeros(2, n_classes, dtype=torch.float32, device=device),
             noise_power=torch.zeros(n_shells, dtype=torch.float32, device=device),
             noise_count=torch.zeros(n_shells, dtype=torch.float32, device=device),
-            evidence=torch.zeros(n_classes, n_shells, dtype=torch.float32, device=device),
-            evidence_sq=torch.zeros(n_classes, n_shells, dtype=torch.float32, device=device),
+            evidence=torch.zeros(n_classes, 2, n_shells, dtype=torch.float32, device=device),
+            evidence_sq=torch.zeros(n_classes, 2, n_shells, dtype=torch.float32, device=device),
+            evidence_n=torch.zeros(n_classes, 2, dtype=torch.float32, device=device),
             offset=torch.zeros(n_classes, 3, dtype=torch.float32, device=device),
         )
 
@@ -78,6 +82,7 @@ class Statistics:
             self.noise_count * factor,
             self.evidence * factor,
             self.evidence_sq * factor,
+            self.evidence_n * factor,
             self.offset * factor,
         )
 
@@ -89,6 +94,7 @@ class Statistics:
         self.noise_count += other.noise_count
         self.evidence += other.evidence
         self.evidence_sq += other.evidence_sq
+        self.evidence_n += other.evidence_n
         self.offset += other.offset
         return self
 
