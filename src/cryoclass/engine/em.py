@@ -593,8 +593,8 @@ class Engine:
         # The FRC of half-sets aligned to one average is inflated by aligned noise: report no
         # better than the shells whose signal evidence is significant (evidence.py). A class
         # without evidence, or without particles, has no resolution: 999 Å, as RELION writes.
-        ev = st.stats
-        shell = significant_resolution(ev.evidence, ev.evidence_sq, ev.evidence_n, r)
+        s = st.stats
+        shell = significant_resolution(s.evidence, s.evidence_sq, s.evidence_n, r)
         res = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
         empty = (st.stats.weight.sum(0) <= 0.5) | (shell == 0)
         st.resolution_A = torch.where(empty, torch.full_like(res, EMPTY_CLASS_RESOLUTION_A), res)

@@ -16,7 +16,8 @@ classes better than the *same particle with its sign flipped* does?
   have been fitted to noise. Signal has a sign: a real particle matches its class, its negative
   matches nothing.
 - A class's evidence at a shell is tested two ways, and the class holds signal where either
-  test says so (each is exact for noise). Summed: the particles' cross terms minus the
+  test says so (each has zero mean for noise, the mean test up to what it borrows; two tests
+  double the rare false alarms, which the two-adjacent-shells rule keeps rare). Summed: the particles' cross terms minus the
   controls' (for noise the same number of each picks a class); it draws strength from particles
   crowding into their class while their controls do not. Mean: the particles' mean cross term
   minus the controls' (a two-sample z-score), for the classes the controls crowd into: the
@@ -43,7 +44,7 @@ import torch
 
 from cryoclass.physics.fourier import Band, shell_sum, shift_phase
 
-#: A shell holds signal when its summed evidence is this many standard errors above zero.
+#: A shell holds signal when a z-score of its evidence (``evidence_z``) is above this.
 EVIDENCE_Z = 3.0
 #: Controls' worth of the mean over all classes' controls that a class's control mean borrows: a
 #: class that (almost) no control picks still has a control mean to be compared with.
