@@ -53,6 +53,8 @@ def test_noise_has_no_evidence_however_structured_the_references():
     for zs in evidence_z(ev, ev2, n):  # summed and mean
         assert zs[:, 1:11].abs().max() < 3.5  # within noise in every class and shell
     assert significant_resolution(ev, ev2, n, 10.0).tolist() == [0, 0, 0]
+    pooled = [t.sum(0, keepdim=True) for t in (ev, ev2, n)]  # all classes as one
+    assert significant_resolution(*pooled, 10.0).tolist() == [0]
 
 
 def test_particles_with_the_signal_have_evidence():
@@ -68,6 +70,8 @@ def test_particles_with_the_signal_have_evidence():
     z_sum, _ = evidence_z(ev, ev2, n)
     assert (z_sum[:, 1:3] > 5).all()  # each class of ~67 particles
     assert (significant_resolution(ev, ev2, n, 10.0) >= 2).all()
+    pooled = [t.sum(0, keepdim=True) for t in (ev, ev2, n)]  # all classes as one
+    assert int(significant_resolution(*pooled, 10.0)[0]) >= 3
 
 
 def test_the_best_poses_of_particle_and_control_are_those_of_a_brute_force_search():
