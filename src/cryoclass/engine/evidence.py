@@ -28,6 +28,10 @@ classes better than the *same particle with its sign flipped* does?
   while they showed the side view. The mean alone is weak where few controls pick a class
   (their mean is poorly known): a class borrows CONTROL_PRIOR_COUNT controls' worth of the mean
   over all classes' controls, and needs MIN_PARTICLES particles.
+  Known optimism of the summed test: a class that draws particles by its coarse signal, and no
+  controls, is also credited at fine shells with the noise each particle's best pose fits there.
+  The mean test alone avoids it but, as the only test, faded references too early (README,
+  Status, session 13).
 
 Tried first and dropped: a control with random phases (it loses the noise's correlation with the
 CTF and the mask), and a control scored only on the particle's own class (the particle chose that
