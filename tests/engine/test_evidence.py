@@ -147,6 +147,8 @@ def test_a_class_that_many_controls_pick_keeps_its_evidence():
     assert (z_sum[0] < 0).all()  # summed, class 0 looks like anti-signal
     assert (z[:, 1:] > 5).all()
     assert (significant_resolution(ev, ev2, n, r_max=5.0) == 5).all()
+    # the references' resolution (the summed test alone) leaves class 0 without signal
+    assert significant_resolution(ev, ev2, n, r_max=5.0, mean_test=False).tolist() == [0, 5]
     ev[:, 0] = n[:, :1] * 1.0  # particles no better than the controls
     ev2[:, 0] = n[:, :1] * 2.0
     assert evidence_z(ev, ev2, n)[1].abs().max() < 1.0

@@ -179,8 +179,9 @@ def test_class_references_fade_out_beyond_their_resolution():
     eng._rebuild_classes(r)  # the classes at the final band (the band may grow after a rebuild)
     avg = wiener_averages(st.stats, st.sigma2, eng.grid, eng.grid_mask(r), cfg.tau2_fudge)
     radius = eng.reference_radius(r)
-    own = BOX * APIX / st.resolution_A
+    own = BOX * APIX / st.working_resolution_A  # the summed evidence test's (evidence.py)
     assert torch.all((radius >= own.clamp(max=r) - 1e-4) & (radius <= r + 1e-4))
+    assert torch.all(st.resolution_A <= st.working_resolution_A + 1e-4)  # reported: either test
     faded = lowpass_by_class(avg.full, eng.grid, radius, REFERENCE_TAPER)
     q = torch.sqrt(eng.grid.kx**2 + eng.grid.ky**2)[None]
     assert torch.equal(

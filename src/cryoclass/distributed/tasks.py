@@ -97,6 +97,7 @@ def broadcast_state(state: ModelState) -> ModelState:
         half_images=None if halves is None else halves.detach().cpu().clone(),
         sigma2=state.sigma2.detach().cpu().clone(),
         resolution_A=state.resolution_A.detach().cpu().clone(),
+        reference_resolution_A=None,  # workers do not rebuild classes
         history=[],
     )
 

@@ -593,11 +593,16 @@ class Engine:
         # The FRC of half-sets aligned to one average is inflated by aligned noise: report no
         # better than the shells whose signal evidence is significant (evidence.py). A class
         # without evidence, or without particles, has no resolution: 999 Å, as RELION writes.
+        # Reported: either evidence test; references and band: the summed test alone (evidence.py).
         s = st.stats
-        shell = significant_resolution(s.evidence, s.evidence_sq, s.evidence_n, r)
-        res = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
-        empty = (st.stats.weight.sum(0) <= 0.5) | (shell == 0)
-        st.resolution_A = torch.where(empty, torch.full_like(res, EMPTY_CLASS_RESOLUTION_A), res)
+        no_particles = st.stats.weight.sum(0) <= 0.5
+        for name, mean_test in (("resolution_A", True), ("reference_resolution_A", False)):
+            shell = significant_resolution(
+                s.evidence, s.evidence_sq, s.evidence_n, r, mean_test=mean_test
+            )
+            at = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
+            empty = no_particles | (shell == 0)
+            setattr(st, name, torch.where(empty, torch.full_like(at, EMPTY_CLASS_RESOLUTION_A), at))
         full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
         imgs = band_to_image(full, self.grid).real.float()
         st.class_images = imgs * self.mask
@@ -621,7 +626,7 @@ class Engine:
         if self.r_min > 0:
             return torch.full_like(st.resolution_A, float("inf"))
         floor = min(self.box * self.apix / self.cfg.init_res_A, r)
-        own = self.box * self.apix / st.resolution_A
+        own = self.box * self.apix / st.working_resolution_A
         return own.clamp(min=floor, max=r)
 
     def _frc_resolution(self, a: torch.Tensor, b: torch.Tensor, r: float) -> torch.Tensor:
@@ -643,7 +648,8 @@ class Engine:
         w = self.state.class_weights
         if float(w.sum()) <= 0:
             return
-        best_A = float(st.resolution_A[w > 0.2 * w.mean()].min()) if (w > 0).any() else 1e9
+        res = st.working_resolution_A
+        best_A = float(res[w > 0.2 * w.mean()].min()) if (w > 0).any() else 1e9
         r_est = self.box * self.apix / best_A
         r_new = min(self.r_max, max(st.r_work, 1.25 * r_est + 2.0))
         st.r_work = r_new

@@ -31,7 +31,10 @@ classes better than the *same particle with its sign flipped* does?
   Known optimism of the summed test: a class that draws particles by its coarse signal, and no
   controls, is also credited at fine shells with the noise each particle's best pose fits there.
   The mean test alone avoids it but, as the only test, faded references too early (README,
-  Status, session 13).
+  Status, session 13). The engine fades its references and grows its band by the summed test
+  alone (``ModelState.reference_resolution_A``), as before the mean test existed: with both
+  tests there, classes drifted slightly for the worse (trpv1_micelle, the suite); the mean test
+  only corrects the resolution a class is reported at.
 
 Tried first and dropped: a control with random phases (it loses the noise's correlation with the
 CTF and the mask), and a control scored only on the particle's own class (the particle chose that
@@ -145,18 +148,19 @@ def significant_resolution(
     evidence_n: torch.Tensor,
     r_max: float,
     z: float = EVIDENCE_Z,
+    mean_test: bool = True,
 ) -> torch.Tensor:
     """(K,) highest shell (Fourier pixels) up to which the classes hold signal; 0 = none.
 
     evidence, evidence_sq, evidence_n: per-class sums as in ``evidence_z``. A shell is
     significant when a z-score is above z; by each of the two z-scores, the resolution is the
     highest shell s <= r_max such that shells s - 1 and s are both significant (one lucky shell
-    is not enough); the class's is the better of the two.
+    is not enough); the class's is the better of the two (the summed test's alone without
+    mean_test).
     """
     z_sum, z_mean = evidence_z(evidence, evidence_sq, evidence_n)
-    return torch.maximum(
-        _last_paired_shell(z_sum > z, r_max), _last_paired_shell(z_mean > z, r_max)
-    )
+    by_sum = _last_paired_shell(z_sum > z, r_max)
+    return torch.maximum(by_sum, _last_paired_shell(z_mean > z, r_max)) if mean_test else by_sum
 
 
 def _last_paired_shell(sig: torch.Tensor, r_max: float) -> torch.Tensor:

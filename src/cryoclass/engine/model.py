@@ -19,7 +19,10 @@ class ModelState:
 
     class_images: (K, D, D) float32 real-space class averages (masked), pixel_size_A Å/px;
     stats: running sufficient statistics; sigma2: (D//2+1,) noise variance per shell;
-    r_work: working resolution radius (Fourier pixels); resolution_A: (K,) FRC resolution (Å);
+    r_work: working resolution radius (Fourier pixels); resolution_A: (K,) the classes'
+    resolution (Å) as written and shown (the FRC's, no finer than the signal evidence);
+    reference_resolution_A: (K,) the resolution (Å) the references are faded at and the working
+    band follows (the FRC's, no finer than the summed evidence test alone; None: resolution_A);
     processed: particles processed so far, counting revisits (drives the statistics' decay);
     distinct_seen: distinct particles seen (drives annealing); iteration: updates done;
     alignment_images: (K, D, D) the class images particles are aligned to when they differ from
@@ -43,10 +46,17 @@ class ModelState:
     half_images: torch.Tensor | None = None
     highpass_on: bool = False
     band_grown_at: float = 0.0
+    reference_resolution_A: torch.Tensor | None = None
 
     @property
     def n_classes(self) -> int:
         return int(self.class_images.shape[0])
+
+    @property
+    def working_resolution_A(self) -> torch.Tensor:
+        """(K,) resolution (Å) the references are faded at and the working band follows."""
+        ref = self.reference_resolution_A
+        return self.resolution_A if ref is None else ref
 
     @property
     def class_weights(self) -> torch.Tensor:
