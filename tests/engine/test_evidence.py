@@ -5,7 +5,12 @@ import numpy as np
 import torch
 
 from cryoclass.engine.estep import shifted_reference_matrix
-from cryoclass.engine.evidence import best_cross_by_shell, evidence_z, significant_resolution
+from cryoclass.engine.evidence import (
+    accumulate_evidence,
+    best_cross_by_shell,
+    evidence_z,
+    significant_resolution,
+)
 from cryoclass.engine.poses import psi_grid, shift_grid
 from cryoclass.engine.references import rotated_references
 from cryoclass.physics.fourier import make_band, rfft_band, shift_phase
@@ -34,10 +39,7 @@ def _evidence(
     k = classes.shape[0]
     ev, ev2 = torch.zeros(k, 2, n_shells), torch.zeros(k, 2, n_shells)
     n = torch.zeros(k, 2)
-    for j, (c, x) in enumerate(((cls, cross), (cls_c, cross_c))):
-        ev[:, j].index_add_(0, c, x)
-        ev2[:, j].index_add_(0, c, x * x)
-        n[:, j].index_add_(0, c, torch.ones(c.shape[0]))
+    accumulate_evidence(ev, ev2, n, cls, cls_c, cross, cross_c)
     return ev, ev2, n
 
 
@@ -52,9 +54,9 @@ def test_noise_has_no_evidence_however_structured_the_references():
     assert total.abs().max() < 3.5
     for zs in evidence_z(ev, ev2, n):  # summed and mean
         assert zs[:, 1:11].abs().max() < 3.5  # within noise in every class and shell
-    assert significant_resolution(ev, ev2, n, 10.0).tolist() == [0, 0, 0]
+    assert significant_resolution(ev, ev2, n, 10.0).reported.tolist() == [0, 0, 0]
     pooled = [t.sum(0, keepdim=True) for t in (ev, ev2, n)]  # all classes as one
-    assert significant_resolution(*pooled, 10.0).tolist() == [0]
+    assert significant_resolution(*pooled, 10.0).reported.tolist() == [0]
 
 
 def test_particles_with_the_signal_have_evidence():
@@ -69,9 +71,9 @@ def test_particles_with_the_signal_have_evidence():
     assert (zs[1:3] > 10).all() and zs[3] > 3
     z_sum, _ = evidence_z(ev, ev2, n)
     assert (z_sum[:, 1:3] > 5).all()  # each class of ~67 particles
-    assert (significant_resolution(ev, ev2, n, 10.0) >= 2).all()
+    assert (significant_resolution(ev, ev2, n, 10.0).reported >= 2).all()
     pooled = [t.sum(0, keepdim=True) for t in (ev, ev2, n)]  # all classes as one
-    assert int(significant_resolution(*pooled, 10.0)[0]) >= 3
+    assert int(significant_resolution(*pooled, 10.0).reported[0]) >= 3
 
 
 def test_the_best_poses_of_particle_and_control_are_those_of_a_brute_force_search():
@@ -124,9 +126,12 @@ def test_significant_resolution_needs_two_adjacent_shells():
         ],
         n=25.0,
     )
-    out = significant_resolution(ev, ev2, n, r_max=7.0)
+    out = significant_resolution(ev, ev2, n, r_max=7.0).reported
     assert out.tolist() == [3, 0]
-    assert significant_resolution(ev, ev2, n, r_max=2.0).tolist() == [2, 0]  # within the band
+    assert significant_resolution(ev, ev2, n, r_max=2.0).reported.tolist() == [
+        2,
+        0,
+    ]  # within the band
 
 
 def test_a_class_that_many_controls_pick_keeps_its_evidence():
@@ -146,13 +151,13 @@ def test_a_class_that_many_controls_pick_keeps_its_evidence():
     z_sum, z = evidence_z(ev, ev2, n)
     assert (z_sum[0] < 0).all()  # summed, class 0 looks like anti-signal
     assert (z[:, 1:] > 5).all()
-    assert (significant_resolution(ev, ev2, n, r_max=5.0) == 5).all()
+    assert (significant_resolution(ev, ev2, n, r_max=5.0).reported == 5).all()
     # the references' resolution (the summed test alone) leaves class 0 without signal
-    assert significant_resolution(ev, ev2, n, r_max=5.0, mean_test=False).tolist() == [0, 5]
+    assert significant_resolution(ev, ev2, n, r_max=5.0).summed.tolist() == [0, 5]
     ev[:, 0] = n[:, :1] * 1.0  # particles no better than the controls
     ev2[:, 0] = n[:, :1] * 2.0
     assert evidence_z(ev, ev2, n)[1].abs().max() < 1.0
-    assert significant_resolution(ev, ev2, n, r_max=5.0)[0] == 0
+    assert significant_resolution(ev, ev2, n, r_max=5.0).reported[0] == 0
 
 
 def test_a_class_no_control_picks_is_compared_with_all_controls():

@@ -38,7 +38,11 @@ from cryoclass.engine.estep import (
     shifted_matrix_fits,
     shifted_reference_matrix,
 )
-from cryoclass.engine.evidence import best_cross_by_shell, significant_resolution
+from cryoclass.engine.evidence import (
+    accumulate_evidence,
+    best_cross_by_shell,
+    significant_resolution,
+)
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (
     EVIDENCE_FIELDS,
@@ -471,11 +475,9 @@ class Engine:
                 band,
                 self.n_shells,
             )
-            ones = torch.ones_like(cross[:, 0])
-            for j, (c, x) in enumerate(((cls, cross), (cls_c, cross_c))):
-                stats.evidence[:, j].index_add_(0, c, x)
-                stats.evidence_sq[:, j].index_add_(0, c, x * x)
-                stats.evidence_n[:, j].index_add_(0, c, ones)
+            accumulate_evidence(
+                stats.evidence, stats.evidence_sq, stats.evidence_n, cls, cls_c, cross, cross_c
+            )
 
     def _pairs(
         self, post: torch.Tensor, rot: torch.Tensor, shf: torch.Tensor, poses: PoseGrid
@@ -595,14 +597,16 @@ class Engine:
         # without evidence, or without particles, has no resolution: 999 Å, as RELION writes.
         # Reported: either evidence test; references and band: the summed test alone (evidence.py).
         s = st.stats
-        no_particles = st.stats.weight.sum(0) <= 0.5
-        for name, mean_test in (("resolution_A", True), ("reference_resolution_A", False)):
-            shell = significant_resolution(
-                s.evidence, s.evidence_sq, s.evidence_n, r, mean_test=mean_test
-            )
+        shells = significant_resolution(s.evidence, s.evidence_sq, s.evidence_n, r)
+        no_particles = s.weight.sum(0) <= 0.5
+
+        def limited(shell: torch.Tensor) -> torch.Tensor:
             at = torch.maximum(res, self.box * self.apix / shell.clamp_min(1).float())
             empty = no_particles | (shell == 0)
-            setattr(st, name, torch.where(empty, torch.full_like(at, EMPTY_CLASS_RESOLUTION_A), at))
+            return torch.where(empty, torch.full_like(at, EMPTY_CLASS_RESOLUTION_A), at)
+
+        st.resolution_A = limited(shells.reported)
+        st.reference_resolution_A = limited(shells.summed)
         full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
         imgs = band_to_image(full, self.grid).real.float()
         st.class_images = imgs * self.mask

@@ -15,37 +15,40 @@ classes better than the *same particle with its sign flipped* does?
   the controls that pick it have the same distribution of cross terms, however much the classes
   have been fitted to noise. Signal has a sign: a real particle matches its class, its negative
   matches nothing.
-- A class's evidence at a shell is tested two ways, and the class holds signal where either
-  test says so (each has zero mean for noise, the mean test up to what it borrows; two tests
-  double the rare false alarms, which the two-adjacent-shells rule keeps rare). Summed: the particles' cross terms minus the
-  controls' (for noise the same number of each picks a class); it draws strength from particles
-  crowding into their class while their controls do not. Mean: the particles' mean cross term
-  minus the controls' (a two-sample z-score), for the classes the controls crowd into: the
-  controls of real particles are not noise (a negated particle is structured) and they pick the
-  few classes that best fit a negated particle. On p2x7_preferred three quarters of the
-  controls picked four side-view classes; summed, their cross terms outweighed those classes'
-  own particles', and the classes were reported at 999 Å (their references faded at 25 Å)
-  while they showed the side view. The mean alone is weak where few controls pick a class
-  (their mean is poorly known): a class borrows CONTROL_PRIOR_COUNT controls' worth of the mean
-  over all classes' controls, and needs MIN_PARTICLES particles.
+- A class's evidence at a shell is tested two ways, and the class holds signal where either test
+  says so (each has zero mean for noise, the mean test up to what it borrows; two tests double the
+  rare false alarms, which the two-adjacent-shells rule keeps rare). Summed: the particles' cross
+  terms minus the controls' (for noise the same number of each picks a class); it draws strength
+  from particles crowding into their class while their controls do not. Mean: the particles' mean
+  cross term minus the controls' (a two-sample z-score), for the classes the controls crowd into:
+  the controls of real particles are not noise (a negated particle is structured) and they pick
+  the few classes that best fit a negated particle. On p2x7_preferred three quarters of the
+  controls picked four side-view classes; summed, their cross terms outweighed those classes' own
+  particles', and the classes were reported at 999 Å (their references faded at 25 Å) while they
+  showed the side view. The mean alone is weak where few controls pick a class (their mean is
+  poorly known): a class borrows CONTROL_PRIOR_COUNT controls' worth of the mean over all classes'
+  controls, and needs MIN_PARTICLES particles.
   Known optimism of the summed test: a class that draws particles by its coarse signal, and no
   controls, is also credited at fine shells with the noise each particle's best pose fits there.
-  The mean test alone avoids it but, as the only test, faded references too early (README,
-  Status, session 13). The engine fades its references and grows its band by the summed test
-  alone (``ModelState.reference_resolution_A``), as before the mean test existed: with both
-  tests there, classes drifted slightly for the worse (trpv1_micelle, the suite); the mean test
-  only corrects the resolution a class is reported at.
+  The mean test alone avoids it but, as the only test, faded references too early (README, Status,
+  session 13). The engine fades its references and grows its band by the summed test alone
+  (``ModelState.reference_resolution_A``), as before the mean test existed: with both tests there,
+  classes drifted slightly for the worse (trpv1_micelle, the suite); the mean test only corrects
+  the resolution a class is reported at.
 
 Tried first and dropped: a control with random phases (it loses the noise's correlation with the
 CTF and the mask), and a control scored only on the particle's own class (the particle chose that
 class, its control did not): on pure noise both reported signal at 24-36 Å.
 
-Summed per class, separately for particles and controls (``Statistics.evidence``, ``evidence_sq``,
-``evidence_n``), the evidence gives two z-scores per shell (``evidence_z``);
-``significant_resolution`` turns it into the resolution the data support.
+Summed per class, separately for particles and controls (``accumulate_evidence`` into
+``Statistics.evidence``, ``evidence_sq``, ``evidence_n``), the evidence gives two z-scores per
+shell (``evidence_z``); ``significant_resolution`` turns them into the resolutions the data
+support.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -109,17 +112,36 @@ def best_cross_by_shell(
     return cls[0], cls[1], cross[0], cross[1]
 
 
+def accumulate_evidence(
+    evidence: torch.Tensor,
+    evidence_sq: torch.Tensor,
+    evidence_n: torch.Tensor,
+    cls: torch.Tensor,
+    cls_control: torch.Tensor,
+    cross: torch.Tensor,
+    cross_control: torch.Tensor,
+) -> None:
+    """Add ``best_cross_by_shell``'s picks to per-class sums, in place: each particle's cross
+    terms (n, n_shells) to evidence[cls, 0] (squares to evidence_sq, 1 to evidence_n), each
+    control's to [cls_control, 1]. evidence, evidence_sq: (K, 2, n_shells); evidence_n: (K, 2)."""
+    ones = torch.ones_like(cross[:, 0])
+    for j, (c, x) in enumerate(((cls, cross), (cls_control, cross_control))):
+        evidence[:, j].index_add_(0, c, x)
+        evidence_sq[:, j].index_add_(0, c, x * x)
+        evidence_n[:, j].index_add_(0, c, ones)
+
+
 def evidence_z(
     evidence: torch.Tensor, evidence_sq: torch.Tensor, evidence_n: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, n_shells) z-scores of each class's signal evidence per shell: summed and mean.
 
     evidence, evidence_sq: (K, 2, n_shells) summed cross terms and squared cross terms of the
-    particles ([:, 0]) and of the controls ([:, 1]) that picked each class (``best_cross_by_shell``);
-    evidence_n: (K, 2) how many. Summed: (particles' sum - controls' sum) / sqrt(sum of squares).
-    Mean: (particle mean - control mean) / its standard error, the control mean shrunk towards
-    the mean over all classes' controls by CONTROL_PRIOR_COUNT; 0 for a class with fewer than
-    MIN_PARTICLES particles.
+    particles ([:, 0]) and of the controls ([:, 1]) that picked each class
+    (``accumulate_evidence``); evidence_n: (K, 2) how many. Summed: (particles' sum - controls' sum)
+    / sqrt(sum of squares). Mean: (particle mean - control mean) / its standard error, the control
+    mean shrunk towards the mean over all classes' controls by CONTROL_PRIOR_COUNT; 0 for a class
+    with fewer than MIN_PARTICLES particles.
     """
     s_p, s_c = evidence[:, 0], evidence[:, 1]  # (K, S)
     q_p, q_c = evidence_sq[:, 0], evidence_sq[:, 1]
@@ -142,29 +164,35 @@ def evidence_z(
     return z_sum, z_mean
 
 
+class SignalShells(NamedTuple):
+    """(K,) highest shells (Fourier pixels) up to which the classes hold signal, 0 = none:
+    ``reported`` by either evidence test, ``summed`` by the summed test alone."""
+
+    reported: torch.Tensor
+    summed: torch.Tensor
+
+
 def significant_resolution(
     evidence: torch.Tensor,
     evidence_sq: torch.Tensor,
     evidence_n: torch.Tensor,
     r_max: float,
     z: float = EVIDENCE_Z,
-    mean_test: bool = True,
-) -> torch.Tensor:
-    """(K,) highest shell (Fourier pixels) up to which the classes hold signal; 0 = none.
+) -> SignalShells:
+    """The highest shells up to which the classes hold signal (``SignalShells``).
 
     evidence, evidence_sq, evidence_n: per-class sums as in ``evidence_z``. A shell is
     significant when a z-score is above z; by each of the two z-scores, the resolution is the
     highest shell s <= r_max such that shells s - 1 and s are both significant (one lucky shell
-    is not enough); the class's is the better of the two (the summed test's alone without
-    mean_test).
+    is not enough); ``reported`` is the better of the two, ``summed`` the summed test's.
     """
     z_sum, z_mean = evidence_z(evidence, evidence_sq, evidence_n)
-    by_sum = _last_paired_shell(z_sum > z, r_max)
-    return torch.maximum(by_sum, _last_paired_shell(z_mean > z, r_max)) if mean_test else by_sum
+    summed = _last_paired_shell(z_sum > z, r_max)
+    return SignalShells(torch.maximum(summed, _last_paired_shell(z_mean > z, r_max)), summed)
 
 
 def _last_paired_shell(sig: torch.Tensor, r_max: float) -> torch.Tensor:
-    """(K,) highest shell s in 1..r_max with sig at s - 1 and s, from (K, n_shells) sig; 0 = none."""
+    """(K,) highest shell s in 1..r_max with sig at s - 1 and s of (K, n_shells) sig; 0 = none."""
     n_shells = sig.shape[1]
     shells = torch.arange(n_shells, device=sig.device)
     sig = sig & (shells >= 1)[None] & (shells <= int(r_max))[None]

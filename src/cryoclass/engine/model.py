@@ -104,6 +104,6 @@ class ModelState:
             for name in ("evidence", "evidence_sq"):
                 stats[name] = torch.zeros(k, 2, n_shells, device=dev)
             stats["evidence_n"] = torch.zeros(k, 2, device=dev)
-        stats.setdefault("offset", torch.zeros(k, 3, device=stats["weight"].device))
+        stats.setdefault("offset", torch.zeros(k, 3, device=dev))
         d["stats"] = Statistics(**stats)
         return ModelState(**d)

@@ -44,9 +44,9 @@ class Statistics:
     shell of the particles' own grid; evidence, evidence_sq: (K, 2, n_shells) float, summed
     cross terms by shell and their squares of the particles ([:, 0]) and of their sign-flipped
     controls ([:, 1]) that picked each class, evidence_n: (K, 2) float, how many
-    (``evidence.py``), for the resolution that aligned noise cannot fake; offset: (K, 3) float, summed w u, w v and w (u^2 + v^2) of the
-    pairs' shifts in the class frame, (u, v) = R_psi t (pixels), for the prior on translations
-    (``ModelState.shift_prior``).
+    (``evidence.py``), for the resolution that aligned noise cannot fake; offset: (K, 3) float,
+    summed w u, w v and w (u^2 + v^2) of the pairs' shifts in the class frame, (u, v) = R_psi t
+    (pixels), for the prior on translations (``ModelState.shift_prior``).
     """
 
     num: torch.Tensor
