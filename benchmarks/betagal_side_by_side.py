@@ -4,13 +4,15 @@ RELION tutorial (``../shared/data/relion_tutorial_betagal``): one PNG with both 
 
     python benchmarks/betagal_side_by_side.py --work /tmp/betagal [--relion-run DIR/run]
         [--classes 20] [--mask-diameter-A 200] [--threads 2] [--png docs/betagal_side_by_side.png]
+        [--no-ctf]
 
 RELION cannot read float16 stacks: they are converted to float32 under --work first. RELION's
 command line is its GUI's for a CPU Class2D job (K, 200 Å mask, 25 iterations, tau2_fudge 2, CTF,
 norm + scale, psi 12° with oversampling 1, offsets ±5 px step 2), no resolution limit. With
 ``--relion-run`` an existing run (its ``*_it025_*`` files) is used instead of running RELION.
-cryoclass runs with the same K and mask, defaults otherwise. There is no truth on real data:
-the picture is the judge.
+cryoclass runs with the same K and mask, defaults otherwise. ``--no-ctf``: both ignore the CTF
+(RELION without ``--ctf``, cryoclass ``--skip-ctf``). There is no truth on real data: the picture
+is the judge.
 """
 
 from __future__ import annotations
@@ -57,14 +59,18 @@ def float32_copy(src: Path, work: Path) -> Path:
 
 
 def run_relion(star: Path, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
-    """relion_refine Class2D in work/relion; returns (run prefix, wall seconds)."""
-    out = work / "relion"
+    """relion_refine Class2D in work/relion (work/relion_noctf without --ctf, with --no-ctf);
+    returns (run prefix, wall seconds)."""
+    name = "relion_noctf" if args.no_ctf else "relion"
+    out = work / name
     out.mkdir(exist_ok=True)
     cmd = class2d_command(
-        "relion_refine", star.name, "relion/run", args.classes, args.mask_diameter_A, args.threads
+        "relion_refine", star.name, f"{name}/run", args.classes, args.mask_diameter_A, args.threads
     )
+    if args.no_ctf:
+        cmd.remove("--ctf")
     t0 = time.time()
-    with open(work / "relion.log", "w") as log:
+    with open(work / f"{name}.log", "w") as log:
         subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=True)
     return out / "run", time.time() - t0
 
@@ -162,6 +168,11 @@ def main() -> None:
         default=[],
         help="more cryoclass arguments for one more panel (e.g. --variant=--skip-ctf); repeatable",
     )
+    ap.add_argument(
+        "--no-ctf",
+        action="store_true",
+        help="both programs ignore the CTF: cryoclass --skip-ctf, RELION without --ctf",
+    )
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: not found (the shared data folder beside the checkout)")
@@ -175,11 +186,13 @@ def main() -> None:
             Path(f"{prefix}_it025_model.star").stat().st_mtime
             - Path(f"{prefix}_it000_model.star").stat().st_mtime
         )  # from its files' times
-    t_cc = run_cryoclass(star, args.work, args)
+    ours_name, ours_extra = ("cryoclass_noctf", "--skip-ctf") if args.no_ctf else ("cryoclass", "")
+    t_cc = run_cryoclass(star, args.work, args, ours_name, ours_extra)
     rel = relion_classes(prefix)
-    ours = cryoclass_classes(args.work / "cryoclass")
+    ours = cryoclass_classes(args.work / ours_name)
     n = len(starfile.read(star)["particles"])
-    panels = [(f"cryoclass, {n} particles, K={args.classes} ({t_cc:.0f} s)", *ours)]
+    title = " ".join(["cryoclass", ours_extra]).strip()
+    panels = [(f"{title}, {n} particles, K={args.classes} ({t_cc:.0f} s)", *ours)]
     for i, extra in enumerate(args.variant):
         t = run_cryoclass(star, args.work, args, f"cryoclass_variant{i + 1}", extra)
         panels.append(
@@ -188,7 +201,8 @@ def main() -> None:
                 *cryoclass_classes(args.work / f"cryoclass_variant{i + 1}"),
             )
         )
-    panels.append((f"RELION 3.1, 25 iterations ({t_relion:.0f} s)", *rel))
+    without = " without --ctf" if args.no_ctf else ""
+    panels.append((f"RELION 3.1{without}, 25 iterations ({t_relion:.0f} s)", *rel))
     draw(panels, args.png)
     print(f"wall s: cryoclass {t_cc:.1f}, RELION {t_relion:.1f}; wrote {args.png}")
 
