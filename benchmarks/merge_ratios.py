@@ -7,9 +7,9 @@ Reads JOB_DIR/checkpoint.pt (the final half-set averages and the last pass's ass
 with --truth, JOB_DIR/particles.star (rlnImageName) and the simulator's truth.csv (image_name,
 view). Prints one line per pair of classes with at least --min-particles particles: the classes
 (internal index, particles, majority true view and its fraction), the pair's ratio at each
-``MIN_EXPECTED_FRC`` cut-off, then, with --truth, a summary: the ratios of "copies" (both
-classes at least --purity pure, same view) against those of "distinct" pairs (both pure,
-different views). A threshold on the ratio separates copies from distinct views only where
+cut-off (``same_view_ratio``'s min_expected; the engine uses ``MIN_EXPECTED_FRC``), then,
+with --truth, a summary: the ratios of "copies" (both classes at least --purity pure, same
+view) against those of "distinct" pairs (both pure, different views). A threshold on the ratio separates copies from distinct views only where
 the lowest copy stays above the highest distinct pair (README, Status, session 14).
 """
 
@@ -27,13 +27,14 @@ import starfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cryoclass.engine.class_merge as class_merge  # noqa: E402
+from cryoclass.io.locate import parse_image_names  # noqa: E402
 from cryoclass.outputs.checkpoint import read_checkpoint  # noqa: E402
 
 
-def _image_key(name: str) -> tuple[int, str]:
-    """(slice, stack file name) of a RELION image name 'N@path/stack.mrcs'."""
-    n, path = name.split("@", 1)
-    return int(n), Path(path).name
+def _image_keys(file: Path, names: pd.Series) -> list[tuple[int, str]]:
+    """(0-based index, stack file name) of each RELION image name 'N@path/stack.mrcs'."""
+    paths, index = parse_image_names(file, names)
+    return [(int(i), Path(p).name) for p, i in zip(paths, index)]
 
 
 def majority_views(
@@ -46,8 +47,8 @@ def majority_views(
     if len(table) != cls.size:
         raise SystemExit(f"{job / 'particles.star'}: {len(table)} rows, checkpoint {cls.size}")
     truth = pd.read_csv(truth_csv)
-    view_of = {_image_key(n): v for n, v in zip(truth["image_name"], truth["view"])}
-    views = np.array([view_of[_image_key(n)] for n in table["rlnImageName"]])
+    view_of = dict(zip(_image_keys(truth_csv, truth["image_name"]), truth["view"]))
+    views = np.array([view_of[key] for key in _image_keys(job, table["rlnImageName"])])
     out = {}
     for c in np.unique(cls):
         v, counts = np.unique(views[cls == c], return_counts=True)
@@ -78,9 +79,8 @@ def main() -> None:
     maj = majority_views(args.job, args.truth, cls) if args.truth else {}
     ratios = {}
     for cut in args.min_expected:
-        class_merge.MIN_EXPECTED_FRC = cut  # module constant read at call time
         ratios[cut] = class_merge.same_view_ratio(
-            model.half_images, model.r_work, max_shift, classes
+            model.half_images, model.r_work, max_shift, classes, min_expected=cut
         )
     pairs = sorted(set().union(*ratios.values()))
     print(

@@ -51,16 +51,21 @@ def _centred_amplitudes(values: torch.Tensor, shell: torch.Tensor, n: int) -> to
 
 
 def same_view_ratio(
-    half_images: torch.Tensor, r_work: float, max_shift_px: float, classes: list[int]
+    half_images: torch.Tensor,
+    r_work: float,
+    max_shift_px: float,
+    classes: list[int],
+    min_expected: float = MIN_EXPECTED_FRC,
 ) -> dict[tuple[int, int], float]:
     """Cross-FRC / expected-for-one-signal of every pair of ``classes``, cross-validated.
 
     The pair is aligned on one half-set's averages and compared on the other's, both ways, so
     that the alignment search, which also fits noise, cannot inflate the agreement.
     half_images: (2, K, D, D) half-set averages; r_work: the working band (Fourier pixels);
-    max_shift_px: largest shift between two classes' frames (pixels). Returns {(a, b): ratio}
-    for a < b; pairs with fewer than MIN_SHELLS informative shells (too little signal to
-    compare) are left out.
+    max_shift_px: largest shift between two classes' frames (pixels); min_expected: the FRC
+    expected for one signal that makes a shell informative. Returns {(a, b): ratio} for a < b;
+    pairs with fewer than MIN_SHELLS informative shells (too little signal to compare) are
+    left out.
     """
     d = half_images.shape[-1]
     dev = half_images.device
@@ -90,7 +95,7 @@ def same_view_ratio(
     for j in range(1, m):  # pairs (i, j), i < j, all i at once
         i = torch.arange(j, device=dev)
         expected = torch.sqrt(snr[:j] * snr[j] / ((1 + snr[:j]) * (1 + snr[j])))  # (j, n_sh)
-        use = expected >= MIN_EXPECTED_FRC
+        use = expected >= min_expected
         use[:, 0] = False
         angles, shifts = [], []
         for h in (0, 1):  # coarse: best spectrum rotations (and their twins) x pixel lattice
