@@ -128,10 +128,8 @@ def test_significant_resolution_needs_two_adjacent_shells():
     )
     out = significant_resolution(ev, ev2, n, r_max=7.0).reported
     assert out.tolist() == [3, 0]
-    assert significant_resolution(ev, ev2, n, r_max=2.0).reported.tolist() == [
-        2,
-        0,
-    ]  # within the band
+    within_band = significant_resolution(ev, ev2, n, r_max=2.0).reported
+    assert within_band.tolist() == [2, 0]
 
 
 def test_a_class_that_many_controls_pick_keeps_its_evidence():
