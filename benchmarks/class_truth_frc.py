@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cryoclass.engine.poses import shift_grid  # noqa: E402
 from cryoclass.engine.references import rotated_references  # noqa: E402
-from cryoclass.outputs.checkpoint import read_checkpoint  # noqa: E402
 from cryoclass.physics.fourier import make_band, rfft_band, shell_frc, shift_phase  # noqa: E402
-from merge_ratios import majority_views  # noqa: E402
+from merge_ratios import finished_job, majority_views  # noqa: E402
 
 #: FRC threshold of the two resolution columns.
 THRESHOLD = 0.143
@@ -80,15 +79,12 @@ def main() -> None:
     ap.add_argument("--min-particles", type=int, default=20)
     ap.add_argument("--max-shift-px", type=float, default=6.0)
     args = ap.parse_args()
-    ck = read_checkpoint(args.job / "checkpoint.pt")
-    model, final = ck.model, ck.state.get("point", {}).get("final")
-    if model is None or model.half_images is None or final is None:
-        raise SystemExit(f"{args.job / 'checkpoint.pt'}: not a finished job")
-    cls = np.asarray(final["cls"])
+    model, cls = finished_job(args.job)
     maj = majority_views(args.job, args.data / "truth.csv", cls)
     views = torch.as_tensor(mrcfile.read(args.data / "views.mrcs").astype(np.float32))
     box, apix = model.box, model.pixel_size_A
     n_sh = int(model.r_work) + 2
+    band = make_band(box, model.r_work, r_lo=0.5)
     print(f"r_work {model.r_work:.1f} px ({box * apix / model.r_work:.1f} Å); per shell: f / t^2")
     print(" k  ptcl  view purity  reported  half 0.143  truth 0.143")
     for c in sorted(maj, key=lambda c: -maj[c][2]):
@@ -96,7 +92,6 @@ def main() -> None:
         if count < args.min_particles or view < 0:
             continue
         halves = model.half_images[:, c]
-        band = make_band(box, model.r_work, r_lo=0.5)
         fh = rfft_band(halves, band)
         f = shell_frc(fh[0], fh[1], band.shell, n_sh)
         t = frc_with_view(halves, views[view], model.r_work, args.max_shift_px)

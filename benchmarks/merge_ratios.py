@@ -27,6 +27,7 @@ import starfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cryoclass.engine.class_merge as class_merge  # noqa: E402
+from cryoclass.engine.model import ModelState  # noqa: E402
 from cryoclass.io.locate import parse_image_names  # noqa: E402
 from cryoclass.outputs.checkpoint import read_checkpoint  # noqa: E402
 
@@ -60,6 +61,16 @@ def majority_views(
     return out
 
 
+def finished_job(job: Path) -> tuple[ModelState, np.ndarray]:
+    """The final model of a finished job (JOB/checkpoint.pt) and its last pass's classes (n,),
+    in the row order of JOB/particles.star; exits with a message for an unfinished job."""
+    ck = read_checkpoint(job / "checkpoint.pt")
+    model, final = ck.model, ck.state.get("point", {}).get("final")
+    if model is None or model.half_images is None or final is None:
+        raise SystemExit(f"{job / 'checkpoint.pt'}: not a finished job")
+    return model, np.asarray(final["cls"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("job", type=Path, help="a finished cryoclass job directory")
@@ -68,11 +79,7 @@ def main() -> None:
     ap.add_argument("--min-particles", type=int, default=20)
     ap.add_argument("--purity", type=float, default=0.6)
     args = ap.parse_args()
-    ck = read_checkpoint(args.job / "checkpoint.pt")
-    model, final = ck.model, ck.state.get("point", {}).get("final")
-    if model is None or model.half_images is None or final is None:
-        raise SystemExit(f"{args.job / 'checkpoint.pt'}: not a finished job")
-    cls = np.asarray(final["cls"])
+    model, cls = finished_job(args.job)
     max_shift = json.loads((args.job / "config.json").read_text()).get("max_shift_px", 6.0)
     counts = np.bincount(cls, minlength=model.n_classes)
     classes = [int(c) for c in np.nonzero(counts >= args.min_particles)[0]]
