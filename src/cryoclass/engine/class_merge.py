@@ -124,20 +124,30 @@ def same_view_ratio(
     return out
 
 
+def populated_ratios(
+    half_images: torch.Tensor, weights: torch.Tensor, r_work: float, max_shift_px: float
+) -> dict[tuple[int, int], float]:
+    """``same_view_ratio`` of every pair of populated classes (weights (K,) > 0.5 particle)."""
+    classes = [int(c) for c in torch.nonzero(weights > 0.5).squeeze(1).tolist()]
+    if len(classes) < 2:
+        return {}
+    return same_view_ratio(half_images, r_work, max_shift_px, classes)
+
+
 def duplicate_pairs(
     half_images: torch.Tensor,
     weights: torch.Tensor,
     r_work: float,
     max_shift_px: float,
+    ratios: dict[tuple[int, int], float] | None = None,
 ) -> list[tuple[int, int, float]]:
     """Pairs of populated classes that show one view, at most one pair per class, most alike
     first: (kept, emptied, ratio), the kept class the one with more weight.
 
-    weights: (K,) class weights (particles); other arguments as ``same_view_ratio``."""
-    classes = [int(c) for c in torch.nonzero(weights > 0.5).squeeze(1).tolist()]
-    if len(classes) < 2:
-        return []
-    ratios = same_view_ratio(half_images, r_work, max_shift_px, classes)
+    weights: (K,) class weights (particles); ratios: ``populated_ratios`` of these arguments
+    when already at hand; other arguments as ``same_view_ratio``."""
+    if ratios is None:
+        ratios = populated_ratios(half_images, weights, r_work, max_shift_px)
     used: set[int] = set()
     out = []
     for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):

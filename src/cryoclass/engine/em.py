@@ -18,6 +18,7 @@ decide it, ``cryoclass.schedules.annealing``, and when to re-seed empty classes)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,16 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
-from cryoclass.engine.class_merge import duplicate_pairs
+from cryoclass.engine.class_merge import duplicate_pairs, populated_ratios
+from cryoclass.engine.class_split import (
+    MIN_SPLIT_MEMBERS,
+    REPRODUCED,
+    SPLIT_ITERATIONS,
+    SPLIT_TEST_RATIO,
+    best_agreement,
+    start_images,
+    two_class_state,
+)
 from cryoclass.engine.device import gemm_dtype
 from cryoclass.engine.estep import (
     PoseNeighbourhood,
@@ -658,19 +668,84 @@ class Engine:
         r_new = min(self.r_max, max(st.r_work, 1.25 * r_est + 2.0))
         st.r_work = r_new
 
-    def merge_duplicates(self) -> list[tuple[int, int, float]]:
-        """Empty one class of every pair that shows one view (``class_merge.py``): the class
-        with less weight loses its statistics, so its particles go to the other at the next
-        E-step. Returns (kept, emptied, ratio) per pair."""
+    def merge_duplicates(
+        self,
+        load: Callable[[np.ndarray], ParticleBatch] | None = None,
+        cls: np.ndarray | None = None,
+    ) -> list[tuple[int, int, float]]:
+        """Empty one class of every pair that shows one view: the class with less weight loses
+        its statistics, so its particles go to the other at the next E-step. A pair shows one
+        view when its averages agree as one signal (``class_merge.py``) or, given the pass's
+        classes cls ((n,) by particle row) and load (rows -> their prepared batch), when its
+        averages look alike and a new 2-class run does not find their split again
+        (``class_split.py``). Returns (kept, emptied, ratio) per pair."""
         st = self.state
         if st.half_images is None:
             return []
-        pairs = duplicate_pairs(st.half_images, st.class_weights, st.r_work, self.cfg.max_shift_px)
+        w = st.class_weights
+        ratios = populated_ratios(st.half_images, w, st.r_work, self.cfg.max_shift_px)
+        pairs = duplicate_pairs(st.half_images, w, st.r_work, self.cfg.max_shift_px, ratios)
+        if load is not None and cls is not None:
+            pairs += self._unreproduced_splits(ratios, pairs, load, cls)
         for _, drop, _ in pairs:
             st.stats.clear_class_(drop)
         if pairs:
             self._rebuild_classes(st.r_work)
         return pairs
+
+    def _unreproduced_splits(
+        self,
+        ratios: dict[tuple[int, int], float],
+        merged: list[tuple[int, int, float]],
+        load: Callable[[np.ndarray], ParticleBatch],
+        cls: np.ndarray,
+    ) -> list[tuple[int, int, float]]:
+        """Pairs not in ``merged`` whose ratio is at least SPLIT_TEST_RATIO and whose split a
+        new run does not reproduce (``class_split.best_agreement`` below REPRODUCED), most
+        alike first, each class in at most one merged pair: (kept, emptied, ratio), the kept
+        class the one with more weight. A pair with fewer than MIN_SPLIT_MEMBERS particles in
+        a class (cls, (n,) by row) is not tested; load(rows) prepares a batch."""
+        w = self.state.class_weights
+        used = {c for pair in merged for c in pair[:2]}
+        out = []
+        for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
+            if ratio < SPLIT_TEST_RATIO or a in used or b in used:
+                continue
+            rows = np.nonzero((cls == a) | (cls == b))[0]
+            old = (cls[rows] == b).astype(int)
+            if min(int((old == 0).sum()), int(old.sum())) < MIN_SPLIT_MEMBERS:
+                continue
+            if self.split_agreement(load(rows), old, a) < REPRODUCED:
+                keep, drop = (a, b) if float(w[a]) >= float(w[b]) else (b, a)
+                out.append((keep, drop, ratio))
+                used.update((a, b))
+        return out
+
+    def split_agreement(self, batch: ParticleBatch, old: np.ndarray, a: int) -> float:
+        """How well 2-class runs from symmetric starts made from class a's average find the
+        split old ((n,) 0/1 labels of the batch's particles) again (``class_split.py``):
+        each run SPLIT_ITERATIONS full passes over the batch at annealing factor 0, then the
+        labels of one more E-step."""
+        cfg = self.cfg.model_copy(update={"n_classes": 2, "seed": self.cfg.seed + 7})
+        sub = Engine(cfg, self.box, self.apix, self.device)
+        r_lowpass = self.box * self.apix / self.cfg.init_res_A
+
+        def starts(i: int) -> torch.Tensor:
+            image = self.state.class_images[a]
+            return start_images(image, self.grid, self.mask, r_lowpass, self.cfg.seed + 101 * i)
+
+        def run(imgs: torch.Tensor) -> np.ndarray:
+            sub.state = two_class_state(
+                self.state, imgs, self.grid.size, self.n_shells, self.cfg.init_res_A
+            )
+            sub.state.alignment_images = sub.alignment_copy(imgs)
+            for _ in range(SPLIT_ITERATIONS):
+                _, stats, _ = sub.expectation(batch, 0.0)
+                sub.state.distinct_seen = 0
+                sub.absorb(stats, batch.n, batch.n, replace=True)
+            return sub.expectation(batch, 0.0)[0].cls
+
+        return best_agreement(old, starts, run)
 
     def reseed_empty(self, batch: ParticleBatch, result: ParticleResult) -> list[int]:
         """Classes with less than RESEED_FRACTION of the mean class weight restart from a random

@@ -11,7 +11,7 @@ from cryoclass.config import Config
 from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import EStepExecutor, LocalEStep
 from cryoclass.engine.particle_result import ParticleResult
-from cryoclass.engine.source import ParticleSource
+from cryoclass.engine.source import ParticleSource, load_batch
 
 
 @dataclass(frozen=True)
@@ -62,5 +62,6 @@ def full_pass(
         engine.state.distinct_seen = 0
         engine.absorb(stats, n, n, replace=True)
         if merge:
-            return res, temp, len(engine.merge_duplicates())
+            merged = engine.merge_duplicates(lambda rows: load_batch(engine, source, rows), res.cls)
+            return res, temp, len(merged)
     return res, temp, 0

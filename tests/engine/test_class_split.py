@@ -1,0 +1,54 @@
+"""Split reproducibility (``engine/class_split.py``): a split between two different shapes is
+found again by a 2-class run from a symmetric start; a random split of particles of one shape
+(two copies of one view, divided by nothing but chance) is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.engine.conftest import APIX, BOX, make_set, render
+
+from cryoclass.config import Config
+from cryoclass.engine.class_split import REPRODUCED, agreement, start_images
+from cryoclass.engine.em import Engine
+from cryoclass.engine.source import load_batch
+
+
+def test_agreement_is_one_for_the_same_split_either_way_round_and_near_half_for_chance():
+    old = np.array([0, 0, 1, 1, 0, 1])
+    assert agreement(old, old) == 1.0
+    assert agreement(old, 1 - old) == 1.0
+    rng = np.random.default_rng(0)
+    assert 0.5 <= agreement(rng.integers(0, 2, 4000), rng.integers(0, 2, 4000)) < 0.53
+
+
+def test_the_two_starts_differ_only_by_their_own_noise_and_repeat_with_the_seed():
+    eng = Engine(Config(n_classes=2), BOX, APIX)
+    image = render(np.array([0]), np.zeros(1), np.zeros(1), np.zeros(1))[0] * eng.mask
+    a = start_images(image, eng.grid, eng.mask, 6.0, seed=3)
+    assert a.shape == (2, BOX, BOX)
+    assert torch.equal(a, start_images(image, eng.grid, eng.mask, 6.0, seed=3))
+    assert not torch.equal(a, start_images(image, eng.grid, eng.mask, 6.0, seed=4))
+    diff = a[0] - a[1]
+    assert diff.std() > 0.1 * a.std()  # each class has its own perturbation
+    assert abs(float(torch.corrcoef(torch.stack([a[0].flatten(), a[1].flatten()]))[0, 1])) > 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_split_between_two_shapes_is_found_again_and_a_random_split_of_one_shape_is_not(seed):
+    source, truth = make_set(300, noise_sd=0.5, seed=seed)
+    eng = Engine(Config(n_classes=3, max_res_A=8.0, seed=seed), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(300)))  # noise spectrum of the particles
+    clean = render(np.arange(3), np.zeros(3), np.zeros(3), np.zeros(3))
+    eng.state.class_images = clean * eng.mask
+    eng.state.r_work = 12.0
+
+    two_shapes = np.nonzero(truth["cls"] < 2)[0]
+    found = eng.split_agreement(load_batch(eng, source, two_shapes), truth["cls"][two_shapes], 0)
+    assert found >= REPRODUCED
+
+    one_shape = np.nonzero(truth["cls"] == 0)[0]
+    chance = np.random.default_rng(seed).integers(0, 2, one_shape.size)
+    copies = eng.split_agreement(load_batch(eng, source, one_shape), chance, 0)
+    assert copies < REPRODUCED
