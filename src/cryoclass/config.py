@@ -202,8 +202,9 @@ class Config(BaseModel):
         True,
         description="After every full iteration but the last, empty the smaller class of each "
         "pair whose averages show one view (they agree as well as their own half-sets say one "
-        "signal can); its particles go to the other class and it stays empty (999 Å), so views "
-        "are not split over copies.",
+        "signal can, or they look alike and a new 2-class run from a symmetric start does not "
+        "find their split again); its particles go to the other class and it stays empty "
+        "(999 Å), so views are not split over copies.",
     )
     hard_classify_last_iter: bool = Field(
         False,
