@@ -15,8 +15,8 @@ with the old one is near chance (0.5). It is the stability test of ISAC (Yang et
 Structure 20: 237) applied to one pair: a grouping that independent runs do not reproduce is
 not kept.
 
-Measured on the suite's final models (session 16, one start each): copies of one view agreed
-0.50-0.69; distinct pure views 0.74-1.00 on most tries but 0.50-0.67 on some (a symmetric
+Measured at every merging pass of suite jobs (session 16, one start each): copies of one view
+agreed 0.50-0.69; distinct pure views 0.74-1.00 on most tries but 0.50-0.67 on some (a symmetric
 start does not always break the right way), hence up to SPLIT_STARTS starts, the best kept.
 """
 
