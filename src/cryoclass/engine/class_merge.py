@@ -124,6 +124,11 @@ def same_view_ratio(
     return out
 
 
+def kept_and_emptied(a: int, b: int, weights: torch.Tensor) -> tuple[int, int]:
+    """(kept, emptied) of a pair of classes to merge: the kept one has more weight (K,)."""
+    return (a, b) if float(weights[a]) >= float(weights[b]) else (b, a)
+
+
 def populated_ratios(
     half_images: torch.Tensor, weights: torch.Tensor, r_work: float, max_shift_px: float
 ) -> dict[tuple[int, int], float]:
@@ -153,7 +158,7 @@ def duplicate_pairs(
     for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
         if ratio < SAME_VIEW_RATIO or a in used or b in used:
             continue
-        keep, drop = (a, b) if float(weights[a]) >= float(weights[b]) else (b, a)
+        keep, drop = kept_and_emptied(a, b, weights)
         out.append((keep, drop, ratio))
         used.update((a, b))
     return out

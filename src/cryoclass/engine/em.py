@@ -26,7 +26,7 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
-from cryoclass.engine.class_merge import duplicate_pairs, populated_ratios
+from cryoclass.engine.class_merge import duplicate_pairs, kept_and_emptied, populated_ratios
 from cryoclass.engine.class_split import (
     MIN_SPLIT_MEMBERS,
     REPRODUCED,
@@ -716,7 +716,7 @@ class Engine:
             if min(int((old == 0).sum()), int(old.sum())) < MIN_SPLIT_MEMBERS:
                 continue
             if self.split_agreement(load(rows), old, a) < REPRODUCED:
-                keep, drop = (a, b) if float(w[a]) >= float(w[b]) else (b, a)
+                keep, drop = kept_and_emptied(a, b, w)
                 out.append((keep, drop, ratio))
                 used.update((a, b))
         return out
