@@ -377,3 +377,17 @@ def test_a_model_saved_with_the_earlier_evidence_layout_loads_with_its_evidence_
     again = ModelState.from_dict(state.to_dict()).stats  # the current layout: as saved
     for f in dataclasses.fields(Statistics):
         assert torch.equal(getattr(again, f.name), getattr(s, f.name)), f.name
+
+
+def test_labels_are_the_classes_of_an_e_step():
+    # Engine.labels (the split test's last step) skips the statistics, not the posterior: the
+    # same classes as a full E-step at factor 0, with force_max on and off, prior on and off.
+    src, _ = make_set(60, noise_sd=1.0, seed=5)
+    for kw in ({}, {"force_max": False, "use_class_prior": True}):
+        eng = _engine(**kw)
+        batch = load_batch(eng, src, np.arange(60))
+        eng.initialise(batch)
+        eng.absorb(eng.expectation(batch, 0.0)[1], 60, 60)
+        expected = eng.expectation(batch, 0.0)[0].cls
+        assert len(set(expected.tolist())) > 1  # a real classification, not one class
+        np.testing.assert_array_equal(eng.labels(batch), expected)

@@ -407,16 +407,8 @@ class Engine:
         k = st.n_classes
         band, poses, refs, X, ctf = scored.band, scored.poses, scored.refs, scored.X, scored.ctf
         best, rot, shf = scored.best, scored.rot, scored.shf
-        log_prior = (
-            st.log_prior() if self.cfg.use_class_prior else torch.zeros(k, device=self.device)
-        )
         near = scored.nearby
-        class_score = best
-        if near is not None:  # marginalised over the poses kept, as RELION does
-            class_score = best.scatter(
-                1, near.cls, temperature * torch.logsumexp(near.score / temperature, dim=2)
-            )
-        post, _ = class_posterior(class_score, log_prior, temperature)
+        post = self._class_posterior(scored, temperature)
         if hard:
             post = torch.nn.functional.one_hot(post.argmax(1), k).float()
         pairs = self._pairs(post, rot, shf, poses)
@@ -444,6 +436,30 @@ class Engine:
             posterior=post.cpu().numpy(),
         )
         return result, stats, temperature
+
+    def _class_posterior(self, scored: "Scored", temperature: float) -> torch.Tensor:
+        """(n, K) posterior over classes of scored particles at ``temperature``: each class's
+        best score, or with force_max off its scores marginalised over the poses kept (as
+        RELION does), plus the class prior when use_class_prior."""
+        k = self.state.n_classes
+        log_prior = (
+            self.state.log_prior()
+            if self.cfg.use_class_prior
+            else torch.zeros(k, device=self.device)
+        )
+        class_score, near = scored.best, scored.nearby
+        if near is not None:
+            class_score = class_score.scatter(
+                1, near.cls, temperature * torch.logsumexp(near.score / temperature, dim=2)
+            )
+        return class_posterior(class_score, log_prior, temperature)[0]
+
+    def labels(self, batch: ParticleBatch) -> np.ndarray:
+        """(n,) most probable class of each particle of the batch at annealing factor 0: the
+        classes ``expectation(batch, 0.0)`` gives, without its statistics."""
+        scored = self.score(batch)
+        post = self._class_posterior(scored, self.batch_temperature(0.0, scored.best))
+        return post.argmax(1).cpu().numpy()
 
     def _accumulate_evidence(
         self, batch: ParticleBatch, scored: "Scored", stats: Statistics
@@ -743,7 +759,7 @@ class Engine:
                 _, stats, _ = sub.expectation(batch, 0.0)
                 sub.state.distinct_seen = 0
                 sub.absorb(stats, batch.n, batch.n, replace=True)
-            return sub.expectation(batch, 0.0)[0].cls
+            return sub.labels(batch)
 
         return best_agreement(old, starts, run)
 
