@@ -22,13 +22,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cryoclass.config import Config  # noqa: E402
 from cryoclass.engine.class_merge import populated_ratios  # noqa: E402
-from cryoclass.engine.class_split import REPRODUCED, SPLIT_TEST_RATIO  # noqa: E402
+from cryoclass.engine.class_split import (  # noqa: E402
+    REPRODUCED,
+    SPLIT_TEST_RATIO,
+    pair_split,
+)
 from cryoclass.engine.em import Engine  # noqa: E402
 from cryoclass.engine.source import load_batch  # noqa: E402
 from cryoclass.io import read_particles  # noqa: E402
@@ -60,9 +62,8 @@ def main() -> None:
     for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
         if ratio < args.min_ratio:
             continue
-        rows = np.nonzero((cls == a) | (cls == b))[0]
-        old = (cls[rows] == b).astype(int)
-        if min(int((old == 0).sum()), int(old.sum())) < 2:
+        rows, old, smaller = pair_split(cls, a, b)
+        if smaller < 2:
             continue
         agree = engine.split_agreement(load_batch(engine, source, rows), old, a)
         kind, desc = "", []

@@ -59,6 +59,15 @@ def start_images(
     return (base[None] + noise * base.std() * START_NOISE) * mask
 
 
+def pair_split(cls: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The split between classes a and b of particles labelled cls ((n,) class by row): the
+    rows in either class (m,), their old labels (m,) 0 (class a) / 1 (class b), and the
+    particle count of the smaller side."""
+    rows = np.nonzero((cls == a) | (cls == b))[0]
+    old = (cls[rows] == b).astype(int)
+    return rows, old, min(int((old == 0).sum()), int(old.sum()))
+
+
 def agreement(old: np.ndarray, new: np.ndarray) -> float:
     """Fraction of particles whose new label (0/1, (n,)) matches the old, under the better of
     the two ways to match labels: 1 for the same split, about 0.5 for an unrelated one."""

@@ -33,6 +33,7 @@ from cryoclass.engine.class_split import (
     SPLIT_ITERATIONS,
     SPLIT_TEST_RATIO,
     best_agreement,
+    pair_split,
     start_images,
     two_class_state,
 )
@@ -727,9 +728,8 @@ class Engine:
         for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
             if ratio < SPLIT_TEST_RATIO or a in used or b in used:
                 continue
-            rows = np.nonzero((cls == a) | (cls == b))[0]
-            old = (cls[rows] == b).astype(int)
-            if min(int((old == 0).sum()), int(old.sum())) < MIN_SPLIT_MEMBERS:
+            rows, old, smaller = pair_split(cls, a, b)
+            if smaller < MIN_SPLIT_MEMBERS:
                 continue
             if self.split_agreement(load(rows), old, a) < REPRODUCED:
                 keep, drop = kept_and_emptied(a, b, w)
