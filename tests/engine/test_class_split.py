@@ -10,7 +10,13 @@ import torch
 from tests.engine.conftest import APIX, BOX, make_set, render
 
 from cryoclass.config import Config
-from cryoclass.engine.class_split import REPRODUCED, agreement, start_images
+from cryoclass.engine.class_split import (
+    REPRODUCED,
+    SETTLED,
+    agreement,
+    same_members,
+    start_images,
+)
 from cryoclass.engine.em import Engine
 from cryoclass.engine.source import load_batch
 
@@ -52,3 +58,32 @@ def test_a_split_between_two_shapes_is_found_again_and_a_random_split_of_one_sha
     chance = np.random.default_rng(seed).integers(0, 2, one_shape.size)
     copies = eng.split_agreement(load_batch(eng, source, one_shape), chance, 0)
     assert copies < REPRODUCED
+
+
+def test_same_members_is_the_jaccard_index_of_two_sets_of_rows():
+    assert same_members(np.arange(10), np.arange(10)) == 1.0
+    assert same_members(np.arange(10), np.arange(5, 15)) == pytest.approx(5 / 15)
+    assert same_members(np.arange(3), np.arange(3, 6)) == 0.0
+
+
+def test_a_settled_pair_is_tested_again_only_once_it_has_lost_many_of_its_particles():
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=3), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    cls = np.repeat([0, 1, 2], 40)
+    calls = []
+
+    def split_agreement(batch, old, a):
+        calls.append(a)
+        return SETTLED
+
+    eng.split_agreement = split_agreement  # the 2-class runs are tested above
+    ratios = {(0, 1): 0.6}
+    assert eng._unreproduced_splits(ratios, [], lambda rows: rows, cls) == []
+    assert len(calls) == 1 and set(eng.state.settled_splits) == {(0, 1)}
+    eng._unreproduced_splits(ratios, [], lambda rows: rows, cls)
+    assert len(calls) == 1  # settled, same particles: not tested again
+    moved = cls.copy()
+    moved[:20] = 2  # class 0 loses half its particles: a quarter of the pair's
+    eng._unreproduced_splits(ratios, [], lambda rows: rows, moved)
+    assert len(calls) == 2

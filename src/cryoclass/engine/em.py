@@ -30,10 +30,13 @@ from cryoclass.engine.class_merge import duplicate_pairs, kept_and_emptied, popu
 from cryoclass.engine.class_split import (
     MIN_SPLIT_MEMBERS,
     REPRODUCED,
+    SAME_MEMBERS,
+    SETTLED,
     SPLIT_ITERATIONS,
     SPLIT_TEST_RATIO,
     best_agreement,
     pair_split,
+    same_members,
     start_images,
     two_class_state,
 )
@@ -721,8 +724,10 @@ class Engine:
         new run does not reproduce (``class_split.best_agreement`` below REPRODUCED), most
         alike first, each class in at most one merged pair: (kept, emptied, ratio), the kept
         class the one with more weight. A pair with fewer than MIN_SPLIT_MEMBERS particles in
-        a class (cls, (n,) by row) is not tested; load(rows) prepares a batch."""
+        a class (cls, (n,) by row) is not tested, nor a settled pair (``ModelState.settled_splits``)
+        that keeps SAME_MEMBERS of its particles; load(rows) prepares a batch."""
         w = self.state.class_weights
+        settled = self.state.settled_splits
         used = {c for pair in merged for c in pair[:2]}
         out = []
         for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
@@ -731,7 +736,13 @@ class Engine:
             rows, old, smaller = pair_split(cls, a, b)
             if smaller < MIN_SPLIT_MEMBERS:
                 continue
-            if self.split_agreement(load(rows), old, a) < REPRODUCED:
+            if (a, b) in settled and same_members(settled[(a, b)], rows) >= SAME_MEMBERS:
+                continue
+            found = self.split_agreement(load(rows), old, a)
+            settled.pop((a, b), None)
+            if found >= SETTLED:
+                settled[(a, b)] = rows
+            if found < REPRODUCED:
                 keep, drop = kept_and_emptied(a, b, w)
                 out.append((keep, drop, ratio))
                 used.update((a, b))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from cryoclass.config import Config
@@ -28,7 +29,9 @@ class ModelState:
     alignment_images: (K, D, D) the class images particles are aligned to when they differ from
     class_images (with min_res_A: high-passed before masking), else None; band_grown_at: the
     ``processed`` count when the working band last grew (it grows once per minibatch of
-    particles processed, whatever the updates' sizes).
+    particles processed, whatever the updates' sizes); settled_splits: pairs of classes (a, b)
+    whose split the split test found again at ``class_split.SETTLED`` or more, with the rows of
+    their particles then ((m,) int): not tested again while they keep most of them.
     """
 
     box: int
@@ -47,6 +50,7 @@ class ModelState:
     highpass_on: bool = False
     band_grown_at: float = 0.0
     reference_resolution_A: torch.Tensor | None = None
+    settled_splits: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
