@@ -73,7 +73,7 @@ def best_cross_by_shell(
     shifts: torch.Tensor,
     band: Band,
     n_shells: int,
-    chunk: int = 128,
+    chunk: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (class, rotation, shift) of each particle and of its sign-flipped control, and the
     cross term of each best score by shell.
