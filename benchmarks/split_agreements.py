@@ -65,7 +65,7 @@ def main() -> None:
         rows, old, smaller = pair_split(cls, a, b)
         if smaller < 2:
             continue
-        agree = engine.split_agreement(load_batch(engine, source, rows), old, a)
+        agree = engine.split_agreement(load_batch(engine, source, rows), old, a, b)
         kind, desc = "", []
         for c in (a, b):
             n = int((cls == c).sum())

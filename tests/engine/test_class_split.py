@@ -16,6 +16,7 @@ from cryoclass.engine.class_split import (
     agreement,
     same_members,
     start_images,
+    two_class_state,
 )
 from cryoclass.engine.em import Engine
 from cryoclass.engine.source import load_batch
@@ -51,13 +52,34 @@ def test_a_split_between_two_shapes_is_found_again_and_a_random_split_of_one_sha
     eng.state.r_work = 12.0
 
     two_shapes = np.nonzero(truth["cls"] < 2)[0]
-    found = eng.split_agreement(load_batch(eng, source, two_shapes), truth["cls"][two_shapes], 0)
+    found = eng.split_agreement(load_batch(eng, source, two_shapes), truth["cls"][two_shapes], 0, 1)
     assert found >= REPRODUCED
 
     one_shape = np.nonzero(truth["cls"] == 0)[0]
     chance = np.random.default_rng(seed).integers(0, 2, one_shape.size)
-    copies = eng.split_agreement(load_batch(eng, source, one_shape), chance, 0)
+    copies = eng.split_agreement(load_batch(eng, source, one_shape), chance, 0, 1)
     assert copies < REPRODUCED
+
+
+def test_a_two_class_run_keeps_its_pair_resolution_and_gathers_no_evidence():
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=2, max_res_A=8.0), BOX, APIX)
+    batch = load_batch(eng, source, np.arange(120))
+    main = eng.initialise(batch)
+    imgs = start_images(main.class_images[0], eng.grid, eng.mask, 6.0, seed=0)
+    eng.state = two_class_state(main, imgs, eng.grid.size, eng.n_shells, 17.0)
+    for _ in range(2):
+        _, stats, _ = eng.expectation(batch, 0.0)
+        assert float(stats.evidence_n.sum()) == 0.0
+        eng.absorb(stats, batch.n, batch.n, replace=True)
+        assert torch.equal(eng.state.resolution_A, torch.full((2,), 17.0))
+        assert torch.equal(eng.state.working_resolution_A, torch.full((2,), 17.0))
+    # a measured model of the same particles reports what its evidence supports instead
+    eng.state.fixed_resolution_A = None
+    _, stats, _ = eng.expectation(batch, 0.0)
+    assert float(stats.evidence_n.sum()) == 2 * batch.n  # each particle and its control
+    eng.absorb(stats, batch.n, batch.n, replace=True)
+    assert not torch.equal(eng.state.resolution_A, torch.full((2,), 17.0))
 
 
 def test_same_members_is_the_jaccard_index_of_two_sets_of_rows():
@@ -73,7 +95,7 @@ def test_a_settled_pair_is_tested_again_only_once_it_has_lost_many_of_its_partic
     cls = np.repeat([0, 1, 2], 40)
     calls = []
 
-    def split_agreement(batch, old, a):
+    def split_agreement(batch, old, a, b):
         calls.append(a)
         return SETTLED
 

@@ -104,12 +104,14 @@ def best_agreement(
 
 
 def two_class_state(
-    main: ModelState, imgs: torch.Tensor, n_points: int, n_shells: int, init_res_A: float
+    main: ModelState, imgs: torch.Tensor, n_points: int, n_shells: int, resolution_A: float
 ) -> ModelState:
     """A 2-class model with classes imgs ((2, D, D), both half-sets alike) on the main model's
     noise spectrum, working band and high-pass; empty statistics over n_points class-grid
-    points and n_shells shells; resolution init_res_A (Å). Its alignment images are the
-    engine's to set (``Engine.alignment_copy``)."""
+    points and n_shells shells; both classes' resolution held at resolution_A (Å,
+    ``ModelState.fixed_resolution_A``: the run gathers no signal evidence). Its alignment
+    images are the engine's to set (``Engine.alignment_copy``)."""
+    res = torch.full((2,), float(resolution_A), device=imgs.device)
     return ModelState(
         box=main.box,
         pixel_size_A=main.pixel_size_A,
@@ -117,7 +119,9 @@ def two_class_state(
         stats=Statistics.zeros(2, n_points, n_shells, imgs.device),
         sigma2=main.sigma2.clone(),
         r_work=main.r_work,
-        resolution_A=torch.full((2,), float(init_res_A), device=imgs.device),
+        resolution_A=res.clone(),
         highpass_on=main.highpass_on,
         half_images=imgs[None].repeat(2, 1, 1, 1),
+        reference_resolution_A=res.clone(),
+        fixed_resolution_A=res,
     )

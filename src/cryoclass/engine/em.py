@@ -473,7 +473,7 @@ class Engine:
         (every second rotation, shifts on the lattice of twice the step), against its
         sign-flipped control."""
         st = self.state
-        if st.half_images is None or batch.n == 0:
+        if st.half_images is None or st.fixed_resolution_A is not None or batch.n == 0:
             return
         band, poses = scored.band, scored.poses
         psi = poses.psi[::2] if poses.n_rot % 2 == 0 else poses.psi
@@ -621,6 +621,20 @@ class Engine:
         halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
         halves = halves.view(2, st.n_classes, self.box, self.box).real.float() * self.mask
         st.half_images = halves
+        if st.fixed_resolution_A is not None:
+            st.resolution_A = st.fixed_resolution_A.clone()
+            st.reference_resolution_A = st.fixed_resolution_A.clone()
+        else:
+            self._measure_resolution(halves, r)
+        full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
+        imgs = band_to_image(full, self.grid).real.float()
+        st.class_images = imgs * self.mask
+        st.alignment_images = self.alignment_copy(imgs)
+
+    def _measure_resolution(self, halves: torch.Tensor, r: float) -> None:
+        """The classes' resolution_A and reference_resolution_A from their half-set averages
+        halves ((2, K, D, D)) and signal evidence, in the band of radius r (Fourier pixels)."""
+        st = self.state
         res = self._frc_resolution(halves[0], halves[1], r)
         # The FRC of half-sets aligned to one average is inflated by aligned noise: report no
         # better than the shells whose signal evidence is significant (evidence.py). A class
@@ -637,10 +651,6 @@ class Engine:
 
         st.resolution_A = limited(shells.reported)
         st.reference_resolution_A = limited(shells.summed)
-        full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
-        imgs = band_to_image(full, self.grid).real.float()
-        st.class_images = imgs * self.mask
-        st.alignment_images = self.alignment_copy(imgs)
 
     def reference_radius(self, r: float) -> torch.Tensor:
         """(K,) radius (Fourier pixels) up to which each class reference is whole (it fades out
@@ -738,7 +748,7 @@ class Engine:
                 continue
             if (a, b) in settled and same_members(settled[(a, b)], rows) >= SAME_MEMBERS:
                 continue
-            found = self.split_agreement(load(rows), old, a)
+            found = self.split_agreement(load(rows), old, a, b)
             settled.pop((a, b), None)
             if found >= SETTLED:
                 settled[(a, b)] = rows
@@ -748,23 +758,24 @@ class Engine:
                 used.update((a, b))
         return out
 
-    def split_agreement(self, batch: ParticleBatch, old: np.ndarray, a: int) -> float:
+    def split_agreement(self, batch: ParticleBatch, old: np.ndarray, a: int, b: int) -> float:
         """How well 2-class runs from symmetric starts made from class a's average find the
-        split old ((n,) 0/1 labels of the batch's particles) again (``class_split.py``):
-        each run SPLIT_ITERATIONS full passes over the batch at annealing factor 0, then the
-        labels of one more E-step."""
+        split old ((n,) 0/1 labels of the batch's particles, classes a / b) again
+        (``class_split.py``): each run SPLIT_ITERATIONS full passes over the batch at annealing
+        factor 0, then the labels of one more E-step. The runs' references are faded at the
+        finer of the pair's two resolutions in this model (``reference_radius``), held fixed:
+        they gather no signal evidence of their own."""
         cfg = self.cfg.model_copy(update={"n_classes": 2, "seed": self.cfg.seed + 7})
         sub = Engine(cfg, self.box, self.apix, self.device)
         r_lowpass = self.box * self.apix / self.cfg.init_res_A
+        pair_res = float(self.state.working_resolution_A[[a, b]].min())
 
         def starts(i: int) -> torch.Tensor:
             image = self.state.class_images[a]
             return start_images(image, self.grid, self.mask, r_lowpass, self.cfg.seed + 101 * i)
 
         def run(imgs: torch.Tensor) -> np.ndarray:
-            sub.state = two_class_state(
-                self.state, imgs, self.grid.size, self.n_shells, self.cfg.init_res_A
-            )
+            sub.state = two_class_state(self.state, imgs, self.grid.size, self.n_shells, pair_res)
             sub.state.alignment_images = sub.alignment_copy(imgs)
             for _ in range(SPLIT_ITERATIONS):
                 _, stats, _ = sub.expectation(batch, 0.0)
