@@ -10,6 +10,7 @@ import torch
 from tests.engine.conftest import APIX, BOX, make_set, render
 
 from cryoclass.config import Config
+from cryoclass.engine import em as em_module
 from cryoclass.engine.class_split import (
     REPRODUCED,
     SETTLED,
@@ -80,6 +81,25 @@ def test_a_two_class_run_keeps_its_pair_resolution_and_gathers_no_evidence():
     assert float(stats.evidence_n.sum()) == 2 * batch.n  # each particle and its control
     eng.absorb(stats, batch.n, batch.n, replace=True)
     assert not torch.equal(eng.state.resolution_A, torch.full((2,), 17.0))
+
+
+def test_the_split_runs_hold_the_finer_of_the_pairs_two_resolutions(monkeypatch):
+    source, truth = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=3, max_res_A=8.0), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    eng.state.resolution_A = torch.tensor([30.0, 14.0, 20.0])
+    eng.state.reference_resolution_A = torch.tensor([30.0, 14.0, 20.0])
+    held = []
+    real = em_module.two_class_state
+
+    def spy(main, imgs, n_points, n_shells, resolution_A):
+        held.append(resolution_A)
+        return real(main, imgs, n_points, n_shells, resolution_A)
+
+    monkeypatch.setattr(em_module, "two_class_state", spy)
+    rows = np.nonzero(truth["cls"] != 2)[0]
+    eng.split_agreement(load_batch(eng, source, rows), (truth["cls"][rows] == 1).astype(int), 0, 1)
+    assert held and all(r == 14.0 for r in held)
 
 
 def test_same_members_is_the_jaccard_index_of_two_sets_of_rows():
