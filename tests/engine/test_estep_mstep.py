@@ -391,3 +391,23 @@ def test_labels_are_the_classes_of_an_e_step():
         expected = eng.expectation(batch, 0.0)[0].cls
         assert len(set(expected.tolist())) > 1  # a real classification, not one class
         np.testing.assert_array_equal(eng.labels(batch), expected)
+
+
+def test_the_background_level_is_removed_from_the_first_full_pass_on():
+    # Online updates mask the averages as they are; a full pass (replace=True) starts removing
+    # each average's level outside the mask before masking, it stays on, and it is saved.
+    src, _ = make_set(60, noise_sd=0.5, seed=7)
+    eng = _engine()
+    batch = load_batch(eng, src, np.arange(60))
+    eng.initialise(batch)
+    st = eng.state
+    level = torch.full((2, BOX, BOX), 0.4)
+    eng.absorb(eng.expectation(batch, 0.5)[1], 60, 60)
+    assert not st.background_removed
+    torch.testing.assert_close(eng._masked(level), level * eng.mask)
+    eng.absorb(eng.expectation(batch, 0.0)[1], 60, 60, replace=True)
+    assert st.background_removed
+    eng.absorb(eng.expectation(batch, 0.0)[1], 30, 30)
+    assert st.background_removed
+    assert float(eng._masked(level).abs().max()) < 1e-5
+    assert ModelState.from_dict(st.to_dict()).background_removed

@@ -170,6 +170,7 @@ def test_class_references_fade_out_beyond_their_resolution():
     from cryoclass.engine.em import REFERENCE_TAPER, Engine
     from cryoclass.engine.mstep import lowpass_by_class, wiener_averages
     from cryoclass.physics.fourier import band_to_image
+    from cryoclass.physics.masks import mask_outside_background
 
     cfg = Config(max_res_A=7.0, **FAST)
     st = run_batch(make_set(240, noise_sd=0.3, ctf=True, seed=3)[0], cfg).state
@@ -192,9 +193,10 @@ def test_class_references_fade_out_beyond_their_resolution():
     ratio = (faded.abs() / avg.full.abs().clamp_min(1e-12))[mid & (avg.full.abs() > 0)]
     torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), atol=0.07, rtol=0)
     assert torch.all(faded[q.expand_as(faded) >= radius[:, None] + REFERENCE_TAPER] == 0)
-    expect = band_to_image(faded, eng.grid).real.float() * eng.mask
+    assert st.background_removed  # after the full passes: level outside the mask removed
+    expect = mask_outside_background(band_to_image(faded, eng.grid).real.float(), eng.mask)
     torch.testing.assert_close(st.class_images, expect, rtol=1e-4, atol=1e-5)
-    whole = band_to_image(avg.full, eng.grid).real.float() * eng.mask
+    whole = mask_outside_background(band_to_image(avg.full, eng.grid).real.float(), eng.mask)
     cut = (whole - st.class_images).flatten(1).norm(dim=1) / whole.flatten(1).norm(dim=1)
     print("radius", radius.tolist(), "r_work", r, "power cut", cut.tolist())
     assert float(cut.max()) > 0.01  # the fade bites within this run's band

@@ -81,7 +81,7 @@ from cryoclass.physics.fourier import (
     shell_frc,
     shell_sum,
 )
-from cryoclass.physics.masks import soft_circular_mask
+from cryoclass.physics.masks import mask_outside_background, soft_circular_mask
 
 MAX_CLASSES_PER_PARTICLE = 8  # pairs kept per particle in the M-step (renormalised)
 MIN_PAIR_WEIGHT = 1e-2
@@ -575,6 +575,7 @@ class Engine:
         if replace:
             st.stats = batch_stats
             st.processed = float(st.distinct_seen)
+            st.background_removed = True
         else:
             p_old, p_new = st.processed, st.processed + n_new
             st.stats = st.stats.scaled(p_old / p_new).add_(batch_stats)
@@ -619,7 +620,7 @@ class Engine:
         gmask = self.grid_mask(r)
         avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)
         halves = band_to_image(avg.halves.reshape(-1, self.grid.size), self.grid)
-        halves = halves.view(2, st.n_classes, self.box, self.box).real.float() * self.mask
+        halves = self._masked(halves.view(2, st.n_classes, self.box, self.box).real.float())
         st.half_images = halves
         if st.fixed_resolution_A is not None:
             st.resolution_A = st.fixed_resolution_A.clone()
@@ -628,8 +629,22 @@ class Engine:
             self._measure_resolution(halves, r)
         full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
         imgs = band_to_image(full, self.grid).real.float()
-        st.class_images = imgs * self.mask
+        st.class_images = self._masked(imgs)
         st.alignment_images = self.alignment_copy(imgs)
+
+    def _masked(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., D, D) averages masked as the model is now (``ModelState.background_removed``).
+
+        The averages carry a broad positive halo out to the mask edge (CTF-weighted particles
+        are masked before the CTF is divided out); masked plainly, every class holds the same
+        ring at the edge, which draws the particles of look-alike views into a few classes
+        (strudel6272 fell from ten classes started at the true views to four). Subtracting
+        the level outside the mask first removes the ring. During the online phase the
+        subtraction cost the channels in micelles (two side views merged on p2x7_micelle),
+        so it starts with the full passes (README, Status, session 21)."""
+        if self.state.background_removed:
+            return mask_outside_background(images, self.mask)
+        return images * self.mask
 
     def _measure_resolution(self, halves: torch.Tensor, r: float) -> None:
         """The classes' resolution_A and reference_resolution_A from their half-set averages

@@ -34,7 +34,10 @@ class ModelState:
     their particles then ((m,) int): not tested again while they keep most of them;
     fixed_resolution_A: (K,) resolutions (Å) held fixed instead of measured (the split test's
     2-class runs take their pair's from the main model): no signal evidence is gathered, and
-    resolution_A and reference_resolution_A stay at these; None: measured.
+    resolution_A and reference_resolution_A stay at these; None: measured;
+    background_removed: the averages are masked after their background level (their mean
+    outside the mask) is subtracted (``physics.masks.mask_outside_background``), from the first
+    full pass on; before it, during the online phase, they are masked as they are.
     """
 
     box: int
@@ -55,6 +58,7 @@ class ModelState:
     reference_resolution_A: torch.Tensor | None = None
     settled_splits: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     fixed_resolution_A: torch.Tensor | None = None
+    background_removed: bool = False
 
     @property
     def n_classes(self) -> int:

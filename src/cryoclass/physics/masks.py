@@ -24,6 +24,16 @@ def soft_circular_mask(
     return 0.5 * (1 + torch.cos(torch.pi * t))
 
 
+def mask_outside_background(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(..., D, D) images times the (D, D) soft mask, after subtracting each image's background
+    level: its mean weighted by 1 - mask (RELION's softMaskOutsideMap fills the masked-out area
+    with that level instead of 0). An image whose density does not fall to 0 at the mask edge
+    is cut there by the plain product, which adds a ring at the edge to every image alike."""
+    outside = 1.0 - mask
+    level = (images * outside).sum((-2, -1), keepdim=True) / outside.sum().clamp_min(1e-6)
+    return (images - level) * mask
+
+
 def background_stats(images: torch.Tensor, radius_px: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and sd (n,) of (n, D, D) images outside a circle of radius_px around the centre."""
     d = images.shape[-1]
