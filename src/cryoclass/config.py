@@ -150,10 +150,10 @@ class Config(BaseModel):
         False,
         description="Weight classes by their population in the "
         "posterior (RELION-style). Off: uniform prior, which keeps a "
-        "large blurry class from absorbing weak particles at low SNR. On, with force_max off "
-        "and 25 full iterations (RELION's regime), a membrane protein with distinct views gained "
-        "(p2x7_micelle) but a small particle whose views look alike ended in one class "
-        "(strudel6272): see the README's Status.",
+        "large blurry class from absorbing weak particles at low SNR. On (defaults otherwise), "
+        "the channel with preferred orientation gains (p2x7_preferred) and the channel in a "
+        "micelle and a small particle whose views look alike lose (p2x7_micelle, strudel6272): "
+        "see the README's Status, sessions 12 and 21.",
     )
     force_max: bool = Field(
         True,
