@@ -151,9 +151,9 @@ class Config(BaseModel):
         description="Weight classes by their population in the "
         "posterior (RELION-style). Off: uniform prior, which keeps a "
         "large blurry class from absorbing weak particles at low SNR. On (defaults otherwise), "
-        "the channel with preferred orientation gains (p2x7_preferred) and the channel in a "
-        "micelle and a small particle whose views look alike lose (p2x7_micelle, strudel6272): "
-        "see the README's Status, sessions 12 and 21.",
+        "measured on one seed: the channel with preferred orientation gained (p2x7_preferred), "
+        "the channel in a micelle and a small particle whose views look alike lost "
+        "(p2x7_micelle, strudel6272); see the README's Status, sessions 12 and 21.",
     )
     force_max: bool = Field(
         True,

@@ -635,10 +635,10 @@ class Engine:
     def _masked(self, images: torch.Tensor) -> torch.Tensor:
         """(..., D, D) averages masked as the model is now (``ModelState.background_removed``).
 
-        The averages carry a broad positive halo out to the mask edge (CTF-weighted particles
-        are masked before the CTF is divided out); masked plainly, every class holds the same
-        ring at the edge, which draws the particles of look-alike views into a few classes
-        (strudel6272 fell from ten classes started at the true views to four). Subtracting
+        The averages carry a broad positive halo out to the mask edge (likely because the
+        particles are masked before the CTF is divided out); masked plainly, every class holds
+        the same ring at the edge, which draws the particles of look-alike views into a few
+        classes (strudel6272 fell from ten classes started at the true views to four). Subtracting
         the level outside the mask first removes the ring. During the online phase the
         subtraction cost the channels in micelles (two side views merged on p2x7_micelle),
         so it starts with the full passes (README, Status, session 21)."""
