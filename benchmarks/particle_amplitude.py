@@ -36,7 +36,7 @@ from cryoclass.config import Config  # noqa: E402
 from cryoclass.engine.em import Engine  # noqa: E402
 from cryoclass.engine.estep import score_best_poses  # noqa: E402
 from cryoclass.engine.references import rotated_references  # noqa: E402
-from cryoclass.engine.source import load_batch  # noqa: E402
+from cryoclass.engine.source import ParticleSource, load_batch  # noqa: E402
 from cryoclass.io import read_particles  # noqa: E402
 from cryoclass.physics.fourier import shift_phase  # noqa: E402
 from merge_ratios import finished_job  # noqa: E402
@@ -44,7 +44,9 @@ from merge_ratios import finished_job  # noqa: E402
 CHUNK = 256  # particles per search
 
 
-def amplitudes(engine: Engine, source, cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def amplitudes(
+    engine: Engine, source: ParticleSource, cls: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """alpha (n,) and its noise sd (n,) of every particle of source in its class cls ((n,),
     internal class index), at its best pose on the engine's pose grid."""
     band, inv_sigma2 = engine.alignment_band()
