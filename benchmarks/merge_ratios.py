@@ -27,7 +27,11 @@ import starfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cryoclass.engine.class_merge as class_merge  # noqa: E402
+from cryoclass.config import Config  # noqa: E402
+from cryoclass.engine.em import Engine  # noqa: E402
 from cryoclass.engine.model import ModelState  # noqa: E402
+from cryoclass.engine.source import ParticleSource  # noqa: E402
+from cryoclass.io import read_particles  # noqa: E402
 from cryoclass.io.locate import parse_image_names  # noqa: E402
 from cryoclass.outputs.checkpoint import read_checkpoint  # noqa: E402
 
@@ -69,6 +73,20 @@ def finished_job(job: Path) -> tuple[ModelState, np.ndarray]:
     if model is None or model.half_images is None or final is None:
         raise SystemExit(f"{job / 'checkpoint.pt'}: not a finished job")
     return model, np.asarray(final["cls"])
+
+
+def finished_engine(job: Path, particles: Path) -> tuple[Engine, ParticleSource, np.ndarray]:
+    """An engine holding a finished job's final model (``finished_job``, the job's
+    config.json), the job's input particles (the STAR / .cs file it read: the rows of its last
+    pass) and that pass's classes (n,); exits with a message when the counts differ."""
+    model, cls = finished_job(job)
+    cfg = Config(**json.loads((job / "config.json").read_text()))
+    source = read_particles(particles)
+    if len(source) != cls.size:
+        raise SystemExit(f"{particles}: {len(source)} particles, the job's last pass {cls.size}")
+    engine = Engine(cfg, source.box, source.pixel_size_A)
+    engine.state = model
+    return engine, source, cls
 
 
 def main() -> None:

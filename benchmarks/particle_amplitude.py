@@ -22,7 +22,6 @@ Fitting it raises a particle's score by about (alpha - 1)^2 norm (README, Status
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,14 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cryoclass.config import Config  # noqa: E402
 from cryoclass.engine.em import Engine  # noqa: E402
 from cryoclass.engine.estep import score_best_poses  # noqa: E402
 from cryoclass.engine.references import rotated_references  # noqa: E402
 from cryoclass.engine.source import ParticleSource, load_batch  # noqa: E402
-from cryoclass.io import read_particles  # noqa: E402
 from cryoclass.physics.fourier import shift_phase  # noqa: E402
-from merge_ratios import finished_job  # noqa: E402
+from merge_ratios import finished_engine  # noqa: E402
 
 CHUNK = 256  # particles per search
 
@@ -80,15 +77,7 @@ def main() -> None:
     ap.add_argument("--particles", type=Path, required=True, help="the job's input STAR / .cs")
     ap.add_argument("--min-particles", type=int, default=20)
     args = ap.parse_args()
-    model, cls = finished_job(args.job)
-    cfg = Config(**json.loads((args.job / "config.json").read_text()))
-    source = read_particles(args.particles)
-    if len(source) != cls.size:
-        raise SystemExit(
-            f"{args.particles}: {len(source)} particles, the job's last pass {cls.size}"
-        )
-    engine = Engine(cfg, source.box, source.pixel_size_A)
-    engine.state = model
+    engine, source, cls = finished_engine(args.job, args.particles)
     alpha, noise = amplitudes(engine, source, cls)
     print(" class  ptcl  mean alpha  sd observed  sd noise  sd excess   (class: internal index)")
     excess_all = []

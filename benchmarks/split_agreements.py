@@ -18,23 +18,19 @@ so a pair the final model holds may never have been tested.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoclass.config import Config  # noqa: E402
 from cryoclass.engine.class_merge import populated_ratios  # noqa: E402
 from cryoclass.engine.class_split import (  # noqa: E402
     REPRODUCED,
     SPLIT_TEST_RATIO,
     pair_split,
 )
-from cryoclass.engine.em import Engine  # noqa: E402
 from cryoclass.engine.source import load_batch  # noqa: E402
-from cryoclass.io import read_particles  # noqa: E402
-from merge_ratios import finished_job, majority_views  # noqa: E402
+from merge_ratios import finished_engine, majority_views  # noqa: E402
 
 
 def main() -> None:
@@ -45,18 +41,13 @@ def main() -> None:
     ap.add_argument("--min-ratio", type=float, default=0.45)
     ap.add_argument("--purity", type=float, default=0.6)
     args = ap.parse_args()
-    model, cls = finished_job(args.job)
-    cfg = Config(**json.loads((args.job / "config.json").read_text()))
-    source = read_particles(args.particles)
-    if len(source) != cls.size:
-        raise SystemExit(
-            f"{args.particles}: {len(source)} particles, the job's last pass {cls.size}"
-        )
-    engine = Engine(cfg, source.box, source.pixel_size_A)
-    engine.state = model
+    engine, source, cls = finished_engine(args.job, args.particles)
     maj = majority_views(args.job, args.truth, cls) if args.truth else {}
     ratios = populated_ratios(
-        model.half_images, model.class_weights, model.r_work, cfg.max_shift_px
+        engine.state.half_images,
+        engine.state.class_weights,
+        engine.state.r_work,
+        engine.cfg.max_shift_px,
     )
     print(f"merged when ratio >= {SPLIT_TEST_RATIO} and agreement < {REPRODUCED}")
     for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
