@@ -56,7 +56,8 @@ BATCH = {
     "shift_step_px": (2.0, {}),
     "exhaustive_search": (True, {}),
     "coarse_precision": ("bfloat16", {"coarse_precision": "float32"}),
-    "use_class_prior": (True, {}),
+    # full_passes acts from the second full pass on
+    "class_prior": ("full_passes", {"n_full_iters": 3}),
     "force_max": (False, {}),
     "white_noise": (True, {}),
     "skip_ctf": (True, {}),

@@ -146,14 +146,16 @@ class Config(BaseModel):
         "local refinement and every reported score stay float32. auto: bfloat16 where it is "
         "fast.",
     )
-    use_class_prior: bool = Field(
-        False,
-        description="Weight classes by their population in the "
-        "posterior (RELION-style). Off: uniform prior, which keeps a "
-        "large blurry class from absorbing weak particles at low SNR. On (defaults otherwise), "
-        "measured on one seed: the channel with preferred orientation gained (p2x7_preferred), "
-        "the channel in a micelle and a small particle whose views look alike lost "
-        "(p2x7_micelle, strudel6272); see the README's Status, sessions 12 and 21.",
+    class_prior: Literal["off", "full_passes", "always"] = Field(
+        "off",
+        description="Weight classes by their population in the posterior, as RELION does. "
+        "off: uniform prior. full_passes: in the full passes after the first (the online phase "
+        "and the split test's 2-class runs stay uniform), so over the passes classes that hold "
+        "few particles give them up to the well-populated classes they resemble; with "
+        "n_full_iters 12 it helped a channel with preferred orientation on every seed "
+        "(p2x7_preferred) and cost TRPV1 in a micelle a view on some seeds. always: from the "
+        "first online iteration on (RELION's behaviour), which at low SNR lets a large blurry "
+        "class absorb weak particles early. See the README's Status, session 23.",
     )
     force_max: bool = Field(
         True,

@@ -383,7 +383,7 @@ def test_labels_are_the_classes_of_an_e_step():
     # Engine.labels (the split test's last step) skips the statistics, not the posterior: the
     # same classes as a full E-step at factor 0, with force_max on and off, prior on and off.
     src, _ = make_set(60, noise_sd=1.0, seed=5)
-    for kw in ({}, {"force_max": False, "use_class_prior": True}):
+    for kw in ({}, {"force_max": False, "class_prior": "always"}):
         eng = _engine(**kw)
         batch = load_batch(eng, src, np.arange(60))
         eng.initialise(batch)
@@ -411,3 +411,34 @@ def test_the_background_level_is_removed_from_the_first_full_pass_on():
     assert st.background_removed
     assert float(eng._masked(level).abs().max()) < 1e-5
     assert ModelState.from_dict(st.to_dict()).background_removed
+
+
+def test_the_class_prior_acts_from_the_second_full_pass_on():
+    # class_prior full_passes: uniform in the online phase and in the first full pass, then
+    # log(class weight) is added to every class score; never in the split test's 2-class runs;
+    # always: from the start; off (the default): never.
+    src, _ = make_set(60, noise_sd=1.0, seed=5)
+    eng = _engine(class_prior="full_passes")
+    batch = load_batch(eng, src, np.arange(60))
+    eng.initialise(batch)
+    eng.absorb(eng.expectation(batch, 0.5)[1], 60, 60)
+    assert not eng.uses_class_prior
+    eng.absorb(eng.expectation(batch, 0.0)[1], 60, 60, replace=True)
+    assert eng.uses_class_prior
+    scored = eng.score(batch)
+    st = eng.state
+    st.stats.scale_class_(0, 50.0)  # class 0 now holds most of the weight
+    with_prior = eng._class_posterior(scored, 1.0)
+    uniform = torch.softmax(scored.best, dim=1)
+    assert float((with_prior[:, 0] - uniform[:, 0]).min()) > 0
+    st.fixed_resolution_A = st.resolution_A.clone()  # as in a split test's run
+    assert not eng.uses_class_prior
+    torch.testing.assert_close(eng._class_posterior(scored, 1.0), uniform)
+    st.fixed_resolution_A = None
+    for mode, expected in (("off", False), ("always", True)):
+        other = _engine(class_prior=mode)
+        other.state = st
+        assert other.uses_class_prior is expected
+    fresh = _engine(class_prior="always")
+    fresh.initialise(batch)
+    assert fresh.uses_class_prior

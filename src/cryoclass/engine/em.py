@@ -444,12 +444,10 @@ class Engine:
     def _class_posterior(self, scored: "Scored", temperature: float) -> torch.Tensor:
         """(n, K) posterior over classes of scored particles at ``temperature``: each class's
         best score, or with force_max off its scores marginalised over the poses kept (as
-        RELION does), plus the class prior when use_class_prior."""
+        RELION does), plus the log class prior where ``uses_class_prior``."""
         k = self.state.n_classes
         log_prior = (
-            self.state.log_prior()
-            if self.cfg.use_class_prior
-            else torch.zeros(k, device=self.device)
+            self.state.log_prior() if self.uses_class_prior else torch.zeros(k, device=self.device)
         )
         class_score, near = scored.best, scored.nearby
         if near is not None:
@@ -457,6 +455,18 @@ class Engine:
                 1, near.cls, temperature * torch.logsumexp(near.score / temperature, dim=2)
             )
         return class_posterior(class_score, log_prior, temperature)[0]
+
+    @property
+    def uses_class_prior(self) -> bool:
+        """Whether class posteriors include the log class prior now (``Config.class_prior``):
+        always, or with full_passes once a full pass has replaced the statistics
+        (``ModelState.background_removed`` marks it) and outside the split test's 2-class runs
+        (``ModelState.fixed_resolution_A``), which start from equal classes."""
+        mode = self.cfg.class_prior
+        if mode == "always":
+            return True
+        st = self.state
+        return mode == "full_passes" and st.background_removed and st.fixed_resolution_A is None
 
     def labels(self, batch: ParticleBatch) -> np.ndarray:
         """(n,) most probable class of each particle of the batch at annealing factor 0: the
