@@ -139,6 +139,15 @@ def test_execution_fields_are_the_resumable_ones():
     assert set(EXECUTION) == EXECUTION_FIELDS
 
 
+def test_settings_saved_by_earlier_versions_still_load():
+    # checkpoints and config.json written before class_prior existed hold use_class_prior
+    assert Config(use_class_prior=True).class_prior == "always"
+    assert Config(use_class_prior=False).class_prior == "off"
+    saved = Config(n_classes=4).model_dump()
+    saved.pop("class_prior")
+    assert Config(**saved, use_class_prior=False).changes_from(Config(n_classes=4)) == []
+
+
 def test_every_field_is_covered():
     covered = set(BATCH) | set(STREAM) | set(EXECUTION)
     assert set(Config.model_fields) == covered, (

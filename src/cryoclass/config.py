@@ -239,6 +239,16 @@ class Config(BaseModel):
             if k not in EXECUTION_FIELDS and getattr(saved, k) != getattr(self, k)
         ]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: object) -> object:
+        """Settings saved by earlier versions (checkpoints, config.json) still load:
+        use_class_prior (bool, until session 23) is class_prior "always" / "off"."""
+        if isinstance(data, dict) and "use_class_prior" in data and "class_prior" not in data:
+            data = dict(data)
+            data["class_prior"] = "always" if data.pop("use_class_prior") else "off"
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "Config":
         if self.min_res_A is not None and self.min_res_A <= self.max_res_A:
