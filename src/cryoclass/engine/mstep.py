@@ -299,6 +299,11 @@ class ClassAverages:
     tau2: torch.Tensor
 
 
+#: In a shell's signal power estimate, points whose CTF^2 weight (den) is below this fraction of
+#: the shell's mean weight count (den / floor)^2 each instead of 1 (see ``wiener_averages``).
+LOW_WEIGHT_FRACTION = 0.25
+
+
 def wiener_averages(
     stats: Statistics,
     sigma2_shell: torch.Tensor,
@@ -311,6 +316,17 @@ def wiener_averages(
     tau2 per class and shell is estimated from the data: the power of the unregularised average
     minus its noise power sigma2/den (clamped at 0), so shells without signal are set to zero and
     classes with few particles come out smooth rather than noisy.
+
+    Each point's estimate |num/den|^2 - sigma2/den has a variance that grows as 1/den^2. Where
+    the particles of a class share one defocus (nominal defocus, one micrograph, a small class)
+    den falls to almost 0 on the CTF's zero rings, a few such points outweigh the rest of their
+    shell, tau2 comes out huge, the filter lets num/den through there and the average shows a
+    lattice of dots at that ring's frequency (real picks at one nominal defocus, K = 5: a class of
+    two particles drawn as a dot pattern; simulated, three particles at one defocus: power on the
+    zero rings 7x the truth's). So points below LOW_WEIGHT_FRACTION of their shell's mean weight
+    count (den / floor)^2 (inverse-variance weighting below the floor, equal weights above it, as
+    before: where no point is below the floor, as in classes of particles at many defoci, the
+    estimate is unchanged).
     """
     n_shells = sigma2_shell.numel()
     sig = sigma2_shell[grid.shell][None, :]  # (1, Q)
@@ -318,12 +334,16 @@ def wiener_averages(
 
     def filt(num: torch.Tensor, den: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         has = den > 1e-6
+        use = has.float() * inside
         unreg = torch.where(has, num / den.clamp_min(1e-6), torch.zeros_like(num))
-        p_u = (unreg.real**2 + unreg.imag**2) * inside * has
-        p_n = torch.where(has, sig / den.clamp_min(1e-6), torch.zeros_like(den)) * inside
-        cnt = shell_sum((has.float() * inside), grid.shell, n_shells).clamp_min(1)
+        p_u = (unreg.real**2 + unreg.imag**2) * use
+        p_n = torch.where(has, sig / den.clamp_min(1e-6), torch.zeros_like(den)) * use
+        cnt = shell_sum(use, grid.shell, n_shells).clamp_min(1)
+        floor = LOW_WEIGHT_FRACTION * shell_sum(den * use, grid.shell, n_shells) / cnt
+        w = (den / floor[:, grid.shell].clamp_min(1e-30)).clamp(max=1.0) ** 2 * use
         tau2 = (
-            (shell_sum(p_u, grid.shell, n_shells) - shell_sum(p_n, grid.shell, n_shells)) / cnt
+            (shell_sum(w * p_u, grid.shell, n_shells) - shell_sum(w * p_n, grid.shell, n_shells))
+            / shell_sum(w, grid.shell, n_shells).clamp_min(1)
         ).clamp_min(0)
         t = tau2[:, grid.shell] * tau2_fudge
         reg = torch.where(t > 0, sig / t.clamp_min(1e-20), torch.full_like(t, float("inf")))
