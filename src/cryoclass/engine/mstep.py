@@ -321,9 +321,9 @@ def wiener_averages(
     the particles of a class share one defocus (nominal defocus, one micrograph, a small class)
     den falls to almost 0 on the CTF's zero rings, a few such points outweigh the rest of their
     shell, tau2 comes out huge, the filter lets num/den through there and the average shows a
-    lattice of dots at that ring's frequency (real picks at one nominal defocus, K = 5: a class of
-    two particles drawn as a dot pattern; simulated, three particles at one defocus: power on the
-    zero rings 7x the truth's). So points below LOW_WEIGHT_FRACTION of their shell's mean weight
+    lattice of dots or stripes at that ring's frequency (121 real picks at one nominal defocus,
+    K = 5: the main class of 112 drawn so and reported at 11.7 Å, benchmarks/one_defocus_picks.py;
+    simulated, three particles at one defocus: power on the zero rings 7x the truth's). So points below LOW_WEIGHT_FRACTION of their shell's mean weight
     count (den / floor)^2 (inverse-variance weighting below the floor, equal weights above it, as
     before: where no point is below the floor, as in classes of particles at many defoci, the
     estimate is unchanged).
