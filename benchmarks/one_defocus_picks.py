@@ -16,11 +16,11 @@ strong picks are contaminant spheres and ice; the data are junk-rich, which is t
 
 Printed per class: particles, resolution (Å), and zero_ring: the written class average's mean
 power in a shell where the CTF is 0 (a local minimum of the shells' mean CTF^2, below 0.2,
-beyond 4 Fourier pixels) over the
-its power two shells in, the largest over such shells. Power falls with frequency and a
-CTF-corrected average is shrunk towards 0 where the CTF is 0 (zero_ring below 1); a
-lattice of dots at a zero ring's frequency, the artefact of a Wiener filter whose signal power
-estimate is swamped by those points, gives well above 1 (README, How it works, M-step). No truth: the printed figures and the picture judge.
+beyond 4 Fourier pixels) over its mean power two shells in, the largest over such shells.
+Power falls with frequency and a CTF-corrected average is shrunk towards 0 where the CTF is 0
+(zero_ring below 1); a lattice of dots at a zero ring's frequency, the artefact of a Wiener
+filter whose signal power estimate is swamped by those points, reads well above 1 (README, How
+it works, M-step). No truth: the printed figures and the picture judge.
 """
 
 from __future__ import annotations
