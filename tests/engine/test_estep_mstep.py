@@ -501,3 +501,27 @@ def test_the_signal_power_is_the_plain_shell_mean_where_no_point_is_below_the_fl
         / shell_sum(torch.ones(1, grid.size), grid.shell, n_shells).clamp_min(1)
     ).clamp_min(0)[0]
     torch.testing.assert_close(avg.tau2[0], plain, rtol=1e-5, atol=1e-6)
+
+
+def test_a_whole_shell_with_little_ctf_weight_borrows_its_neighbours_signal_power():
+    # Without astigmatism a CTF zero ring can cover a whole shell: its points all weigh alike,
+    # so down-weighting points within the shell cannot help. Before the shell borrowed its
+    # neighbours' estimate, three particles with CTF 0.01 on shell 8 gave up to 104x the truth's
+    # power there over ten draws.
+    box = 48
+    ratios = []
+    for seed in range(10):
+        stats, sigma2, grid, truth, _ = _one_defocus_class(3, 3.0, seed)
+        ctf = torch.where(grid.shell == 8, 0.01, 1.0)
+        gen = torch.Generator().manual_seed(100 + seed)
+        sigma = float(sigma2[0]) ** 0.5
+        noise = torch.complex(
+            torch.randn(3, grid.size, generator=gen), torch.randn(3, grid.size, generator=gen)
+        ) * (sigma / 2**0.5)
+        stats = Statistics.zeros(1, grid.size, box // 2 + 2, "cpu")
+        stats.num[:, 0] = (ctf * (ctf * truth + noise)).sum(0) / 2
+        stats.den[:, 0] = 3 * ctf**2 / 2
+        avg = wiener_averages(stats, sigma2, grid, torch.ones(grid.size, dtype=torch.bool), 2.0)
+        ring = grid.shell == 8
+        ratios.append(float((avg.full[0, ring].abs() ** 2).sum() / (truth[ring].abs() ** 2).sum()))
+    assert max(ratios) < 1.0, ratios

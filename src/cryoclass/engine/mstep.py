@@ -300,7 +300,8 @@ class ClassAverages:
 
 
 #: In a shell's signal power estimate, points whose CTF^2 weight (den) is below this fraction of
-#: the shell's mean weight count (den / floor)^2 each instead of 1 (see ``wiener_averages``).
+#: the shell's mean weight count (den / floor)^2 each instead of 1, and a shell whose mean weight
+#: is below this fraction of its neighbours' borrows their estimate (see ``wiener_averages``).
 LOW_WEIGHT_FRACTION = 0.25
 
 
@@ -323,10 +324,15 @@ def wiener_averages(
     shell, tau2 comes out huge, the filter lets num/den through there and the average shows a
     lattice of dots or stripes at that ring's frequency (121 real picks at one nominal defocus,
     K = 5: the main class of 112 drawn so and reported at 11.7 Å, benchmarks/one_defocus_picks.py;
-    simulated, three particles at one defocus: power on the zero rings 7x the truth's). So points below LOW_WEIGHT_FRACTION of their shell's mean weight
-    count (den / floor)^2 (inverse-variance weighting below the floor, equal weights above it, as
-    before: where no point is below the floor, as in classes of particles at many defoci, the
-    estimate is unchanged).
+    simulated, three particles at one defocus: power on the zero rings 7x the truth's). So points
+    below LOW_WEIGHT_FRACTION of their shell's mean weight count (den / floor)^2 (inverse-variance
+    weighting below the floor, equal weights above it, as before). Where the CTF has no
+    astigmatism a zero ring can take a whole shell, whose points then all weigh alike: a shell
+    whose mean weight is below LOW_WEIGHT_FRACTION of its two neighbours' takes their estimate in
+    proportion (trust (mean / floor)^2, the rest from the smaller of the neighbours' own
+    estimates: the spectrum falls, and the larger inner one would pass noise on the ring).
+    Where no point and no shell is below its floor, as in classes of particles at many defoci,
+    the estimate is unchanged.
     """
     n_shells = sigma2_shell.numel()
     sig = sigma2_shell[grid.shell][None, :]  # (1, Q)
@@ -341,10 +347,18 @@ def wiener_averages(
         cnt = shell_sum(use, grid.shell, n_shells).clamp_min(1)
         floor = LOW_WEIGHT_FRACTION * shell_sum(den * use, grid.shell, n_shells) / cnt
         w = (den / floor[:, grid.shell].clamp_min(1e-30)).clamp(max=1.0) ** 2 * use
-        tau2 = (
-            (shell_sum(w * p_u, grid.shell, n_shells) - shell_sum(w * p_n, grid.shell, n_shells))
-            / shell_sum(w, grid.shell, n_shells).clamp_min(1)
-        ).clamp_min(0)
+        own = (
+            shell_sum(w * p_u, grid.shell, n_shells) - shell_sum(w * p_n, grid.shell, n_shells)
+        ) / shell_sum(w, grid.shell, n_shells).clamp_min(1)
+        # a whole shell with little weight (a zero ring of one shared CTF) borrows the smaller of
+        # its neighbours' estimates, in proportion to how far its mean weight falls below theirs
+        d_mean = shell_sum(den * use, grid.shell, n_shells) / cnt
+        pad = torch.cat([d_mean[:, :1], d_mean, d_mean[:, -1:]], 1)
+        near = 0.5 * (pad[:, :-2] + pad[:, 2:])
+        trust = (d_mean / (LOW_WEIGHT_FRACTION * near).clamp_min(1e-30)).clamp(max=1.0) ** 2
+        pad_own = torch.cat([own[:, :1], own, own[:, -1:]], 1)
+        borrowed = torch.minimum(pad_own[:, :-2], pad_own[:, 2:])
+        tau2 = torch.where(trust < 1, trust * own + (1 - trust) * borrowed, own).clamp_min(0)
         t = tau2[:, grid.shell] * tau2_fudge
         reg = torch.where(t > 0, sig / t.clamp_min(1e-20), torch.full_like(t, float("inf")))
         avg = torch.where(torch.isfinite(reg), num / (den + reg), torch.zeros_like(num))
