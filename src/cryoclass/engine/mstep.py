@@ -345,14 +345,14 @@ def wiener_averages(
         p_u = (unreg.real**2 + unreg.imag**2) * use
         p_n = torch.where(has, sig / den.clamp_min(1e-6), torch.zeros_like(den)) * use
         cnt = shell_sum(use, grid.shell, n_shells).clamp_min(1)
-        floor = LOW_WEIGHT_FRACTION * shell_sum(den * use, grid.shell, n_shells) / cnt
+        d_mean = shell_sum(den * use, grid.shell, n_shells) / cnt  # (K, n_shells) mean weight
+        floor = LOW_WEIGHT_FRACTION * d_mean
         w = (den / floor[:, grid.shell].clamp_min(1e-30)).clamp(max=1.0) ** 2 * use
         own = (
             shell_sum(w * p_u, grid.shell, n_shells) - shell_sum(w * p_n, grid.shell, n_shells)
         ) / shell_sum(w, grid.shell, n_shells).clamp_min(1)
         # a whole shell with little weight (a zero ring of one shared CTF) borrows the smaller of
         # its neighbours' estimates, in proportion to how far its mean weight falls below theirs
-        d_mean = shell_sum(den * use, grid.shell, n_shells) / cnt
         pad = torch.cat([d_mean[:, :1], d_mean, d_mean[:, -1:]], 1)
         near = 0.5 * (pad[:, :-2] + pad[:, 2:])
         trust = (d_mean / (LOW_WEIGHT_FRACTION * near).clamp_min(1e-30)).clamp(max=1.0) ** 2
