@@ -33,7 +33,6 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pandas as pd
-import starfile
 import torch
 from scipy import ndimage as ndi
 
@@ -45,7 +44,7 @@ from betagal_side_by_side import (  # noqa: E402  (sibling script)
     run_cryoclass,
     run_relion,
 )
-from cryoclass.io import write_stack  # noqa: E402
+from cryoclass.io import write_stack, write_star  # noqa: E402
 from cryoclass.physics.ctf import ctf_2d  # noqa: E402
 
 MICROGRAPH = (
@@ -93,20 +92,8 @@ def write_particles(work: Path, imgs: np.ndarray, centres: np.ndarray, args) -> 
     stack = work / "picks.mrcs"
     write_stack(stack, imgs, args.pixel_A)
     n = len(imgs)
-    optics = pd.DataFrame(
-        {
-            "rlnOpticsGroup": [1],
-            "rlnOpticsGroupName": ["opticsGroup1"],
-            "rlnVoltage": [VOLTAGE_KV],
-            "rlnSphericalAberration": [CS_MM],
-            "rlnAmplitudeContrast": [AMP_CONTRAST],
-            "rlnImagePixelSize": [args.pixel_A],
-            "rlnImageSize": [args.box],
-            "rlnImageDimensionality": [2],
-        }
-    )
     defocus = args.defocus_um * 1e4
-    particles = pd.DataFrame(
+    table = pd.DataFrame(
         {
             "rlnImageName": [f"{i + 1:06d}@{stack.name}" for i in range(n)],
             "rlnMicrographName": [MICROGRAPH.name] * n,
@@ -116,10 +103,15 @@ def write_particles(work: Path, imgs: np.ndarray, centres: np.ndarray, args) -> 
             "rlnDefocusV": [defocus] * n,
             "rlnDefocusAngle": [0.0] * n,
             "rlnOpticsGroup": [1] * n,
+            "rlnVoltage": [VOLTAGE_KV] * n,
+            "rlnSphericalAberration": [CS_MM] * n,
+            "rlnAmplitudeContrast": [AMP_CONTRAST] * n,
+            "rlnImagePixelSize": [args.pixel_A] * n,
+            "rlnImageSize": [args.box] * n,
         }
     )
     star = work / "picks.star"
-    starfile.write({"optics": optics, "particles": particles}, star, overwrite=True)
+    write_star(star, table)  # the optics columns go to data_optics
     return star
 
 
