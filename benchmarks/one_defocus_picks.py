@@ -46,6 +46,7 @@ from betagal_side_by_side import (  # noqa: E402  (sibling script)
 )
 from cryoclass.io import write_stack, write_star  # noqa: E402
 from cryoclass.physics.ctf import ctf_2d  # noqa: E402
+from cryoclass.simulate.noise import relion_normalise  # noqa: E402
 
 MICROGRAPH = (
     Path(__file__).resolve().parents[1].parent
@@ -77,14 +78,10 @@ def blob_picks(micrograph: np.ndarray, n: int, box: int) -> np.ndarray:
 
 def extract(micrograph: np.ndarray, centres: np.ndarray, box: int) -> np.ndarray:
     """(m, box, box) float32 boxes, contrast inverted, each with mean 0 and sd 1 outside a
-    circle of 0.75 x box (RELION's extraction normalisation)."""
+    circle of 0.75 x box (RELION's extraction normalisation, ``relion_normalise``)."""
     half = box // 2
     imgs = np.stack([-micrograph[y - half : y + half, x - half : x + half] for y, x in centres])
-    yy, xx = np.mgrid[:box, :box] - box / 2 + 0.5
-    bg = np.hypot(yy, xx) > 0.375 * box
-    mean = imgs[:, bg].mean(1)[:, None, None]
-    sd = imgs[:, bg].std(1)[:, None, None]
-    return ((imgs - mean) / sd).astype(np.float32)
+    return relion_normalise(torch.from_numpy(imgs.astype(np.float32))).numpy()
 
 
 def write_particles(work: Path, imgs: np.ndarray, centres: np.ndarray, args) -> Path:
