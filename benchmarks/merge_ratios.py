@@ -10,7 +10,7 @@ view). Prints one line per pair of classes with at least --min-particles particl
 cut-off (``same_view_ratio``'s min_expected; the engine uses ``MIN_EXPECTED_FRC``), then,
 with --truth, a summary: the ratios of "copies" (both classes at least --purity pure, same
 view) against those of "distinct" pairs (both pure, different views). A threshold on the ratio separates copies from distinct views only where
-the lowest copy stays above the highest distinct pair (README, Status, session 14).
+the lowest copy stays above the highest distinct pair (docs/status.md, session 14).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ every point of the alignment band. Per pair of shells the table gives the mean r
 |R|^2 where the particle's CTF^2 is below 0.15 and where it is above 0.7, their ratio, and b / a
 of the least-squares fit |R|^2 = a + b CTF^2 (b / a = 0: the power does not follow the CTF).
 Ice and other background imaged through the microscope follow the CTF, as does whatever of the
-signal the class average does not explain; shot noise does not (README, Status, session 24).
+signal the class average does not explain; shot noise does not (docs/status.md, session 24).
 """
 
 from __future__ import annotations

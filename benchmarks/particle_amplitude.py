@@ -16,7 +16,7 @@ noise carries half its power). Per class (the model's internal index, as in
 ``merge_ratios.py``) with at least --min-particles particles: the mean alpha, its observed sd,
 the sd its noise alone gives, and the excess sd (observed^2 - noise^2, clipped at 0,
 square-rooted), the particle-to-particle amplitude change that a fitted scale would correct.
-Fitting it raises a particle's score by about (alpha - 1)^2 norm (README, Status, session 22).
+Fitting it raises a particle's score by about (alpha - 1)^2 norm (docs/status.md, session 22).
 """
 
 from __future__ import annotations

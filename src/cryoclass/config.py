@@ -38,7 +38,7 @@ class Config(BaseModel):
         "annealing on (classes are first built on the full band). "
         "Off by default. For belts (micelles, nanodiscs) that differ between particles of "
         "one view; where the belt is the same in every particle it is signal, and leaving it "
-        "out costs alignment accuracy at low SNR (README, Status).",
+        "out costs alignment accuracy at low SNR (docs/status.md).",
     )
     init_res_A: float = Field(
         25.0,
@@ -155,7 +155,7 @@ class Config(BaseModel):
         "n_full_iters 12 it helped a channel with preferred orientation on every seed "
         "(p2x7_preferred) and cost TRPV1 in a micelle a view on some seeds. always: from the "
         "first online iteration on (RELION's behaviour), which at low SNR lets a large blurry "
-        "class absorb weak particles early. See the README's Status, session 23.",
+        "class absorb weak particles early. See docs/status.md, session 23.",
     )
     force_max: bool = Field(
         True,

@@ -3,7 +3,7 @@
 Two classes can hold one view split by noise: each reference holds the noise its particles were
 aligned to, which draws particles whose noise matches it, in both half-sets alike, so the
 cross-FRC test of ``class_merge.py`` sees two signals (p2x7_preferred's top-view copies score
-0.58-0.66 there, below distinct views of the same particle, up to 0.75; README, Status).
+0.58-0.66 there, below distinct views of the same particle, up to 0.75; docs/status.md).
 
 This test asks whether the *split* is in the data. The particles of both classes are classified
 again into two classes by a small EM run from a symmetric start: both new classes begin as the
@@ -41,7 +41,7 @@ REPRODUCED = 0.70
 #: Agreement at or above which a pair's split is settled: while the pair keeps at least
 #: SAME_MEMBERS of its particles (``same_members``), later merging passes do not test it again.
 #: On trpv1_micelle the pairs reproduced at 0.83-0.99 in one pass did so again in every later
-#: pass (0.74-0.99), and the tests took about a third of the job's time (README, session 18).
+#: pass (0.74-0.99), and the tests took about a third of the job's time (docs/status.md, session 18).
 SETTLED = 0.85
 SAME_MEMBERS = 0.8
 SPLIT_STARTS = 3  # starts tried before a split counts as not reproduced

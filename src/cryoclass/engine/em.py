@@ -651,7 +651,7 @@ class Engine:
         classes (strudel6272 fell from ten classes started at the true views to four). Subtracting
         the level outside the mask first removes the ring. During the online phase the
         subtraction cost the channels in micelles (two side views merged on p2x7_micelle),
-        so it starts with the full passes (README, Status, session 21)."""
+        so it starts with the full passes (docs/status.md, session 21)."""
         if self.state.background_removed:
             return mask_outside_background(images, self.mask)
         return images * self.mask

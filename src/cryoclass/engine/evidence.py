@@ -30,7 +30,7 @@ classes better than the *same particle with its sign flipped* does?
   controls, and needs MIN_PARTICLES particles.
   Known optimism of the summed test: a class that draws particles by its coarse signal, and no
   controls, is also credited at fine shells with the noise each particle's best pose fits there.
-  The mean test alone avoids it but, as the only test, faded references too early (README, Status,
+  The mean test alone avoids it but, as the only test, faded references too early (docs/status.md,
   session 13). The engine fades its references and grows its band by the summed test alone
   (``ModelState.reference_resolution_A``), as before the mean test existed: with both tests there,
   classes drifted slightly for the worse (trpv1_micelle, the suite); the mean test only corrects
