@@ -29,9 +29,10 @@ from cryoclass.physics.fourier import Band, make_band, rfft_band, shell_frc, she
 
 #: cross-FRC / expected-for-one-signal at or above which two classes are one view. On the suite's
 #: final models, copies of one view scored 0.80-0.95 and different views at most 0.72; 0.70
-#: merged real views on two of three seeds (docs/status.md, session 8). Copies of a symmetric top view
-#: score 0.55-0.69, below two distinct side views of the same particle (0.75): each class's
-#: half-sets share the noise fitted to its reference, two copies do not (docs/status.md, session 14).
+#: merged real views on two of three seeds (docs/status.md, session 8). Copies of a symmetric
+#: top view score 0.55-0.69, below two distinct side views of the same particle (0.75): each
+#: class's half-sets share the noise fitted to its reference, two copies do not
+#: (docs/status.md, session 14).
 SAME_VIEW_RATIO = 0.75
 #: shells count when the FRC expected for one signal is at least this (signal to compare).
 MIN_EXPECTED_FRC = 0.3

@@ -41,7 +41,8 @@ REPRODUCED = 0.70
 #: Agreement at or above which a pair's split is settled: while the pair keeps at least
 #: SAME_MEMBERS of its particles (``same_members``), later merging passes do not test it again.
 #: On trpv1_micelle the pairs reproduced at 0.83-0.99 in one pass did so again in every later
-#: pass (0.74-0.99), and the tests took about a third of the job's time (docs/status.md, session 18).
+#: pass (0.74-0.99), and the tests took about a third of the job's time (docs/status.md,
+#: session 18).
 SETTLED = 0.85
 SAME_MEMBERS = 0.8
 SPLIT_STARTS = 3  # starts tried before a split counts as not reproduced
