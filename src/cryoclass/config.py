@@ -152,10 +152,11 @@ class Config(BaseModel):
         "off: uniform prior. full_passes: in the full passes after the first (the online phase "
         "and the split test's 2-class runs stay uniform), so over the passes classes that hold "
         "few particles give them up to the well-populated classes they resemble; with "
-        "n_full_iters 12 it helped a channel with preferred orientation on every seed "
-        "(p2x7_preferred) and cost TRPV1 in a micelle a view on some seeds. always: from the "
-        "first online iteration on (RELION's behaviour), which at low SNR lets a large blurry "
-        "class absorb weak particles early. See docs/status.md, session 23.",
+        "n_full_iters 12 it helped every hard case of the bench's suite on average and kept "
+        "TRPV1's views (not yet the default: the whole suite is still to be measured with it). "
+        "always: from the first online iteration on (RELION's behaviour), which at low SNR lets "
+        "a large blurry class absorb weak particles early. See docs/status.md, sessions 23 and "
+        "26.",
     )
     force_max: bool = Field(
         True,

@@ -12,6 +12,8 @@ from tests.engine.conftest import APIX, BOX, make_set, render
 from cryoclass.config import Config
 from cryoclass.engine import em as em_module
 from cryoclass.engine.class_split import (
+    FOUND,
+    FOUND_THEN_LOST,
     REPRODUCED,
     SETTLED,
     agreement,
@@ -129,3 +131,22 @@ def test_a_settled_pair_is_tested_again_only_once_it_has_lost_many_of_its_partic
     moved[:20] = 2  # class 0 loses half its particles: a quarter of the pair's
     eng._unreproduced_splits(ratios, [], lambda rows: rows, moved)
     assert len(calls) == 2
+
+
+def test_a_pair_whose_split_once_came_back_is_merged_later_only_on_a_clear_failure():
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=4), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    cls = np.repeat([0, 1, 2, 3], 30)
+    below = (
+        FOUND_THEN_LOST + REPRODUCED
+    ) / 2  # a failure for a pair never found, not for one found
+    scripted = {(0, 1): [FOUND + 0.02, below, FOUND_THEN_LOST - 0.05], (2, 3): [below]}
+    eng.split_agreement = lambda batch, old, a, b: scripted[(a, b)].pop(0)
+    ratios = {(0, 1): 0.6, (2, 3): 0.6}
+    merged = eng._unreproduced_splits(ratios, [], lambda rows: rows, cls)
+    assert [tuple(sorted(pair[:2])) for pair in merged] == [(2, 3)]  # never found: merged
+    assert eng.state.split_found[(0, 1)] == FOUND + 0.02
+    assert eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls) == []
+    merged = eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls)
+    assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]  # a clear failure: merged

@@ -28,6 +28,8 @@ from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
 from cryoclass.engine.class_merge import duplicate_pairs, kept_and_emptied, populated_ratios
 from cryoclass.engine.class_split import (
+    FOUND,
+    FOUND_THEN_LOST,
     MIN_SPLIT_MEMBERS,
     REPRODUCED,
     SAME_MEMBERS,
@@ -756,9 +758,11 @@ class Engine:
         cls: np.ndarray,
     ) -> list[tuple[int, int, float]]:
         """Pairs not in ``merged`` whose ratio is at least SPLIT_TEST_RATIO and whose split a
-        new run does not reproduce (``class_split.best_agreement`` below REPRODUCED), most
-        alike first, each class in at most one merged pair: (kept, emptied, ratio), the kept
-        class the one with more weight. A pair with fewer than MIN_SPLIT_MEMBERS particles in
+        new run does not reproduce (``class_split.best_agreement`` below REPRODUCED, or below
+        FOUND_THEN_LOST for a pair whose split once came back at FOUND or more,
+        ``ModelState.split_found``), most alike first, each class in at most one merged pair:
+        (kept, emptied, ratio), the kept class the one with more weight. A pair with fewer than
+        MIN_SPLIT_MEMBERS particles in
         a class (cls, (n,) by row) is not tested, nor a settled pair (``ModelState.settled_splits``)
         that keeps SAME_MEMBERS of its particles; load(rows) prepares a batch."""
         w = self.state.class_weights
@@ -777,7 +781,9 @@ class Engine:
             settled.pop((a, b), None)
             if found >= SETTLED:
                 settled[(a, b)] = rows
-            if found < REPRODUCED:
+            before = self.state.split_found.get((a, b), 0.0)
+            self.state.split_found[(a, b)] = max(before, found)
+            if found < (FOUND_THEN_LOST if before >= FOUND else REPRODUCED):
                 keep, drop = kept_and_emptied(a, b, w)
                 out.append((keep, drop, ratio))
                 used.update((a, b))

@@ -32,6 +32,8 @@ class ModelState:
     particles processed, whatever the updates' sizes); settled_splits: pairs of classes (a, b)
     whose split the split test found again at ``class_split.SETTLED`` or more, with the rows of
     their particles then ((m,) int): not tested again while they keep most of them;
+    split_found: pairs of classes (a, b) with the best agreement their split test has given
+    (``class_split.FOUND``);
     fixed_resolution_A: (K,) resolutions (Å) held fixed instead of measured (the split test's
     2-class runs take their pair's from the main model): no signal evidence is gathered, and
     resolution_A and reference_resolution_A stay at these; None: measured;
@@ -57,6 +59,7 @@ class ModelState:
     band_grown_at: float = 0.0
     reference_resolution_A: torch.Tensor | None = None
     settled_splits: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    split_found: dict[tuple[int, int], float] = field(default_factory=dict)
     fixed_resolution_A: torch.Tensor | None = None
     background_removed: bool = False
 
