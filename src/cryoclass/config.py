@@ -153,7 +153,8 @@ class Config(BaseModel):
         "and the split test's 2-class runs stay uniform), so over the passes classes that hold "
         "few particles give them up to the well-populated classes they resemble; with "
         "n_full_iters 12 it helped every hard case of the bench's suite on average and kept "
-        "TRPV1's views (not yet the default: the whole suite is still to be measured with it). "
+        "TRPV1's views (not yet the default: streaming and real data are still to be measured "
+        "with it). "
         "always: from the first online iteration on (RELION's behaviour), which at low SNR lets "
         "a large blurry class absorb weak particles early. See docs/status.md, sessions 23 and "
         "26.",

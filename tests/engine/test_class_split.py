@@ -138,9 +138,8 @@ def test_a_pair_whose_split_once_came_back_is_merged_later_only_on_a_clear_failu
     eng = Engine(Config(n_classes=4), BOX, APIX)
     eng.initialise(load_batch(eng, source, np.arange(120)))
     cls = np.repeat([0, 1, 2, 3], 30)
-    below = (
-        FOUND_THEN_LOST + REPRODUCED
-    ) / 2  # a failure for a pair never found, not for one found
+    # a failure for a pair never found, not for one found
+    below = (FOUND_THEN_LOST + REPRODUCED) / 2
     scripted = {(0, 1): [FOUND + 0.02, below, FOUND_THEN_LOST - 0.05], (2, 3): [below]}
     eng.split_agreement = lambda batch, old, a, b: scripted[(a, b)].pop(0)
     ratios = {(0, 1): 0.6, (2, 3): 0.6}

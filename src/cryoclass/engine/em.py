@@ -762,9 +762,9 @@ class Engine:
         FOUND_THEN_LOST for a pair whose split once came back at FOUND or more,
         ``ModelState.split_found``), most alike first, each class in at most one merged pair:
         (kept, emptied, ratio), the kept class the one with more weight. A pair with fewer than
-        MIN_SPLIT_MEMBERS particles in
-        a class (cls, (n,) by row) is not tested, nor a settled pair (``ModelState.settled_splits``)
-        that keeps SAME_MEMBERS of its particles; load(rows) prepares a batch."""
+        MIN_SPLIT_MEMBERS particles in a class (cls, (n,) by row) is not tested, nor a settled
+        pair (``ModelState.settled_splits``) that keeps SAME_MEMBERS of its particles; load(rows)
+        prepares a batch."""
         w = self.state.class_weights
         settled = self.state.settled_splits
         used = {c for pair in merged for c in pair[:2]}
