@@ -56,8 +56,8 @@ BATCH = {
     "shift_step_px": (2.0, {}),
     "exhaustive_search": (True, {}),
     "coarse_precision": ("bfloat16", {"coarse_precision": "float32"}),
-    # full_passes acts from the second full pass on
-    "class_prior": ("full_passes", {"n_full_iters": 3}),
+    # the default, full_passes, acts from the second full pass on
+    "class_prior": ("off", {"n_full_iters": 3}),
     "force_max": (False, {}),
     "white_noise": (True, {}),
     "skip_ctf": (True, {}),
@@ -143,9 +143,10 @@ def test_settings_saved_by_earlier_versions_still_load():
     # checkpoints and config.json written before class_prior existed hold use_class_prior
     assert Config(use_class_prior=True).class_prior == "always"
     assert Config(use_class_prior=False).class_prior == "off"
-    saved = Config(n_classes=4).model_dump()
+    saved = Config(n_classes=4, class_prior="off").model_dump()
     saved.pop("class_prior")
-    assert Config(**saved, use_class_prior=False).changes_from(Config(n_classes=4)) == []
+    loaded = Config(**saved, use_class_prior=False)
+    assert loaded.changes_from(Config(n_classes=4, class_prior="off")) == []
 
 
 def test_every_field_is_covered():

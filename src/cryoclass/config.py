@@ -61,7 +61,10 @@ class Config(BaseModel):
     )
     batch_size_per_class: int = Field(100, ge=1, description="Minibatch particles per class.")
     n_full_iters: int = Field(
-        6, ge=0, description="Full iterations over all particles after online EM."
+        12,
+        ge=0,
+        description="Full iterations over all particles after online EM (12 since session 27: "
+        "with class_prior full_passes the classes still improve after 6; docs/status.md).",
     )
     n_restarts: int = Field(
         1,
@@ -147,17 +150,16 @@ class Config(BaseModel):
         "fast.",
     )
     class_prior: Literal["off", "full_passes", "always"] = Field(
-        "off",
+        "full_passes",
         description="Weight classes by their population in the posterior, as RELION does. "
-        "off: uniform prior. full_passes: in the full passes after the first (the online phase "
-        "and the split test's 2-class runs stay uniform), so over the passes classes that hold "
-        "few particles give them up to the well-populated classes they resemble; with "
-        "n_full_iters 12 it helped every hard case of the bench's suite on average and kept "
-        "TRPV1's views (not yet the default: streaming and real data are still to be measured "
-        "with it). "
+        "full_passes (the default since session 27): in the full passes after the first (the "
+        "online phase and the split test's 2-class runs stay uniform), so over the passes "
+        "classes that hold few particles give them up to the well-populated classes they "
+        "resemble; with 12 full passes it helped every hard case of the bench's suite on "
+        "average, kept TRPV1's views (10 seeds) and streaming's quality. "
         "always: from the first online iteration on (RELION's behaviour), which at low SNR lets "
-        "a large blurry class absorb weak particles early. See docs/status.md, sessions 23 and "
-        "26.",
+        "a large blurry class absorb weak particles early. off: a uniform prior (the default "
+        "until session 26). See docs/status.md, sessions 23, 26 and 27.",
     )
     force_max: bool = Field(
         True,

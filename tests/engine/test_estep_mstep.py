@@ -418,7 +418,7 @@ def test_the_background_level_is_removed_from_the_first_full_pass_on():
 def test_the_class_prior_acts_from_the_second_full_pass_on():
     # class_prior full_passes: uniform in the online phase and in the first full pass, then
     # log(class weight) is added to every class score; never in the split test's 2-class runs;
-    # always: from the start; off (the default): never.
+    # always: from the start; off: never.
     src, _ = make_set(60, noise_sd=1.0, seed=5)
     eng = _engine(class_prior="full_passes")
     batch = load_batch(eng, src, np.arange(60))
