@@ -58,6 +58,7 @@ BATCH = {
     "coarse_precision": ("bfloat16", {"coarse_precision": "float32"}),
     # the default, full_passes, acts from the second full pass on
     "class_prior": ("off", {"n_full_iters": 3}),
+    "nonnegative_references": (False, {}),
     "force_max": (False, {}),
     "white_noise": (True, {}),
     "skip_ctf": (True, {}),

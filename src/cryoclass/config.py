@@ -161,6 +161,18 @@ class Config(BaseModel):
         "a large blurry class absorb weak particles early. off: a uniform prior (the default "
         "until session 26). See docs/status.md, sessions 23, 26 and 27.",
     )
+    nonnegative_references: bool = Field(
+        True,
+        description="From the first full pass on, clamp the class references to non-negative "
+        "density (each class to its own sign, that of its total density, so classes of dark "
+        "ice or contaminants are clamped the other way): a projected potential has none of "
+        "the other sign, so what an average holds there is noise and the ringing of its band "
+        "limit (CryoSPARC's 2D non-negativity). The written averages are the clamped "
+        "references. Not with skip_ctf (its averages keep the CTF's negative fringes); with "
+        "min_res_A the high-passed copies the particles are aligned to are not clamped. On by "
+        "default since session 27: better on the bench's channel in micelles and with "
+        "preferred orientation, TRPV1 within seed noise (docs/status.md).",
+    )
     force_max: bool = Field(
         True,
         description="Best pose per class, soft over classes "

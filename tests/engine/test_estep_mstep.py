@@ -1,5 +1,6 @@
 """E-step finds the true pose and class; M-step rebuilds the class; both on noise-free data."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -444,6 +445,33 @@ def test_the_class_prior_acts_from_the_second_full_pass_on():
     fresh = _engine(class_prior="always")
     fresh.initialise(batch)
     assert fresh.uses_class_prior
+
+
+def test_references_are_clamped_to_nonnegative_density_from_the_first_full_pass_on():
+    # nonnegative_references: not in the online phase (the solvent is not yet at 0), from the
+    # first full pass on (background removed); never with skip_ctf; and off leaves them as
+    # they were (the same statistics give the same averages but for the clamp).
+    src, _ = make_set(60, noise_sd=1.0, seed=5)
+    eng = _engine()
+    batch = load_batch(eng, src, np.arange(60))
+    eng.initialise(batch)
+    eng.absorb(eng.expectation(batch, 0.5)[1], 60, 60)
+    assert not eng.clamps_density
+    _, stats, _ = eng.expectation(batch, 0.0)
+    off = _engine(nonnegative_references=False)
+    off.state = copy.deepcopy(eng.state)
+    eng.absorb(stats, 60, 60, replace=True)
+    off.absorb(stats, 60, 60, replace=True)
+    assert eng.clamps_density and not off.clamps_density
+    clamped, plain = eng.state.class_images, off.state.class_images
+    assert float(plain.min()) < -0.01 * float(plain.max())
+    for c, p in zip(clamped, plain):  # each class of one sign, its own, and the rest kept
+        sign = 1.0 if float(p.sum()) >= 0 else -1.0
+        assert float((sign * c).min()) == 0.0
+        torch.testing.assert_close(c, sign * (sign * p).clamp_min(0.0))
+    skip = _engine(skip_ctf=True)
+    skip.state = eng.state
+    assert not skip.clamps_density
 
 
 def _one_defocus_class(n: int, noise_rel: float, seed: int, ctf: torch.Tensor | None = None):

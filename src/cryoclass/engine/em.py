@@ -74,6 +74,7 @@ from cryoclass.engine.particle_result import ParticleResult
 from cryoclass.engine.poses import PoseGrid, psi_grid, shift_grid, working_steps
 from cryoclass.engine.prepared_cache import PreparedCache
 from cryoclass.engine.references import RotatedReferences, rotated_references
+from cryoclass.physics.density import nonnegative_density
 from cryoclass.physics.fourier import (
     Band,
     band_to_image,
@@ -642,7 +643,18 @@ class Engine:
         full = lowpass_by_class(avg.full, self.grid, self.reference_radius(r), REFERENCE_TAPER)
         imgs = band_to_image(full, self.grid).real.float()
         st.class_images = self._masked(imgs)
+        if self.clamps_density:
+            st.class_images = nonnegative_density(st.class_images)
         st.alignment_images = self.alignment_copy(imgs)
+
+    @property
+    def clamps_density(self) -> bool:
+        """Whether the references are clamped to non-negative density now
+        (``nonnegative_references``): from the first full pass on, once their background level
+        is removed (before it the solvent is not at 0), and not with skip_ctf, whose averages
+        keep the CTF's negative fringes."""
+        cfg = self.cfg
+        return cfg.nonnegative_references and not cfg.skip_ctf and self.state.background_removed
 
     def _masked(self, images: torch.Tensor) -> torch.Tensor:
         """(..., D, D) averages masked as the model is now (``ModelState.background_removed``).
