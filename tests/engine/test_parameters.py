@@ -169,6 +169,7 @@ def test_class_references_fade_out_beyond_their_resolution():
     resolution can still grow."""
     from cryoclass.engine.em import REFERENCE_TAPER, Engine
     from cryoclass.engine.mstep import lowpass_by_class, wiener_averages
+    from cryoclass.physics.density import nonnegative_density
     from cryoclass.physics.fourier import band_to_image
     from cryoclass.physics.masks import mask_outside_background
 
@@ -194,9 +195,11 @@ def test_class_references_fade_out_beyond_their_resolution():
     torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), atol=0.07, rtol=0)
     assert torch.all(faded[q.expand_as(faded) >= radius[:, None] + REFERENCE_TAPER] == 0)
     assert st.background_removed  # after the full passes: level outside the mask removed
+    # and each class clamped to density of its own sign (nonnegative_references)
     expect = mask_outside_background(band_to_image(faded, eng.grid).real.float(), eng.mask)
-    torch.testing.assert_close(st.class_images, expect, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(st.class_images, nonnegative_density(expect), rtol=1e-4, atol=1e-5)
     whole = mask_outside_background(band_to_image(avg.full, eng.grid).real.float(), eng.mask)
+    whole = nonnegative_density(whole)
     cut = (whole - st.class_images).flatten(1).norm(dim=1) / whole.flatten(1).norm(dim=1)
     print("radius", radius.tolist(), "r_work", r, "power cut", cut.tolist())
     assert float(cut.max()) > 0.01  # the fade bites within this run's band
