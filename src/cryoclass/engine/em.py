@@ -627,8 +627,9 @@ class Engine:
         """Class averages, half-set averages and resolutions from the statistics, in the band
         of radius r (Fourier pixels). Each class's reference (``class_images``, what particles
         are aligned to and what is written) is whole up to its own resolution
-        (``reference_radius``) and fades out over the next REFERENCE_TAPER shells; the half-set
-        averages keep the whole band, so the evidence for finer shells can still build up."""
+        (``reference_radius``) and fades out over the next REFERENCE_TAPER shells, and is clamped
+        to density of its own sign when ``clamps_density``; the half-set averages keep the whole
+        band, unclamped, so the evidence for finer shells can still build up."""
         st = self.state
         gmask = self.grid_mask(r)
         avg = wiener_averages(st.stats, st.sigma2, self.grid, gmask, self.cfg.tau2_fudge)

@@ -18,7 +18,9 @@ from cryoclass.engine.mstep import Statistics
 class ModelState:
     """Everything needed to continue a job.
 
-    class_images: (K, D, D) float32 real-space class averages (masked), pixel_size_A Å/px;
+    class_images: (K, D, D) float32 real-space class averages (masked; from the first full pass
+    on each clamped to density of its own sign, ``Config.nonnegative_references``), pixel_size_A
+    Å/px;
     stats: running sufficient statistics; sigma2: (D//2+1,) noise variance per shell;
     r_work: working resolution radius (Fourier pixels); resolution_A: (K,) the classes'
     resolution (Å) as written and shown (the FRC's, no finer than the signal evidence);
