@@ -156,7 +156,7 @@ class Config(BaseModel):
         "online phase and the split test's 2-class runs stay uniform), so over the passes "
         "classes that hold few particles give them up to the well-populated classes they "
         "resemble; with 12 full passes it helped every hard case of the bench's suite on "
-        "average, kept TRPV1's views (10 seeds) and streaming's quality. "
+        "average and left TRPV1 within seed noise (10 seeds) and streaming as good as batch. "
         "always: from the first online iteration on (RELION's behaviour), which at low SNR lets "
         "a large blurry class absorb weak particles early. off: a uniform prior (the default "
         "until session 26). See docs/status.md, sessions 23, 26 and 27.",
