@@ -10,15 +10,20 @@ import torch
 from tests.engine.conftest import APIX, BOX, make_set, render
 
 from cryoclass.config import Config
+from cryoclass.engine import class_split
 from cryoclass.engine import em as em_module
 from cryoclass.engine.class_split import (
     FOUND,
     FOUND_THEN_LOST,
+    MAX_SPLIT_ITERATIONS,
     REPRODUCED,
     SETTLED,
+    SPLIT_ITERATIONS,
+    STILL_RISING,
     agreement,
     same_members,
     start_images,
+    still_settling,
     two_class_state,
 )
 from cryoclass.engine.em import Engine
@@ -62,6 +67,47 @@ def test_a_split_between_two_shapes_is_found_again_and_a_random_split_of_one_sha
     chance = np.random.default_rng(seed).integers(0, 2, one_shape.size)
     copies = eng.split_agreement(load_batch(eng, source, one_shape), chance, 0, 1)
     assert copies < REPRODUCED
+
+
+def test_a_start_goes_on_past_its_iterations_only_while_its_split_still_rises():
+    for done in range(SPLIT_ITERATIONS):  # the first iterations run whatever the agreement
+        assert still_settling(done, 0.5, 0.5) and still_settling(done, 0.99, 0.5)
+    rising = 0.65
+    assert still_settling(SPLIT_ITERATIONS, rising, rising - STILL_RISING - 0.01)
+    assert not still_settling(SPLIT_ITERATIONS, rising, rising - STILL_RISING + 0.01)  # level
+    assert not still_settling(SPLIT_ITERATIONS, 0.55, 0.6)  # falling
+    assert not still_settling(SPLIT_ITERATIONS, SETTLED, SETTLED - 0.2)  # found: settled
+    assert not still_settling(MAX_SPLIT_ITERATIONS, rising, 0.5)  # the cap
+
+
+@pytest.mark.parametrize(
+    "trajectory, iterations",
+    [
+        ([0.5, 0.52, 0.55, 0.6, 0.64, 0.66, 0.67], SPLIT_ITERATIONS),  # levelled off at five
+        ([0.5, 0.52, 0.55, 0.6, 0.64, 0.7, 0.76, 0.8, 0.81], SPLIT_ITERATIONS + 3),
+        ([0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.9], SPLIT_ITERATIONS + 1),  # settled
+        ([0.4 + 0.04 * i for i in range(13)], MAX_SPLIT_ITERATIONS),  # the cap
+    ],
+)
+def test_a_split_run_iterates_as_its_agreement_says(monkeypatch, trajectory, iterations):
+    source, truth = make_set(60, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=2, max_res_A=8.0), BOX, APIX)
+    batch = load_batch(eng, source, np.arange(60))
+    eng.initialise(batch)
+    monkeypatch.setattr(class_split, "SPLIT_STARTS", 1)
+    scripted = list(trajectory)  # agreement of the labels after 0, 1, 2, ... EM iterations
+    monkeypatch.setattr(em_module, "agreement", lambda old, new: scripted.pop(0))
+    absorbed = []
+    real_absorb = Engine.absorb
+
+    def counting_absorb(self, *args, **kwargs):
+        absorbed.append(1)
+        return real_absorb(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "absorb", counting_absorb)
+    eng.split_agreement(batch, (truth["cls"] == 1).astype(int), 0, 1)
+    assert len(absorbed) == iterations
+    assert len(trajectory) - len(scripted) == iterations + 1  # the labels after the last one
 
 
 def test_a_two_class_run_keeps_its_pair_resolution_and_gathers_no_evidence():

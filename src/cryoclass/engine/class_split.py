@@ -54,7 +54,16 @@ SAME_MEMBERS = 0.8
 FOUND = 0.80
 FOUND_THEN_LOST = 0.60
 SPLIT_STARTS = 3  # starts tried before a split counts as not reproduced
-SPLIT_ITERATIONS = 5  # EM iterations of each start
+SPLIT_ITERATIONS = 5  # EM iterations of each start, at least
+#: A start goes on past SPLIT_ITERATIONS, up to this many iterations, while its agreement with the
+#: old split still rises by STILL_RISING or more per iteration and is below SETTLED
+#: (``still_settling``). From a symmetric start a real split emerges slowly: logged on
+#: trpv1_micelle and strudel6272, such runs were at 0.64-0.73 after five iterations and still
+#: rising by 0.04-0.09 per iteration, and whether they crossed REPRODUCED by then was chance
+#: (one pair 0.68 from one start, 0.97 from the next); runs on copies of one view level off at
+#: 0.50-0.65 within two or three iterations (docs/status.md, session 28).
+MAX_SPLIT_ITERATIONS = 10
+STILL_RISING = 0.03
 START_NOISE = 0.3  # sd of each start's perturbation, as a fraction of the start image's sd
 MIN_SPLIT_MEMBERS = 10  # particles each class of a pair needs for its split to be tested
 
@@ -94,6 +103,16 @@ def agreement(old: np.ndarray, new: np.ndarray) -> float:
     the two ways to match labels: 1 for the same split, about 0.5 for an unrelated one."""
     same = float(np.mean(np.asarray(old) == np.asarray(new)))
     return max(same, 1.0 - same)
+
+
+def still_settling(done: int, now: float, before: float) -> bool:
+    """Whether a start's 2-class run goes on after ``done`` EM iterations, given the agreement
+    with the old split of the labels they give (now) and of those one iteration earlier
+    (before): always before SPLIT_ITERATIONS, then while the agreement is below SETTLED and
+    still rising by STILL_RISING, up to MAX_SPLIT_ITERATIONS."""
+    if done < SPLIT_ITERATIONS:
+        return True
+    return done < MAX_SPLIT_ITERATIONS and now < SETTLED and now - before >= STILL_RISING
 
 
 def best_agreement(

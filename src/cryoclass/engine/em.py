@@ -34,12 +34,13 @@ from cryoclass.engine.class_split import (
     REPRODUCED,
     SAME_MEMBERS,
     SETTLED,
-    SPLIT_ITERATIONS,
     SPLIT_TEST_RATIO,
+    agreement,
     best_agreement,
     pair_split,
     same_members,
     start_images,
+    still_settling,
     two_class_state,
 )
 from cryoclass.engine.device import gemm_dtype
@@ -475,8 +476,12 @@ class Engine:
         """(n,) most probable class of each particle of the batch at annealing factor 0: the
         classes ``expectation(batch, 0.0)`` gives, without its statistics."""
         scored = self.score(batch)
-        post = self._class_posterior(scored, self.batch_temperature(0.0, scored.best))
-        return post.argmax(1).cpu().numpy()
+        return self.scored_labels(scored, self.batch_temperature(0.0, scored.best))
+
+    def scored_labels(self, scored: "Scored", temperature: float) -> np.ndarray:
+        """(n,) most probable class of each scored particle at ``temperature``: the classes
+        ``conclude(batch, scored, temperature)`` gives, without its statistics."""
+        return self._class_posterior(scored, temperature).argmax(1).cpu().numpy()
 
     def _accumulate_evidence(
         self, batch: ParticleBatch, scored: "Scored", stats: Statistics
@@ -805,8 +810,9 @@ class Engine:
     def split_agreement(self, batch: ParticleBatch, old: np.ndarray, a: int, b: int) -> float:
         """How well 2-class runs from symmetric starts made from class a's average find the
         split old ((n,) 0/1 labels of the batch's particles, classes a / b) again
-        (``class_split.py``): each run SPLIT_ITERATIONS full passes over the batch at annealing
-        factor 0, then the labels of one more E-step. The runs' references are faded at the
+        (``class_split.py``): each run full passes over the batch at annealing factor 0, at
+        least SPLIT_ITERATIONS and more while its split still settles (``still_settling``),
+        then the labels of one more E-step. The runs' references are faded at the
         finer of the pair's two resolutions in this model (``reference_radius``), held fixed:
         they gather no signal evidence of their own."""
         cfg = self.cfg.model_copy(update={"n_classes": 2, "seed": self.cfg.seed + 7})
@@ -821,11 +827,18 @@ class Engine:
         def run(imgs: torch.Tensor) -> np.ndarray:
             sub.state = two_class_state(self.state, imgs, self.grid.size, self.n_shells, pair_res)
             sub.state.alignment_images = sub.alignment_copy(imgs)
-            for _ in range(SPLIT_ITERATIONS):
-                _, stats, _ = sub.expectation(batch, 0.0)
+            done, before = 0, 0.0
+            while True:
+                scored = sub.score(batch)
+                temperature = sub.batch_temperature(0.0, scored.best)
+                labels = sub.scored_labels(scored, temperature)
+                now = agreement(old, labels)
+                if not still_settling(done, now, before):
+                    return labels
+                _, stats, _ = sub.conclude(batch, scored, temperature)
                 sub.state.distinct_seen = 0
                 sub.absorb(stats, batch.n, batch.n, replace=True)
-            return sub.labels(batch)
+                done, before = done + 1, now
 
         return best_agreement(old, starts, run)
 
