@@ -58,8 +58,8 @@ SPLIT_ITERATIONS = 5  # EM iterations of each start, at least
 #: A start goes on past SPLIT_ITERATIONS, up to this many iterations, while its agreement with the
 #: old split still rises by STILL_RISING or more per iteration and is below SETTLED
 #: (``still_settling``). From a symmetric start a real split emerges slowly: logged on
-#: trpv1_micelle and strudel6272, such runs were at 0.64-0.73 after five iterations and still
-#: rising by 0.04-0.09 per iteration, and whether they crossed REPRODUCED by then was chance
+#: trpv1_micelle and strudel6272, such runs were at 0.68-0.77 after five iterations and still
+#: rising by 0.04-0.14 per iteration, and whether they had crossed REPRODUCED by then was chance
 #: (one pair 0.68 from one start, 0.97 from the next); runs on copies of one view level off at
 #: 0.50-0.65 within two or three iterations (docs/status.md, session 28).
 MAX_SPLIT_ITERATIONS = 10
