@@ -222,7 +222,9 @@ class Config(BaseModel):
         "pair whose averages show one view (they agree as well as their own half-sets say one "
         "signal can, or they look alike and a new 2-class run from a symmetric start does not "
         "find their split again); its particles go to the other class and it stays empty "
-        "(999 Å), so views are not split over copies.",
+        "(999 Å), so views are not split over copies. The same 2-class runs also fill empty "
+        "classes: a class whose own particles two runs split alike is divided, and a tested "
+        "pair whose runs agree on another split takes it instead of being merged.",
     )
     hard_classify_last_iter: bool = Field(
         False,

@@ -13,14 +13,20 @@ from cryoclass.config import Config
 from cryoclass.engine import class_split
 from cryoclass.engine import em as em_module
 from cryoclass.engine.class_split import (
+    AGREED,
+    DIVIDE_TESTS,
     FOUND,
     FOUND_THEN_LOST,
     MAX_SPLIT_ITERATIONS,
     REPRODUCED,
     SETTLED,
     SPLIT_ITERATIONS,
+    SPLIT_STARTS,
     STILL_RISING,
+    SplitRuns,
     agreement,
+    best_agreement,
+    division_candidates,
     same_members,
     start_images,
     still_settling,
@@ -163,11 +169,11 @@ def test_a_settled_pair_is_tested_again_only_once_it_has_lost_many_of_its_partic
     cls = np.repeat([0, 1, 2], 40)
     calls = []
 
-    def split_agreement(batch, old, a, b):
+    def split_runs(batch, old, a, b):
         calls.append(a)
-        return SETTLED
+        return SplitRuns(SETTLED), []
 
-    eng.split_agreement = split_agreement  # the 2-class runs are tested above
+    eng.split_runs = split_runs  # the 2-class runs are tested above
     ratios = {(0, 1): 0.6}
     assert eng._unreproduced_splits(ratios, [], lambda rows: rows, cls) == []
     assert len(calls) == 1 and set(eng.state.settled_splits) == {(0, 1)}
@@ -187,7 +193,7 @@ def test_a_pair_whose_split_once_came_back_is_merged_later_only_on_a_clear_failu
     # a failure for a pair never found, not for one found
     below = (FOUND_THEN_LOST + REPRODUCED) / 2
     scripted = {(0, 1): [FOUND + 0.02, below, FOUND_THEN_LOST - 0.05], (2, 3): [below]}
-    eng.split_agreement = lambda batch, old, a, b: scripted[(a, b)].pop(0)
+    eng.split_runs = lambda batch, old, a, b: (SplitRuns(scripted[(a, b)].pop(0)), [])
     ratios = {(0, 1): 0.6, (2, 3): 0.6}
     merged = eng._unreproduced_splits(ratios, [], lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(2, 3)]  # never found: merged
@@ -195,3 +201,109 @@ def test_a_pair_whose_split_once_came_back_is_merged_later_only_on_a_clear_failu
     assert eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls) == []
     merged = eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]  # a clear failure: merged
+
+
+def _labels(pattern: str) -> np.ndarray:
+    return np.array([int(c) for c in pattern])
+
+
+def test_the_runs_stop_at_the_old_split_or_at_a_split_two_of_them_find():
+    old = _labels("0000011111")
+    other = _labels("0101010101")  # agrees with old on 6 particles of 10
+
+    def scripted(*outs):
+        calls = []
+
+        def run(_start):
+            calls.append(1)
+            return outs[len(calls) - 1]
+
+        return run, calls
+
+    run, calls = scripted(old)  # the old split comes back: one run
+    assert best_agreement(old, lambda i: None, run) == SplitRuns(1.0)
+    assert len(calls) == 1
+    run, calls = scripted(other, 1 - other)  # another split, found again (labels swapped)
+    assert best_agreement(old, lambda i: None, run) == SplitRuns(0.6, 0)
+    assert len(calls) == 2
+    shuffled = [_labels("0011001100"), _labels("0110011001"), _labels("1000110110")]
+    assert max(agreement(a, b) for a in shuffled for b in shuffled if a is not b) < AGREED
+    run, calls = scripted(*shuffled)  # every run a split of its own
+    assert best_agreement(old, lambda i: None, run).agreed is None
+    assert len(calls) == SPLIT_STARTS
+    run, calls = scripted(shuffled[0], other, other)  # a class tested alone: no old split
+    assert best_agreement(None, lambda i: None, run) == SplitRuns(0.0, 1)
+
+
+def test_division_candidates_are_the_largest_untested_classes_while_one_is_empty():
+    weights = np.array([300.0, 120.0, 0.0, 200.0, 80.0, 100.0])  # mean 133
+    members = {c: np.arange(int(w)) + 1000 * c for c, w in enumerate(weights)}
+    assert division_candidates(weights, members, {}) == [0, 3][:DIVIDE_TESTS]
+    assert division_candidates(weights, members, {0: members[0]}) == [3]  # 0 found undivided
+    changed = {0: np.arange(150)}  # 0 has taken in many particles since
+    assert division_candidates(weights, members, changed)[0] == 0
+    full = weights.copy()
+    full[2] = 100.0  # no class empty: nothing to fill
+    assert division_candidates(full, members, {}) == []
+    few = {**members, 0: np.arange(4 * class_split.MIN_SPLIT_MEMBERS - 1)}
+    assert 0 not in division_candidates(weights, few, {})
+
+
+def _mixed_model(seed: int):
+    """A model of three shapes whose class 0 holds shapes 0 and 1 (the statistics of both,
+    each aligned to its own shape), class 1 is empty and class 2 holds shape 2; and each
+    particle's class."""
+    source, truth = make_set(300, noise_sd=0.5, seed=seed)
+    eng = Engine(Config(n_classes=3, max_res_A=8.0, seed=seed), BOX, APIX)
+    batch = load_batch(eng, source, np.arange(300))
+    eng.initialise(batch)
+    clean = render(np.arange(3), np.zeros(3), np.zeros(3), np.zeros(3))
+    eng.state.class_images = clean * eng.mask
+    eng.state.r_work = 12.0
+    res, stats, _ = eng.expectation(batch, 0.0, hard=True)
+    for mixed, moved in zip(stats._of_class(0), stats._of_class(1), strict=True):
+        mixed.add_(moved)
+    stats.clear_class_(1)
+    eng.absorb(stats, batch.n, batch.n, replace=True)
+    return eng, source, truth, np.where(res.cls == 1, 0, res.cls)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_class_holding_two_shapes_is_divided_into_the_empty_class_and_a_pure_one_is_not(seed):
+    eng, source, truth, cls = _mixed_model(seed)
+    assert set(cls.tolist()) == {0, 2} and set(truth["cls"][cls == 0].tolist()) == {0, 1}
+    weight = float(eng.state.class_weights.sum())
+    divided = eng.divide_classes(lambda rows: load_batch(eng, source, rows), cls)
+    assert divided == [(0, 1)]
+    assert float(eng.state.class_weights.sum()) == pytest.approx(weight, rel=1e-4)
+    assert 2 in eng.state.undivided  # tested, not divided
+    labels = eng.labels(load_batch(eng, source, np.arange(300)))
+    # each shape is now mostly in a class of its own
+    major = [np.bincount(labels[truth["cls"] == shape]).argmax() for shape in (0, 1)]
+    assert major[0] != major[1]
+    for shape in (0, 1):
+        assert np.mean(labels[truth["cls"] == shape] == major[shape]) > 0.8
+    # nothing empty any more: no further test
+    assert eng.divide_classes(lambda rows: load_batch(eng, source, rows), labels) == []
+
+
+def test_a_pair_whose_runs_agree_on_another_split_takes_it_instead_of_being_merged():
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=3), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    cls = np.repeat([0, 1, 2], 40)
+    before = eng.state.class_weights.clone()
+    run = eng.state.stats.__class__.zeros(2, eng.grid.size, eng.n_shells, eng.device)
+    run.weight[:] = torch.tensor([[15.0, 25.0], [15.0, 25.0]])  # 30 and 50 particles
+    eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55, 0), [run])
+    redrawn = []
+    assert eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls, redrawn) == []
+    assert redrawn == [(0, 1)]
+    w = eng.state.class_weights
+    pair = float(before[0] + before[1])
+    assert float(w[0]) == pytest.approx(0.375 * pair) and float(w[1]) == pytest.approx(0.625 * pair)
+    assert float(w[2]) == float(before[2])
+    # runs that agree on nothing: merged as before
+    eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55), [])
+    merged = eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls)
+    assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]

@@ -45,6 +45,7 @@ def iteration_progress(description: str) -> Iterator:
                 f"logL={entry.mean_loglik:9.2f} {entry.seconds:6.1f} s"
                 + (f" reseeded={entry.reseeded}" if entry.reseeded else "")
                 + (f" merged={entry.merged}" if entry.merged else "")
+                + (f" divided={entry.divided}" if entry.divided else "")
                 + verdict,
                 soft_wrap=True,  # one line per iteration, whatever the terminal's width
             )

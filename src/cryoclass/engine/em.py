@@ -32,14 +32,18 @@ from cryoclass.engine.class_split import (
     FOUND_THEN_LOST,
     MIN_SPLIT_MEMBERS,
     REPRODUCED,
+    RESEED_FRACTION,
     SAME_MEMBERS,
     SETTLED,
     SPLIT_TEST_RATIO,
+    SplitRuns,
     agreement,
     best_agreement,
+    division_candidates,
     pair_split,
     same_members,
     start_images,
+    still_changing,
     still_settling,
     two_class_state,
 )
@@ -93,11 +97,6 @@ MIN_PAIR_WEIGHT = 1e-2
 # temperature is half the spread of class scores (best ARI on the bench's TRPV1 sets among
 # factor x scale in 0.3 ... 2).
 UNCERTAINTY_SCALE = 0.25
-# While annealing, a class with less than this fraction of the mean class weight restarts from
-# half of the largest class. 2 % let classes die on small sets (3 views, 600 particles: a lost
-# class on 2 of 3 seeds in streaming, 1 of 3 in batch); 15 % kept all of them, with no change on
-# the bench's TRPV1 sets at K = 20.
-RESEED_FRACTION = 0.15
 # force_max off: a particle's weight is spread over the poses next to its best one in this many
 # of its best classes; poses below MIN_POSE_WEIGHT of the particle's best pose are dropped.
 MARGINAL_CLASSES = 4
@@ -747,13 +746,15 @@ class Engine:
         self,
         load: Callable[[np.ndarray], ParticleBatch] | None = None,
         cls: np.ndarray | None = None,
+        redrawn: list[tuple[int, int]] | None = None,
     ) -> list[tuple[int, int, float]]:
         """Empty one class of every pair that shows one view: the class with less weight loses
         its statistics, so its particles go to the other at the next E-step. A pair shows one
         view when its averages agree as one signal (``class_merge.py``) or, given the pass's
         classes cls ((n,) by particle row) and load (rows -> their prepared batch), when its
         averages look alike and a new 2-class run does not find their split again
-        (``class_split.py``). Returns (kept, emptied, ratio) per pair."""
+        (``class_split.py``); a pair whose runs agree on another split takes that split
+        instead (appended to redrawn, when given). Returns (kept, emptied, ratio) per pair."""
         st = self.state
         if st.half_images is None:
             return []
@@ -761,7 +762,7 @@ class Engine:
         ratios = populated_ratios(st.half_images, w, st.r_work, self.cfg.max_shift_px)
         pairs = duplicate_pairs(st.half_images, w, st.r_work, self.cfg.max_shift_px, ratios)
         if load is not None and cls is not None:
-            pairs += self._unreproduced_splits(ratios, pairs, load, cls)
+            pairs += self._unreproduced_splits(ratios, pairs, load, cls, redrawn)
         for _, drop, _ in pairs:
             st.stats.clear_class_(drop)
         if pairs:
@@ -774,14 +775,17 @@ class Engine:
         merged: list[tuple[int, int, float]],
         load: Callable[[np.ndarray], ParticleBatch],
         cls: np.ndarray,
+        redrawn: list[tuple[int, int]] | None = None,
     ) -> list[tuple[int, int, float]]:
         """Pairs not in ``merged`` whose ratio is at least SPLIT_TEST_RATIO and whose split a
         new run does not reproduce (``class_split.best_agreement`` below REPRODUCED, or below
         FOUND_THEN_LOST for a pair whose split once came back at FOUND or more,
         ``ModelState.split_found``), most alike first, each class in at most one merged pair:
-        (kept, emptied, ratio), the kept class the one with more weight. A pair with fewer than
-        MIN_SPLIT_MEMBERS particles in a class (cls, (n,) by row) is not tested, nor a settled
-        pair (``ModelState.settled_splits``) that keeps SAME_MEMBERS of its particles; load(rows)
+        (kept, emptied, ratio), the kept class the one with more weight. A pair whose runs
+        agree with each other on another split is not merged but takes that split
+        (``take_split``; appended to redrawn). A pair with fewer than MIN_SPLIT_MEMBERS
+        particles in a class (cls, (n,) by row) is not tested, nor a settled pair
+        (``ModelState.settled_splits``) that keeps SAME_MEMBERS of its particles; load(rows)
         prepares a batch."""
         w = self.state.class_weights
         settled = self.state.settled_splits
@@ -795,30 +799,107 @@ class Engine:
                 continue
             if (a, b) in settled and same_members(settled[(a, b)], rows) >= SAME_MEMBERS:
                 continue
-            found = self.split_agreement(load(rows), old, a, b)
+            runs, run_stats = self.split_runs(load(rows), old, a, b)
+            found = runs.found
             settled.pop((a, b), None)
             if found >= SETTLED:
                 settled[(a, b)] = rows
             before = self.state.split_found.get((a, b), 0.0)
             self.state.split_found[(a, b)] = max(before, found)
             if found < (FOUND_THEN_LOST if before >= FOUND else REPRODUCED):
+                used.update((a, b))
+                if runs.agreed is not None and self.take_split(
+                    a, b, run_stats[runs.agreed], (a, b)
+                ):
+                    if redrawn is not None:
+                        redrawn.append((a, b))
+                    continue
                 keep, drop = kept_and_emptied(a, b, w)
                 out.append((keep, drop, ratio))
-                used.update((a, b))
         return out
 
+    def divide_classes(
+        self,
+        load: Callable[[np.ndarray], ParticleBatch],
+        cls: np.ndarray,
+        exclude: set[int] = frozenset(),
+    ) -> list[tuple[int, int]]:
+        """While a class is empty, test the largest classes (``division_candidates``, not those
+        in exclude) for a split of their own particles (cls, (n,) class by row; load(rows)
+        prepares a batch): 2-class runs from symmetric starts, and where two runs agree on a
+        split (``class_split.AGREED``) the class keeps one side and an empty class takes the
+        other (``take_split``). A class whose runs do not agree is remembered
+        (``ModelState.undivided``) and not tested again while it keeps SAME_MEMBERS of its
+        particles. Returns (divided class, filled class) per division."""
+        st = self.state
+        w = st.class_weights
+        weights = w.detach().cpu().numpy()
+        for c in exclude:
+            weights[c] = 0.0  # neither tested nor filled
+        members = {c: np.nonzero(cls == c)[0] for c in range(st.n_classes)}
+        out = []
+        for c in division_candidates(weights, members, st.undivided):
+            empty = np.nonzero(weights < RESEED_FRACTION * weights.sum() / weights.size)[0]
+            empty = [int(e) for e in empty if int(e) not in exclude]
+            if not empty:
+                break
+            rows = members[c]
+            runs, run_stats = self.split_runs(load(rows), None, c, c)
+            st.undivided.pop(c, None)
+            if runs.agreed is None or not self.take_split(
+                c, empty[0], run_stats[runs.agreed], (c,)
+            ):
+                st.undivided[c] = rows
+                continue
+            weights[c], weights[empty[0]] = 0.0, 0.0  # neither tested again in this pass
+            st.undivided.pop(empty[0], None)
+            out.append((c, empty[0]))
+        return out
+
+    def take_split(self, a: int, b: int, split: Statistics, evidence_from: tuple[int, ...]) -> bool:
+        """Classes a and b become the two classes of a 2-class run (split: its statistics),
+        scaled to the weight that classes evidence_from hold now; the signal evidence of
+        evidence_from, pooled, is shared between them by weight (the run gathers none). False,
+        and nothing changed, when a side holds fewer than MIN_SPLIT_MEMBERS particles."""
+        st = self.state.stats
+        sides = split.weight.sum(0)  # (2,)
+        if float(sides.min()) < MIN_SPLIT_MEMBERS:
+            return False
+        total = float(st.weight[:, list(evidence_from)].sum())
+        factor = total / float(sides.sum())
+        share = (sides / sides.sum()).tolist()
+        pooled = Statistics.zeros(1, self.grid.size, self.n_shells, self.device)
+        for c in evidence_from:
+            for name in EVIDENCE_FIELDS:
+                getattr(pooled, name)[0] += getattr(st, name)[c]
+        for c, j in ((a, 0), (b, 1)):
+            st.set_class_(c, split, j, factor, fields=("num", "den", "weight", "offset"))
+            st.set_class_(c, pooled, 0, share[j], fields=EVIDENCE_FIELDS)
+        self.state.settled_splits.pop((min(a, b), max(a, b)), None)
+        self._rebuild_classes(self.state.r_work)
+        return True
+
     def split_agreement(self, batch: ParticleBatch, old: np.ndarray, a: int, b: int) -> float:
-        """How well 2-class runs from symmetric starts made from class a's average find the
-        split old ((n,) 0/1 labels of the batch's particles, classes a / b) again
-        (``class_split.py``): each run full passes over the batch at annealing factor 0, at
-        least SPLIT_ITERATIONS and more while its split still settles (``still_settling``),
-        then the labels of one more E-step. The runs' references are faded at the
-        finer of the pair's two resolutions in this model (``reference_radius``), held fixed:
-        they gather no signal evidence of their own."""
+        """Best agreement of the 2-class runs (``split_runs``) with the old split."""
+        return self.split_runs(batch, old, a, b)[0].found
+
+    def split_runs(
+        self, batch: ParticleBatch, old: np.ndarray | None, a: int, b: int
+    ) -> tuple[SplitRuns, list[Statistics]]:
+        """2-class runs from symmetric starts made from class a's average, on the batch's
+        particles, against the split old ((n,) 0/1 labels, classes a / b; None to test class
+        a alone, b = a) (``class_split.best_agreement``): each run full passes over the batch
+        at annealing factor 0, at least SPLIT_ITERATIONS and more while its split still settles
+        (``still_settling``; a class alone: ``still_changing``), then the labels of one more
+        E-step. The
+        runs' references are faded at the finer of the two classes' resolutions in this model
+        (``reference_radius``), held fixed: they gather no signal evidence of their own.
+        Returns what the runs found and each run's last statistics (2 classes)."""
         cfg = self.cfg.model_copy(update={"n_classes": 2, "seed": self.cfg.seed + 7})
         sub = Engine(cfg, self.box, self.apix, self.device)
         r_lowpass = self.box * self.apix / self.cfg.init_res_A
         pair_res = float(self.state.working_resolution_A[[a, b]].min())
+        run_stats: list[Statistics] = []
 
         def starts(i: int) -> torch.Tensor:
             image = self.state.class_images[a]
@@ -827,20 +908,28 @@ class Engine:
         def run(imgs: torch.Tensor) -> np.ndarray:
             sub.state = two_class_state(self.state, imgs, self.grid.size, self.n_shells, pair_res)
             sub.state.alignment_images = sub.alignment_copy(imgs)
-            done, before = 0, 0.0
+            done, before, last = 0, 0.0, None
             while True:
                 scored = sub.score(batch)
                 temperature = sub.batch_temperature(0.0, scored.best)
                 labels = sub.scored_labels(scored, temperature)
-                now = agreement(old, labels)
-                if not still_settling(done, now, before):
+                if old is None:
+                    changed = 1.0 if last is None else float(np.mean(labels != last))
+                    go_on = still_changing(done, changed)
+                else:
+                    now = agreement(old, labels)
+                    go_on = still_settling(done, now, before)
+                if not go_on:
+                    run_stats.append(sub.state.stats)
                     return labels
                 _, stats, _ = sub.conclude(batch, scored, temperature)
                 sub.state.distinct_seen = 0
                 sub.absorb(stats, batch.n, batch.n, replace=True)
-                done, before = done + 1, now
+                done, last = done + 1, labels
+                if old is not None:
+                    before = now
 
-        return best_agreement(old, starts, run)
+        return best_agreement(old, starts, run), run_stats
 
     def reseed_empty(self, batch: ParticleBatch, result: ParticleResult) -> list[int]:
         """Classes with less than RESEED_FRACTION of the mean class weight restart from a random

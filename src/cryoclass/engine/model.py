@@ -35,7 +35,9 @@ class ModelState:
     whose split the split test found again at ``class_split.SETTLED`` or more, with the rows of
     their particles then ((m,) int): not tested again while they keep most of them;
     split_found: pairs of classes (a, b) with the best agreement their split test has given
-    (``class_split.FOUND``);
+    (``class_split.FOUND``); undivided: classes whose own particles no two runs of the split
+    test split alike, with their particles' rows then ((m,) int): not tested again while they
+    keep most of them (``Engine.divide_classes``);
     fixed_resolution_A: (K,) resolutions (Å) held fixed instead of measured (the split test's
     2-class runs take their pair's from the main model): no signal evidence is gathered, and
     resolution_A and reference_resolution_A stay at these; None: measured;
@@ -62,6 +64,7 @@ class ModelState:
     reference_resolution_A: torch.Tensor | None = None
     settled_splits: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     split_found: dict[tuple[int, int], float] = field(default_factory=dict)
+    undivided: dict[int, np.ndarray] = field(default_factory=dict)
     fixed_resolution_A: torch.Tensor | None = None
     background_removed: bool = False
 

@@ -61,6 +61,7 @@ class BatchCommits:
                 "temperature": round(float(entry.temperature), 4),
                 "reseeded": entry.reseeded,
                 "merged": entry.merged,
+                "divided": entry.divided,
                 "mean_loglik": round(float(entry.mean_loglik), 4),
                 "work_res_A": float(entry.work_res_A),
                 "seconds": {"step": round(entry.seconds, 4)},

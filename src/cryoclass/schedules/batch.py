@@ -30,7 +30,8 @@ from cryoclass.schedules.passes import final_passes, full_pass
 class IterationLog:
     """One line of the job log: iteration, phase ('online'/'full'), particles, temperature,
     working resolution (Å), mean log-likelihood, seconds, classes re-seeded, classes emptied as
-    duplicates of another."""
+    duplicates of another, classes whose particles were split anew (re-drawn pairs, divided
+    classes)."""
 
     iteration: int
     phase: str
@@ -41,6 +42,7 @@ class IterationLog:
     seconds: float
     reseeded: int = 0
     merged: int = 0
+    divided: int = 0
 
 
 @dataclass
@@ -191,7 +193,7 @@ def closing_pass(
     results, log line)."""
     t0 = time.perf_counter()
     p = final_passes(engine.cfg)[j]
-    final, temp, merged = full_pass(
+    final, temp, merged, divided = full_pass(
         engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
     )
     entry = IterationLog(
@@ -203,6 +205,7 @@ def closing_pass(
         float(np.mean(final.log_likelihood)),
         time.perf_counter() - t0,
         merged=merged,
+        divided=divided,
     )
     return final, entry
 

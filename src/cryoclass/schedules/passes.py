@@ -51,17 +51,26 @@ def full_pass(
     update: bool = True,
     estep: EStepExecutor | None = None,
     merge: bool = False,
-) -> tuple[ParticleResult, float, int]:
+) -> tuple[ParticleResult, float, int, int]:
     """E-step over all particles in chunks at annealing factor 0; with update, replace the
-    statistics by the pass's, then with merge, merge duplicate classes. estep: where the E-steps
-    run (default: here, ``LocalEStep``). Returns the particles' results (row order), the mean
-    temperature and the number of classes emptied by merging."""
+    statistics by the pass's, then with merge, merge duplicate classes and divide classes that
+    hold two views (``Engine.divide_classes``). estep: where the E-steps run (default: here,
+    ``LocalEStep``). Returns the particles' results (row order), the mean temperature, the
+    number of classes emptied by merging and the number of classes whose particles were split
+    anew (pairs re-drawn and classes divided)."""
     n = len(source)
     res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
     if update:
         engine.state.distinct_seen = 0
         engine.absorb(stats, n, n, replace=True)
         if merge:
-            merged = engine.merge_duplicates(lambda rows: load_batch(engine, source, rows), res.cls)
-            return res, temp, len(merged)
-    return res, temp, 0
+
+            def load(rows):
+                return load_batch(engine, source, rows)
+
+            redrawn: list[tuple[int, int]] = []
+            merged = engine.merge_duplicates(load, res.cls, redrawn)
+            touched = {c for pair in merged + redrawn for c in pair[:2]}
+            divided = engine.divide_classes(load, res.cls, touched)
+            return res, temp, len(merged), len(redrawn) + len(divided)
+    return res, temp, 0, 0

@@ -42,7 +42,8 @@ class UpdateReport:
     particles), 'final' (end-of-stream full pass), 'assign' (end-of-stream pass without update);
     rows: pool rows processed; new_rows: those of them processed for the first time;
     temperature: E-step temperature; factor: annealing factor;
-    reseeded: classes re-seeded; merged: classes emptied as duplicates; mean_loglik: mean best
+    reseeded: classes re-seeded; merged: classes emptied as duplicates; divided: classes whose
+    particles were split anew (``schedules.passes.full_pass``); mean_loglik: mean best
     log-likelihood; seconds: 'read', 'estep', 'mstep' wall times (s).
     """
 
@@ -53,6 +54,7 @@ class UpdateReport:
     factor: float
     reseeded: int = 0
     merged: int = 0
+    divided: int = 0
     mean_loglik: float = float("nan")
     seconds: dict[str, float] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ def one_full_pass(
     t0 = time.perf_counter()
     ctx.records.grow(len(ctx.pool))
     new = ctx.records.pending
-    res, temp, merged = full_pass(
+    res, temp, merged, divided = full_pass(
         ctx.engine, ctx.pool, hard=hard, update=update, estep=ctx.estep, merge=merge
     )
     ctx.record(res)
@@ -33,6 +33,7 @@ def one_full_pass(
         temperature=temp,
         factor=0.0,
         merged=merged,
+        divided=divided,
         mean_loglik=float(np.mean(res.log_likelihood)),
         seconds={"estep": time.perf_counter() - t0},
     )
@@ -75,6 +76,7 @@ def restart_pass(ctx: StreamContext, r: int, kept_score: float) -> tuple[UpdateR
         temperature=other.entry.temperature,
         factor=0.0,
         merged=other.entry.merged,
+        divided=other.entry.divided,
         mean_loglik=other.score,
         seconds={"estep": other.entry.seconds},
     )

@@ -24,6 +24,7 @@ def history_entry(ctx: StreamContext, rep: UpdateReport) -> dict[str, Any]:
         "seconds": float(sum(rep.seconds.values())),
         "reseeded": rep.reseeded,
         "merged": rep.merged,
+        "divided": rep.divided,
     }
 
 
@@ -66,6 +67,7 @@ def commit_event(
                 "factor": round(float(rep.factor), 4),
                 "reseeded": rep.reseeded,
                 "merged": rep.merged,
+                "divided": rep.divided,
                 "mean_loglik": round(float(rep.mean_loglik), 4),
                 "work_res_A": history_entry(ctx, rep)["work_res_A"],
                 "latency_s": (
