@@ -224,7 +224,7 @@ def test_the_runs_stop_at_the_old_split_or_at_a_split_two_of_them_find():
     assert best_agreement(old, lambda i: None, run) == SplitRuns(1.0)
     assert len(calls) == 1
     run, calls = scripted(other, 1 - other)  # another split, found again (labels swapped)
-    assert best_agreement(old, lambda i: None, run) == SplitRuns(0.6, 0)
+    assert best_agreement(old, lambda i: None, run) == SplitRuns(0.6, 0, 1.0)
     assert len(calls) == 2
     shuffled = [_labels("0011001100"), _labels("0110011001"), _labels("1000110110")]
     assert max(agreement(a, b) for a in shuffled for b in shuffled if a is not b) < AGREED
@@ -232,7 +232,7 @@ def test_the_runs_stop_at_the_old_split_or_at_a_split_two_of_them_find():
     assert best_agreement(old, lambda i: None, run).agreed is None
     assert len(calls) == SPLIT_STARTS
     run, calls = scripted(shuffled[0], other, other)  # a class tested alone: no old split
-    assert best_agreement(None, lambda i: None, run) == SplitRuns(0.0, 1)
+    assert best_agreement(None, lambda i: None, run) == SplitRuns(0.0, 1, 1.0)
 
 
 def test_division_candidates_are_the_largest_untested_classes_while_one_is_empty():
@@ -277,6 +277,7 @@ def test_a_class_holding_two_shapes_is_divided_into_the_empty_class_and_a_pure_o
     assert divided == [(0, 1)]
     assert float(eng.state.class_weights.sum()) == pytest.approx(weight, rel=1e-4)
     assert 2 in eng.state.undivided  # tested, not divided
+    assert eng.state.split_found[(0, 1)] >= AGREED
     labels = eng.labels(load_batch(eng, source, np.arange(300)))
     # each shape is now mostly in a class of its own
     major = [np.bincount(labels[truth["cls"] == shape]).argmax() for shape in (0, 1)]
@@ -295,10 +296,11 @@ def test_a_pair_whose_runs_agree_on_another_split_takes_it_instead_of_being_merg
     before = eng.state.class_weights.clone()
     run = eng.state.stats.__class__.zeros(2, eng.grid.size, eng.n_shells, eng.device)
     run.weight[:] = torch.tensor([[15.0, 25.0], [15.0, 25.0]])  # 30 and 50 particles
-    eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55, 0), [run])
+    eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55, 0, 0.9), [run])
     redrawn = []
     assert eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls, redrawn) == []
     assert redrawn == [(0, 1)]
+    assert eng.state.split_found[(0, 1)] == 0.9  # found: merged later only on a clear failure
     w = eng.state.class_weights
     pair = float(before[0] + before[1])
     assert float(w[0]) == pytest.approx(0.375 * pair) and float(w[1]) == pytest.approx(0.625 * pair)

@@ -140,10 +140,11 @@ def still_settling(done: int, now: float, before: float) -> bool:
 class SplitRuns:
     """What the 2-class runs of one test found: found, the best agreement of a run with the old
     split (0.5-1; 0 when there is none); agreed, the index of a run whose split a later run
-    found again at AGREED or more (None if no two runs agree)."""
+    found again at AGREED or more (None if no two runs agree), and mutual, that agreement."""
 
     found: float
     agreed: int | None = None
+    mutual: float = 0.0
 
 
 def still_changing(done: int, changed: float) -> bool:
@@ -174,8 +175,9 @@ def best_agreement(
             if best >= REPRODUCED:
                 return SplitRuns(best)
         for j, earlier in enumerate(seen):
-            if agreement(earlier, labels) >= AGREED:
-                return SplitRuns(best, j)
+            mutual = agreement(earlier, labels)
+            if mutual >= AGREED:
+                return SplitRuns(best, j, mutual)
         seen.append(labels)
     return SplitRuns(best)
 

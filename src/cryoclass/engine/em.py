@@ -809,7 +809,7 @@ class Engine:
             if found < (FOUND_THEN_LOST if before >= FOUND else REPRODUCED):
                 used.update((a, b))
                 if runs.agreed is not None and self.take_split(
-                    a, b, run_stats[runs.agreed], (a, b)
+                    a, b, run_stats[runs.agreed], (a, b), runs.mutual
                 ):
                     if redrawn is not None:
                         redrawn.append((a, b))
@@ -847,7 +847,7 @@ class Engine:
             runs, run_stats = self.split_runs(load(rows), None, c, c)
             st.undivided.pop(c, None)
             if runs.agreed is None or not self.take_split(
-                c, empty[0], run_stats[runs.agreed], (c,)
+                c, empty[0], run_stats[runs.agreed], (c,), runs.mutual
             ):
                 st.undivided[c] = rows
                 continue
@@ -856,11 +856,21 @@ class Engine:
             out.append((c, empty[0]))
         return out
 
-    def take_split(self, a: int, b: int, split: Statistics, evidence_from: tuple[int, ...]) -> bool:
+    def take_split(
+        self,
+        a: int,
+        b: int,
+        split: Statistics,
+        evidence_from: tuple[int, ...],
+        found: float,
+    ) -> bool:
         """Classes a and b become the two classes of a 2-class run (split: its statistics),
         scaled to the weight that classes evidence_from hold now; the signal evidence of
-        evidence_from, pooled, is shared between them by weight (the run gathers none). False,
-        and nothing changed, when a side holds fewer than MIN_SPLIT_MEMBERS particles."""
+        evidence_from, pooled, is shared between them by weight (the run gathers none). The
+        pair's split counts as found at ``found`` (``ModelState.split_found``: a later split
+        test merges it only on a clear failure, so the next pass's test does not undo it).
+        False, and nothing changed, when a side holds fewer than MIN_SPLIT_MEMBERS
+        particles."""
         st = self.state.stats
         sides = split.weight.sum(0)  # (2,)
         if float(sides.min()) < MIN_SPLIT_MEMBERS:
@@ -875,7 +885,9 @@ class Engine:
         for c, j in ((a, 0), (b, 1)):
             st.set_class_(c, split, j, factor, fields=("num", "den", "weight", "offset"))
             st.set_class_(c, pooled, 0, share[j], fields=EVIDENCE_FIELDS)
-        self.state.settled_splits.pop((min(a, b), max(a, b)), None)
+        pair = (min(a, b), max(a, b))
+        self.state.settled_splits.pop(pair, None)
+        self.state.split_found[pair] = max(self.state.split_found.get(pair, 0.0), found)
         self._rebuild_classes(self.state.r_work)
         return True
 
