@@ -309,3 +309,17 @@ def test_a_pair_whose_runs_agree_on_another_split_takes_it_instead_of_being_merg
     eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55), [])
     merged = eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]
+
+
+def test_a_merged_pair_is_not_divided_again_while_it_keeps_its_particles(monkeypatch):
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=4), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    cls = np.repeat([0, 1, 2, 3], 30)
+    monkeypatch.setattr(em_module, "populated_ratios", lambda *args: {})
+    monkeypatch.setattr(em_module, "duplicate_pairs", lambda *args: [(0, 1, 0.8)])
+    assert eng.merge_duplicates(lambda rows: rows, cls) == [(0, 1, 0.8)]
+    assert np.array_equal(eng.state.undivided[0], np.arange(60))
+    weights = np.array([60.0, 0.0, 30.0, 30.0])
+    members = {0: np.arange(60), 2: np.arange(60, 90), 3: np.arange(90, 120)}
+    assert 0 not in division_candidates(weights, members, eng.state.undivided)

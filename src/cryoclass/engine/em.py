@@ -754,7 +754,9 @@ class Engine:
         classes cls ((n,) by particle row) and load (rows -> their prepared batch), when its
         averages look alike and a new 2-class run does not find their split again
         (``class_split.py``); a pair whose runs agree on another split takes that split
-        instead (appended to redrawn, when given). Returns (kept, emptied, ratio) per pair."""
+        instead (appended to redrawn, when given). A merged pair's kept class counts as
+        undivided (``ModelState.undivided``: ``divide_classes`` does not split it again while it
+        keeps most of the pair's particles). Returns (kept, emptied, ratio) per pair."""
         st = self.state
         if st.half_images is None:
             return []
@@ -763,8 +765,11 @@ class Engine:
         pairs = duplicate_pairs(st.half_images, w, st.r_work, self.cfg.max_shift_px, ratios)
         if load is not None and cls is not None:
             pairs += self._unreproduced_splits(ratios, pairs, load, cls, redrawn)
-        for _, drop, _ in pairs:
+        for keep, drop, _ in pairs:
             st.stats.clear_class_(drop)
+            if cls is not None:  # found to show one view: not divided again while so
+                st.undivided[keep] = np.nonzero((cls == keep) | (cls == drop))[0]
+                st.undivided.pop(drop, None)
         if pairs:
             self._rebuild_classes(st.r_work)
         return pairs
