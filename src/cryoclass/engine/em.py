@@ -18,7 +18,7 @@ decide it, ``cryoclass.schedules.annealing``, and when to re-seed empty classes)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -827,25 +827,24 @@ class Engine:
         self,
         load: Callable[[np.ndarray], ParticleBatch],
         cls: np.ndarray,
-        exclude: set[int] = frozenset(),
+        exclude: Collection[int] = (),
     ) -> list[tuple[int, int]]:
-        """While a class is empty, test the largest classes (``division_candidates``, not those
-        in exclude) for a split of their own particles (cls, (n,) class by row; load(rows)
-        prepares a batch): 2-class runs from symmetric starts, and where two runs agree on a
-        split (``class_split.AGREED``) the class keeps one side and an empty class takes the
-        other (``take_split``). A class whose runs do not agree is remembered
-        (``ModelState.undivided``) and not tested again while it keeps SAME_MEMBERS of its
-        particles. Returns (divided class, filled class) per division."""
+        """While a class is empty, test the largest classes (``division_candidates``; not those
+        in exclude, whose statistics this pass's merging changed) for a split of their own
+        particles (cls, (n,) class by row; load(rows) prepares a batch): 2-class runs from
+        symmetric starts, and where two runs agree on a split (``class_split.AGREED``) the
+        class keeps one side and an empty class takes the other (``take_split``). A class whose
+        runs do not agree is remembered (``ModelState.undivided``) and not tested again while
+        it keeps SAME_MEMBERS of its particles. Returns (divided class, filled class) per
+        division."""
         st = self.state
-        w = st.class_weights
-        weights = w.detach().cpu().numpy()
-        for c in exclude:
-            weights[c] = 0.0  # neither tested nor filled
-        members = {c: np.nonzero(cls == c)[0] for c in range(st.n_classes)}
+        weights = st.class_weights.detach().cpu().numpy()
+        taken = {int(c) for c in exclude}  # neither tested nor filled in this pass
+        members = {c: np.nonzero(cls == c)[0] for c in range(st.n_classes) if c not in taken}
+        threshold = RESEED_FRACTION * float(weights.sum()) / weights.size
         out = []
         for c in division_candidates(weights, members, st.undivided):
-            empty = np.nonzero(weights < RESEED_FRACTION * weights.sum() / weights.size)[0]
-            empty = [int(e) for e in empty if int(e) not in exclude]
+            empty = [int(e) for e in np.nonzero(weights < threshold)[0] if int(e) not in taken]
             if not empty:
                 break
             rows = members[c]
@@ -856,7 +855,7 @@ class Engine:
             ):
                 st.undivided[c] = rows
                 continue
-            weights[c], weights[empty[0]] = 0.0, 0.0  # neither tested again in this pass
+            taken.update((c, empty[0]))
             st.undivided.pop(empty[0], None)
             out.append((c, empty[0]))
         return out
