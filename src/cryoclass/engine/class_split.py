@@ -182,6 +182,12 @@ def best_agreement(
     return SplitRuns(best)
 
 
+def empty_classes(weights):
+    """(K,) bool, True for the classes below RESEED_FRACTION of the mean class weight (weights:
+    (K,) numpy array or torch tensor; the result is of the same kind)."""
+    return weights < RESEED_FRACTION * weights.sum() / len(weights)
+
+
 def division_candidates(
     weights: np.ndarray, members: dict[int, np.ndarray], undivided: dict[int, np.ndarray]
 ) -> list[int]:
@@ -191,7 +197,7 @@ def division_candidates(
     SAME_MEMBERS of its particles (undivided: class -> its rows then). None while no class is
     empty (below RESEED_FRACTION of the mean weight)."""
     mean = float(weights.sum()) / max(weights.size, 1)
-    if mean <= 0 or not (weights < RESEED_FRACTION * mean).any():
+    if mean <= 0 or not empty_classes(weights).any():
         return []
     out = []
     for c in np.argsort(-weights, kind="stable").tolist():

@@ -32,7 +32,6 @@ from cryoclass.engine.class_split import (
     FOUND_THEN_LOST,
     MIN_SPLIT_MEMBERS,
     REPRODUCED,
-    RESEED_FRACTION,
     SAME_MEMBERS,
     SETTLED,
     SPLIT_TEST_RATIO,
@@ -40,6 +39,7 @@ from cryoclass.engine.class_split import (
     agreement,
     best_agreement,
     division_candidates,
+    empty_classes,
     pair_split,
     same_members,
     start_images,
@@ -67,6 +67,7 @@ from cryoclass.engine.evidence import (
 from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (
     EVIDENCE_FIELDS,
+    PARTICLE_FIELDS,
     Assignments,
     Statistics,
     accumulate,
@@ -841,10 +842,9 @@ class Engine:
         weights = st.class_weights.detach().cpu().numpy()
         taken = {int(c) for c in exclude}  # neither tested nor filled in this pass
         members = {c: np.nonzero(cls == c)[0] for c in range(st.n_classes) if c not in taken}
-        threshold = RESEED_FRACTION * float(weights.sum()) / weights.size
         out = []
         for c in division_candidates(weights, members, st.undivided):
-            empty = [int(e) for e in np.nonzero(weights < threshold)[0] if int(e) not in taken]
+            empty = [int(e) for e in np.nonzero(empty_classes(weights))[0] if int(e) not in taken]
             if not empty:
                 break
             rows = members[c]
@@ -887,7 +887,7 @@ class Engine:
             for name in EVIDENCE_FIELDS:
                 getattr(pooled, name)[0] += getattr(st, name)[c]
         for c, j in ((a, 0), (b, 1)):
-            st.set_class_(c, split, j, factor, fields=("num", "den", "weight", "offset"))
+            st.set_class_(c, split, j, factor, fields=PARTICLE_FIELDS)
             st.set_class_(c, pooled, 0, share[j], fields=EVIDENCE_FIELDS)
         pair = (min(a, b), max(a, b))
         self.state.settled_splits.pop(pair, None)
@@ -907,9 +907,9 @@ class Engine:
         a alone, b = a) (``class_split.best_agreement``): each run full passes over the batch
         at annealing factor 0, at least SPLIT_ITERATIONS and more while its split still settles
         (``still_settling``; a class alone: ``still_changing``), then the labels of one more
-        E-step. The
-        runs' references are faded at the finer of the two classes' resolutions in this model
-        (``reference_radius``), held fixed: they gather no signal evidence of their own.
+        E-step. The runs' references are faded at the finer of the two classes' resolutions in
+        this model (``reference_radius``), held fixed: they gather no signal evidence of their
+        own.
         Returns what the runs found and each run's last statistics (2 classes)."""
         cfg = self.cfg.model_copy(update={"n_classes": 2, "seed": self.cfg.seed + 7})
         sub = Engine(cfg, self.box, self.apix, self.device)
@@ -956,7 +956,7 @@ class Engine:
         k = st.n_classes
         if k < 2 or float(w.sum()) <= 0:
             return []
-        empty = torch.nonzero(w < RESEED_FRACTION * w.sum() / k).squeeze(1).tolist()
+        empty = torch.nonzero(empty_classes(w)).squeeze(1).tolist()
         done = []
         for e in empty:  # at most a few classes per iteration; each is one batched accumulate
             largest = int(torch.argmax(st.class_weights))
@@ -983,7 +983,7 @@ class Engine:
             )
             scale = float(w[largest]) / 2.0 / max(float(tmp.weight[:, e].sum()), 1e-6)
             st.stats.scale_class_(largest, 0.5)
-            st.stats.set_class_(e, tmp, e, scale, fields=("num", "den", "weight", "offset"))
+            st.stats.set_class_(e, tmp, e, scale, fields=PARTICLE_FIELDS)
             # the picked particles carry no evidence of their own here: half the largest's
             st.stats.set_class_(e, st.stats, largest, fields=EVIDENCE_FIELDS)
             result.cls[pick] = e

@@ -33,6 +33,8 @@ from cryoclass.physics.fourier import (
 HALF_SET_FIELDS = ("num", "den", "weight")
 EVIDENCE_FIELDS = ("evidence", "evidence_sq", "evidence_n")
 PER_CLASS_FIELDS = (*HALF_SET_FIELDS, *EVIDENCE_FIELDS, "offset")
+#: The per-class fields that the particles' own images and shifts make (all but the evidence).
+PARTICLE_FIELDS = (*HALF_SET_FIELDS, "offset")
 
 
 @dataclass
