@@ -12,6 +12,7 @@ from tests.engine.conftest import APIX, BOX, make_set, render
 from cryoclass.config import Config
 from cryoclass.engine import class_split
 from cryoclass.engine import em as em_module
+from cryoclass.engine.class_merge import SAME_VIEW_RATIO
 from cryoclass.engine.class_split import (
     AGREED,
     DIVIDE_TESTS,
@@ -175,13 +176,13 @@ def test_a_settled_pair_is_tested_again_only_once_it_has_lost_many_of_its_partic
 
     eng.split_runs = split_runs  # the 2-class runs are tested above
     ratios = {(0, 1): 0.6}
-    assert eng._unreproduced_splits(ratios, [], lambda rows: rows, cls) == []
+    assert eng._unreproduced_pairs(ratios, lambda rows: rows, cls) == []
     assert len(calls) == 1 and set(eng.state.settled_splits) == {(0, 1)}
-    eng._unreproduced_splits(ratios, [], lambda rows: rows, cls)
+    eng._unreproduced_pairs(ratios, lambda rows: rows, cls)
     assert len(calls) == 1  # settled, same particles: not tested again
     moved = cls.copy()
     moved[:20] = 2  # class 0 loses half its particles: a quarter of the pair's
-    eng._unreproduced_splits(ratios, [], lambda rows: rows, moved)
+    eng._unreproduced_pairs(ratios, lambda rows: rows, moved)
     assert len(calls) == 2
 
 
@@ -195,11 +196,11 @@ def test_a_pair_whose_split_once_came_back_is_merged_later_only_on_a_clear_failu
     scripted = {(0, 1): [FOUND + 0.02, below, FOUND_THEN_LOST - 0.05], (2, 3): [below]}
     eng.split_runs = lambda batch, old, a, b: (SplitRuns(scripted[(a, b)].pop(0)), [])
     ratios = {(0, 1): 0.6, (2, 3): 0.6}
-    merged = eng._unreproduced_splits(ratios, [], lambda rows: rows, cls)
+    merged = eng._unreproduced_pairs(ratios, lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(2, 3)]  # never found: merged
     assert eng.state.split_found[(0, 1)] == FOUND + 0.02
-    assert eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls) == []
-    merged = eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls)
+    assert eng._unreproduced_pairs({(0, 1): 0.6}, lambda rows: rows, cls) == []
+    merged = eng._unreproduced_pairs({(0, 1): 0.6}, lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]  # a clear failure: merged
 
 
@@ -300,7 +301,7 @@ def test_a_pair_whose_runs_agree_on_another_split_takes_it_instead_of_being_merg
     run.weight[:] = torch.tensor([[15.0, 25.0], [15.0, 25.0]])  # 30 and 50 particles
     eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55, 0, 0.9), [run])
     redrawn = []
-    assert eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls, redrawn) == []
+    assert eng._unreproduced_pairs({(0, 1): 0.6}, lambda rows: rows, cls, redrawn) == []
     assert redrawn == [(0, 1)]
     assert eng.state.split_found[(0, 1)] == 0.9  # found: merged later only on a clear failure
     w = eng.state.class_weights
@@ -309,7 +310,7 @@ def test_a_pair_whose_runs_agree_on_another_split_takes_it_instead_of_being_merg
     assert float(w[2]) == float(before[2])
     # runs that agree on nothing: merged as before
     eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55), [])
-    merged = eng._unreproduced_splits({(0, 1): 0.6}, [], lambda rows: rows, cls)
+    merged = eng._unreproduced_pairs({(0, 1): 0.6}, lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]
 
 
@@ -318,10 +319,55 @@ def test_a_merged_pair_is_not_divided_again_while_it_keeps_its_particles(monkeyp
     eng = Engine(Config(n_classes=4), BOX, APIX)
     eng.initialise(load_batch(eng, source, np.arange(120)))
     cls = np.repeat([0, 1, 2, 3], 30)
-    monkeypatch.setattr(em_module, "populated_ratios", lambda *args: {})
-    monkeypatch.setattr(em_module, "duplicate_pairs", lambda *args: [(0, 1, 0.8)])
+    monkeypatch.setattr(em_module, "populated_ratios", lambda *args: {(0, 1): 0.8})
+    eng.split_runs = lambda batch, old, a, b: (SplitRuns(0.55), [])  # a copy: merged
+    eng.state.stats.weight[:, 1] *= 0.5  # class 1 the lighter: emptied
     assert eng.merge_duplicates(lambda rows: rows, cls) == [(0, 1, 0.8)]
     assert np.array_equal(eng.state.undivided[0], np.arange(60))
     weights = np.array([60.0, 0.0, 30.0, 30.0])
     members = {0: np.arange(60), 2: np.arange(60, 90), 3: np.arange(90, 120)}
     assert 0 not in division_candidates(weights, members, eng.state.undivided)
+
+
+def test_averages_that_agree_as_one_view_are_merged_only_when_their_split_does_not_come_back(
+    monkeypatch,
+):
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=4), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    cls = np.repeat([0, 1, 2, 3], 30)
+    alike = SAME_VIEW_RATIO + 0.05
+    monkeypatch.setattr(em_module, "populated_ratios", lambda *args: {(0, 1): alike})
+    tested = []
+
+    def split_runs(found):
+        def run(batch, old, a, b):
+            tested.append((a, b))
+            return SplitRuns(found), []
+
+        return run
+
+    eng.split_runs = split_runs(REPRODUCED + 0.05)  # two similar views: the split comes back
+    assert eng.merge_duplicates(lambda rows: rows, cls) == []
+    assert tested == [(0, 1)]
+    eng.state.settled_splits.clear()
+    eng.split_runs = split_runs(REPRODUCED - 0.1)  # a copy: it does not
+    merged = eng.merge_duplicates(lambda rows: rows, cls)
+    assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]
+    # without the particles, the averages alone decide
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    monkeypatch.setattr(em_module, "duplicate_pairs", lambda *args: [(0, 1, alike)])
+    assert eng.merge_duplicates() == [(0, 1, alike)]
+
+
+def test_a_pair_too_small_to_test_is_merged_only_when_its_averages_agree_as_one_view():
+    source, _ = make_set(120, noise_sd=0.5, seed=0)
+    eng = Engine(Config(n_classes=4), BOX, APIX)
+    eng.initialise(load_batch(eng, source, np.arange(120)))
+    cls = np.repeat([0, 1, 2, 3], 30)
+    cls[30 + class_split.MIN_SPLIT_MEMBERS - 1 : 60] = 2  # class 1 too small to test
+    cls[90 + class_split.MIN_SPLIT_MEMBERS - 1 :] = 0  # class 3 too
+    eng.split_runs = lambda *args: pytest.fail("a pair too small to test was tested")
+    ratios = {(0, 1): SAME_VIEW_RATIO + 0.01, (2, 3): SAME_VIEW_RATIO - 0.01}
+    merged = eng._unreproduced_pairs(ratios, lambda rows: rows, cls)
+    assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]

@@ -26,7 +26,12 @@ import torch
 
 from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
-from cryoclass.engine.class_merge import duplicate_pairs, kept_and_emptied, populated_ratios
+from cryoclass.engine.class_merge import (
+    SAME_VIEW_RATIO,
+    duplicate_pairs,
+    kept_and_emptied,
+    populated_ratios,
+)
 from cryoclass.engine.class_split import (
     FOUND,
     FOUND_THEN_LOST,
@@ -750,22 +755,24 @@ class Engine:
         redrawn: list[tuple[int, int]] | None = None,
     ) -> list[tuple[int, int, float]]:
         """Empty one class of every pair that shows one view: the class with less weight loses
-        its statistics, so its particles go to the other at the next E-step. A pair shows one
-        view when its averages agree as one signal (``class_merge.py``) or, given the pass's
-        classes cls ((n,) by particle row) and load (rows -> their prepared batch), when its
-        averages look alike and a new 2-class run does not find their split again
-        (``class_split.py``); a pair whose runs agree on another split takes that split
-        instead (appended to redrawn, when given). A merged pair's kept class counts as
-        undivided (``ModelState.undivided``: ``divide_classes`` does not split it again while it
-        keeps most of the pair's particles). Returns (kept, emptied, ratio) per pair."""
+        its statistics, so its particles go to the other at the next E-step. Given the pass's
+        classes cls ((n,) by particle row) and load (rows -> their prepared batch), a pair
+        shows one view when its averages look alike and a new 2-class run does not find their
+        split again (``_unreproduced_pairs``); a pair whose runs agree on another split takes
+        that split instead (appended to redrawn, when given). Without them, when its averages
+        agree as one signal (``class_merge.duplicate_pairs``). A merged pair's kept class
+        counts as undivided (``ModelState.undivided``: ``divide_classes`` does not split it
+        again while it keeps most of the pair's particles). Returns (kept, emptied, ratio) per
+        pair."""
         st = self.state
         if st.half_images is None:
             return []
         w = st.class_weights
         ratios = populated_ratios(st.half_images, w, st.r_work, self.cfg.max_shift_px)
-        pairs = duplicate_pairs(st.half_images, w, st.r_work, self.cfg.max_shift_px, ratios)
         if load is not None and cls is not None:
-            pairs += self._unreproduced_splits(ratios, pairs, load, cls, redrawn)
+            pairs = self._unreproduced_pairs(ratios, load, cls, redrawn)
+        else:
+            pairs = duplicate_pairs(st.half_images, w, st.r_work, self.cfg.max_shift_px, ratios)
         for keep, drop, _ in pairs:
             st.stats.clear_class_(drop)
             if cls is not None:  # found to show one view: not divided again while so
@@ -775,33 +782,37 @@ class Engine:
             self._rebuild_classes(st.r_work)
         return pairs
 
-    def _unreproduced_splits(
+    def _unreproduced_pairs(
         self,
         ratios: dict[tuple[int, int], float],
-        merged: list[tuple[int, int, float]],
         load: Callable[[np.ndarray], ParticleBatch],
         cls: np.ndarray,
         redrawn: list[tuple[int, int]] | None = None,
     ) -> list[tuple[int, int, float]]:
-        """Pairs not in ``merged`` whose ratio is at least SPLIT_TEST_RATIO and whose split a
-        new run does not reproduce (``class_split.best_agreement`` below REPRODUCED, or below
-        FOUND_THEN_LOST for a pair whose split once came back at FOUND or more,
-        ``ModelState.split_found``), most alike first, each class in at most one merged pair:
-        (kept, emptied, ratio), the kept class the one with more weight. A pair whose runs
-        agree with each other on another split is not merged but takes that split
-        (``take_split``; appended to redrawn). A pair with fewer than MIN_SPLIT_MEMBERS
-        particles in a class (cls, (n,) by row) is not tested, nor a settled pair
+        """Pairs whose ratio is at least SPLIT_TEST_RATIO and whose split a new run does not
+        reproduce (``class_split.best_agreement`` below REPRODUCED, or below FOUND_THEN_LOST for
+        a pair whose split once came back at FOUND or more, ``ModelState.split_found``), most
+        alike first, each class in at most one merged pair: (kept, emptied, ratio), the kept
+        class the one with more weight. Averages that agree as one signal
+        (``class_merge.SAME_VIEW_RATIO``) are tested too: similar distinct views reach it
+        (docs/status.md, session 31). A pair whose runs agree with each other on another split
+        is not merged but takes that split (``take_split``; appended to redrawn). A pair with
+        fewer than MIN_SPLIT_MEMBERS particles in a class (cls, (n,) by row) is not tested: it
+        is merged at SAME_VIEW_RATIO and kept below. Nor is a settled pair
         (``ModelState.settled_splits``) that keeps SAME_MEMBERS of its particles; load(rows)
         prepares a batch."""
         w = self.state.class_weights
         settled = self.state.settled_splits
-        used = {c for pair in merged for c in pair[:2]}
+        used: set[int] = set()
         out = []
         for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
             if ratio < SPLIT_TEST_RATIO or a in used or b in used:
                 continue
             rows, old, smaller = pair_split(cls, a, b)
             if smaller < MIN_SPLIT_MEMBERS:
+                if ratio >= SAME_VIEW_RATIO:  # too few particles to test: the averages decide
+                    used.update((a, b))
+                    out.append((*kept_and_emptied(a, b, w), ratio))
                 continue
             if (a, b) in settled and same_members(settled[(a, b)], rows) >= SAME_MEMBERS:
                 continue
