@@ -88,7 +88,7 @@ def main() -> None:
 
     timed(executor.LocalEStep, "minibatch", "online_estep_s")
     timed(executor.LocalEStep, "full", "full_estep_s")
-    timed(em.Engine, "split_agreement", "split_test_s")
+    timed(em.Engine, "split_runs", "split_test_s")  # every 2-class run: merges and divisions
     # the coarse search: refs (K, R/2, F) at the coarse shifts, or all poses when exhaustive
     counted(estep, "score_best_poses", lambda a: a[3].shape[0] * a[3].shape[1] * a[4].shape[0])
     counted(em, "score_best_poses", lambda a: a[3].shape[0] * a[3].shape[1] * a[4].shape[0])
