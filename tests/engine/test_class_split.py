@@ -350,7 +350,6 @@ def test_averages_that_agree_as_one_view_are_merged_only_when_their_split_does_n
     eng.split_runs = split_runs(REPRODUCED + 0.05)  # two similar views: the split comes back
     assert eng.merge_duplicates(lambda rows: rows, cls) == []
     assert tested == [(0, 1)]
-    eng.state.settled_splits.clear()
     eng.split_runs = split_runs(REPRODUCED - 0.1)  # a copy: it does not
     merged = eng.merge_duplicates(lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]

@@ -34,7 +34,7 @@ from cryoclass.physics.fourier import Band, make_band, rfft_band, shell_frc, she
 #: class's half-sets share the noise fitted to its reference, two copies do not
 #: (docs/status.md, session 14). Where the particles are at hand (full passes) such a pair is
 #: merged only when its split does not come back (``class_split.py``): distinct views of a
-#: ring complex scored 0.76-0.84 (docs/status.md, session 31).
+#: ring complex scored 0.76-0.85 (docs/status.md, session 31).
 SAME_VIEW_RATIO = 0.75
 #: shells count when the FRC expected for one signal is at least this (signal to compare).
 MIN_EXPECTED_FRC = 0.3

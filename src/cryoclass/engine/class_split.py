@@ -44,7 +44,7 @@ from cryoclass.physics.fourier import Band, band_to_image, rfft_band
 
 #: Pairs whose cross-FRC ratio (``class_merge.same_view_ratio``) is at least this are tested:
 #: they look alike. Copies scored 0.58-0.95, two different views 0.45-0.75 on the suite, up to
-#: 0.84 on a ring complex whose views are alike (docs/status.md, sessions 16 and 31), so no
+#: 0.85 on a ring complex whose views are alike (docs/status.md, sessions 16 and 31), so no
 #: ratio alone tells them apart: pairs above ``class_merge.SAME_VIEW_RATIO`` are tested too.
 SPLIT_TEST_RATIO = 0.55
 #: Agreement of the new split with the old (fraction of the pair's particles, best label match,
