@@ -61,6 +61,7 @@ BATCH = {
     "nonnegative_references": (False, {}),
     "force_max": (False, {}),
     "white_noise": (True, {}),
+    "noise_group_width_um": (0.0, {}),
     "skip_ctf": (True, {}),
     "invert_contrast": (True, {}),
     "mask_diameter_A": (100.0, {}),

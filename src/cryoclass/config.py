@@ -185,6 +185,14 @@ class Config(BaseModel):
     white_noise: bool = Field(
         False, description="Flat (white) noise model instead of the per-shell coloured spectrum."
     )
+    noise_group_width_um: float = Field(
+        0.1,
+        ge=0,
+        description="Particles are grouped by mean defocus in bins this wide (µm), each group "
+        "with its own noise spectrum (RELION's groups: the ice's noise is imaged through the "
+        "CTF, so the spectrum depends on the defocus); 0: one spectrum for all. With "
+        "white_noise each group has its own flat level.",
+    )
     skip_ctf: bool = Field(
         False,
         description="Ignore the CTF in alignment and averaging "

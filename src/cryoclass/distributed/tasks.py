@@ -71,7 +71,7 @@ def _sizeof_scored(x: ScoredShard) -> int:
 
 
 def broadcast_state(state: ModelState) -> ModelState:
-    """What workers need of the model for an E-step, on the CPU: class images, noise spectrum,
+    """What workers need of the model for an E-step, on the CPU: class images, noise spectra,
     working band, resolution, class weights (for the class prior) and offsets (for the
     translation prior). The running num/den
     statistics (the bulk of the model) stay with the client: their tensors are left empty."""
@@ -88,7 +88,7 @@ def broadcast_state(state: ModelState) -> ModelState:
         evidence_n=torch.zeros(0),
         offset=st.offset.detach().cpu().clone(),
     )
-    align, halves = state.alignment_images, state.half_images
+    align, halves, whiten = state.alignment_images, state.half_images, state.noise_whitening
     return replace(
         state,
         class_images=state.class_images.detach().cpu().clone(),
@@ -96,6 +96,7 @@ def broadcast_state(state: ModelState) -> ModelState:
         alignment_images=None if align is None else align.detach().cpu().clone(),
         half_images=None if halves is None else halves.detach().cpu().clone(),
         sigma2=state.sigma2.detach().cpu().clone(),
+        noise_whitening=None if whiten is None else whiten.detach().cpu().clone(),
         resolution_A=state.resolution_A.detach().cpu().clone(),
         reference_resolution_A=None,  # workers do not rebuild classes
         history=[],
@@ -108,7 +109,8 @@ class PackedStatistics:
     working band, a fraction of the Q points while the resolution is low), on the CPU.
 
     points: (P,) long indices into the Q points; num (2, K, P) complex; den (2, K, P);
-    weight (2, K); noise_power, noise_count (n_shells,); evidence, evidence_sq (K, 2, n_shells);
+    weight (2, K); groups: (G,) long, the noise groups that hold residuals; noise_power,
+    noise_count (G, n_shells), theirs; evidence, evidence_sq (K, 2, n_shells);
     evidence_n (K, 2);
     offset (K, 3); n_points: Q.
     """
@@ -117,6 +119,7 @@ class PackedStatistics:
     num: torch.Tensor
     den: torch.Tensor
     weight: torch.Tensor
+    groups: torch.Tensor
     noise_power: torch.Tensor
     noise_count: torch.Tensor
     evidence: torch.Tensor
@@ -134,6 +137,7 @@ class PackedStatistics:
                 self.num,
                 self.den,
                 self.weight,
+                self.groups,
                 self.noise_power,
                 self.noise_count,
                 self.evidence,
@@ -151,8 +155,9 @@ class PackedStatistics:
         total.num[:, :, pts] += self.num.to(dev)
         total.den[:, :, pts] += self.den.to(dev)
         total.weight += self.weight.to(dev)
-        total.noise_power += self.noise_power.to(dev)
-        total.noise_count += self.noise_count.to(dev)
+        groups = self.groups.to(dev)
+        total.noise_power[groups] += self.noise_power.to(dev)
+        total.noise_count[groups] += self.noise_count.to(dev)
         total.evidence += self.evidence.to(dev)
         total.evidence_sq += self.evidence_sq.to(dev)
         total.evidence_n += self.evidence_n.to(dev)
@@ -160,16 +165,19 @@ class PackedStatistics:
 
 
 def pack(stats: Statistics) -> PackedStatistics:
-    """stats without the class-grid points where every num and den is zero, on the CPU."""
+    """stats without the class-grid points where every num and den is zero and the noise
+    groups without residuals, on the CPU."""
     has = (stats.den != 0).any(dim=1).any(dim=0) | (stats.num != 0).any(dim=1).any(dim=0)
     pts = torch.nonzero(has).squeeze(1)
+    groups = torch.nonzero((stats.noise_count != 0).any(dim=1)).squeeze(1)
     return PackedStatistics(
         pts.cpu(),
         stats.num[:, :, pts].cpu(),
         stats.den[:, :, pts].cpu(),
         stats.weight.cpu(),
-        stats.noise_power.cpu(),
-        stats.noise_count.cpu(),
+        groups.cpu(),
+        stats.noise_power[groups].cpu(),
+        stats.noise_count[groups].cpu(),
         stats.evidence.cpu(),
         stats.evidence_sq.cpu(),
         stats.evidence_n.cpu(),
@@ -201,7 +209,7 @@ def worker_engine(config: Config, geom: Geometry, state: ModelState) -> Engine:
         _base_engine(config.model_dump_json(), geom.box, geom.pixel_size_A, str(device))
     )
     if device.type != "cpu":
-        align, halves = state.alignment_images, state.half_images
+        align, halves, whiten = state.alignment_images, state.half_images, state.noise_whitening
         state = replace(
             state,
             class_images=state.class_images.to(device),
@@ -209,6 +217,7 @@ def worker_engine(config: Config, geom: Geometry, state: ModelState) -> Engine:
             half_images=None if halves is None else halves.to(device),
             stats=statistics_to(state.stats, device),
             sigma2=state.sigma2.to(device),
+            noise_whitening=None if whiten is None else whiten.to(device),
             resolution_A=state.resolution_A.to(device),
         )
     eng.state = state

@@ -217,7 +217,7 @@ def two_class_state(
     main: ModelState, imgs: torch.Tensor, n_points: int, n_shells: int, resolution_A: float
 ) -> ModelState:
     """A 2-class model with classes imgs ((2, D, D), both half-sets alike) on the main model's
-    noise spectrum, working band and high-pass; empty statistics over n_points class-grid
+    noise spectra, working band and high-pass; empty statistics over n_points class-grid
     points and n_shells shells; both classes' resolution held at resolution_A (Å,
     ``ModelState.fixed_resolution_A``: the run gathers no signal evidence). Its alignment
     images are the engine's to set (``Engine.alignment_copy``)."""
@@ -228,6 +228,7 @@ def two_class_state(
         class_images=imgs,
         stats=Statistics.zeros(2, n_points, n_shells, imgs.device),
         sigma2=main.sigma2.clone(),
+        noise_whitening=None if main.noise_whitening is None else main.noise_whitening.clone(),
         r_work=main.r_work,
         resolution_A=res.clone(),
         highpass_on=main.highpass_on,

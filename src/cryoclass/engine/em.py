@@ -77,7 +77,9 @@ from cryoclass.engine.mstep import (
     Statistics,
     accumulate,
     accumulate_noise,
+    group_whitening,
     lowpass_by_class,
+    noise_groups,
     noise_spectrum,
     wiener_averages,
 )
@@ -280,6 +282,34 @@ class Engine:
             shift_step,
         )
 
+    @property
+    def groups_noise(self) -> bool:
+        """Whether each noise group has its own spectrum (``Config.noise_group_width_um``; with
+        white_noise its own flat level)."""
+        return self.cfg.noise_group_width_um > 0
+
+    @property
+    def annealing_over(self) -> bool:
+        """Whether the annealing has ended (counted in minibatches of particles processed, so
+        batch and streaming agree) or a full pass has run (full passes run unannealed)."""
+        st = self.state
+        p = st.processed / float(self.cfg.minibatch_size)
+        return (
+            st.background_removed or p >= self.cfg.sigma_anneal_start + self.cfg.sigma_anneal_iters
+        )
+
+    def spectral_weight(self, batch: ParticleBatch) -> torch.Tensor | None:
+        """(n, n_shells) each particle's sigma2 / its noise group's sigma2
+        (``mstep.group_whitening``), from the end of the annealing on; None before it or where
+        all share one spectrum. Early on the residuals are mostly the classes' misfit, which is
+        seen through each particle's CTF: group spectra taken from it would weigh particles
+        down where their CTF carries the most signal."""
+        st = self.state
+        w = st.noise_whitening
+        if w is None or not self.groups_noise or not self.annealing_over:
+            return None
+        return w[noise_groups(batch, 1e4 * self.cfg.noise_group_width_um)]
+
     def alignment_band(self) -> tuple[Band, torch.Tensor]:
         """Particle-grid band up to the working radius, and (F,) 1/sigma2 weights with the
         frequencies below 1/min_res_A (if set) weighted 0."""
@@ -329,6 +359,10 @@ class Engine:
             refs = RotatedReferences(rotated_references(self.alignment_images(), band, poses.psi))
         X = batch.band(band, highpassed=self.highpass_active)
         ctf = batch.band_ctf(band)
+        weight = self.spectral_weight(batch)
+        if weight is not None:  # each particle scored with its noise group's spectrum
+            whiten = weight.sqrt()[:, band.shell]
+            X, ctf = X * whiten, ctf * whiten
         prior = self.shift_log_prior(poses)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
             best, rot, shf = score_best_poses(
@@ -428,11 +462,14 @@ class Engine:
         if near is not None and not hard:
             pairs = self._spread_over_poses(pairs, post, near, temperature, poses)
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-        accumulate(
-            batch, pairs, self.half_of(batch.index), self.grid, self.grid_mask(st.r_work), k, stats
-        )
+        weight = self.spectral_weight(batch)
+        gmask = self.grid_mask(st.r_work)
+        accumulate(batch, pairs, self.half_of(batch.index), self.grid, gmask, k, stats, weight)
         if noise:
-            accumulate_noise(X, ctf, refs.values, poses.shifts, band, pairs, self.n_shells, stats)
+            group = noise_groups(batch, 1e4 * self.cfg.noise_group_width_um)
+            accumulate_noise(
+                X, ctf, refs.values, poses.shifts, band, pairs, self.n_shells, stats, group, weight
+            )
         top = post.argmax(1)
         self._accumulate_evidence(batch, scored, stats)
         ar = torch.arange(batch.n, device=self.device)
@@ -607,6 +644,8 @@ class Engine:
             if total > st.distinct_seen > 0:
                 st.stats = st.stats.scaled(st.distinct_seen / total)
         st.sigma2 = noise_spectrum(st.stats, st.sigma2)
+        if self.groups_noise:
+            st.noise_whitening = group_whitening(st.stats, st.sigma2, self.cfg.white_noise)
         st.iteration += 1
         self._update_highpass(full_pass=replace)
         self._rebuild_classes(st.r_work)
@@ -990,7 +1029,14 @@ class Engine:
             )
             tmp = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
             accumulate(
-                sub, pairs, self.half_of(sub.index), self.grid, self.grid_mask(st.r_work), k, tmp
+                sub,
+                pairs,
+                self.half_of(sub.index),
+                self.grid,
+                self.grid_mask(st.r_work),
+                k,
+                tmp,
+                self.spectral_weight(sub),
             )
             scale = float(w[largest]) / 2.0 / max(float(tmp.weight[:, e].sum()), 1e-6)
             st.stats.scale_class_(largest, 0.5)

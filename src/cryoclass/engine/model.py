@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cryoclass.config import Config
-from cryoclass.engine.mstep import Statistics
+from cryoclass.engine.mstep import NOISE_GROUPS, Statistics
 
 
 @dataclass
@@ -43,7 +43,9 @@ class ModelState:
     resolution_A and reference_resolution_A stay at these; None: measured;
     background_removed: the averages are masked after their background level (their mean
     outside the mask) is subtracted (``physics.masks.mask_outside_background``), from the first
-    full pass on; before it, during the online phase, they are masked as they are.
+    full pass on; before it, during the online phase, they are masked as they are;
+    noise_whitening: (NOISE_GROUPS, n_shells) sigma2 over each noise group's own spectrum
+    (``mstep.group_whitening``); None: one spectrum for all (until the first update).
     """
 
     box: int
@@ -67,6 +69,7 @@ class ModelState:
     undivided: dict[int, np.ndarray] = field(default_factory=dict)
     fixed_resolution_A: torch.Tensor | None = None
     background_removed: bool = False
+    noise_whitening: torch.Tensor | None = None
 
     @property
     def n_classes(self) -> int:
@@ -125,5 +128,9 @@ class ModelState:
                 stats[name] = torch.zeros(k, 2, n_shells, device=dev)
             stats["evidence_n"] = torch.zeros(k, 2, device=dev)
         stats.setdefault("offset", torch.zeros(k, 3, device=dev))
+        if stats["noise_power"].dim() == 1:
+            # checkpoints written before noise groups: the job's residuals shared by every group
+            for name in ("noise_power", "noise_count"):
+                stats[name] = stats[name][None].expand(NOISE_GROUPS, -1) / NOISE_GROUPS
         d["stats"] = Statistics(**stats)
         return ModelState(**d)

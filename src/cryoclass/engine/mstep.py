@@ -35,6 +35,12 @@ EVIDENCE_FIELDS = ("evidence", "evidence_sq", "evidence_n")
 PER_CLASS_FIELDS = (*HALF_SET_FIELDS, *EVIDENCE_FIELDS, "offset")
 #: The per-class fields that the particles' own images and shifts make (all but the evidence).
 PARTICLE_FIELDS = (*HALF_SET_FIELDS, "offset")
+#: Particles are grouped by mean defocus, each group with its own noise spectrum
+#: (``Config.noise_group_width_um``): this many groups, the last taking every defocus beyond.
+NOISE_GROUPS = 64
+#: A group's noise spectrum is its residual power plus this many particles' worth of the job's
+#: spectrum, so that a group of few particles keeps close to the job's spectrum.
+NOISE_GROUP_PRIOR_PARTICLES = 20.0
 
 
 @dataclass
@@ -42,8 +48,8 @@ class Statistics:
     """Running sufficient statistics (see module docstring).
 
     num: (2, K, Q) complex; den: (2, K, Q) float; weight: (2, K) float, summed posteriors;
-    noise_power, noise_count: (n_shells,) float, weighted residual power and point counts per
-    shell of the particles' own grid; evidence, evidence_sq: (K, 2, n_shells) float, summed
+    noise_power, noise_count: (NOISE_GROUPS, n_shells) float, weighted residual power and point
+    counts per noise group and shell of the particles' own grid (``noise_groups``); evidence, evidence_sq: (K, 2, n_shells) float, summed
     cross terms by shell and their squares of the particles ([:, 0]) and of their sign-flipped
     controls ([:, 1]) that picked each class, evidence_n: (K, 2) float, how many
     (``evidence.py``), for the resolution that aligned noise cannot fake; offset: (K, 3) float,
@@ -67,8 +73,8 @@ class Statistics:
             num=torch.zeros(2, n_classes, n_points, dtype=torch.complex64, device=device),
             den=torch.zeros(2, n_classes, n_points, dtype=torch.float32, device=device),
             weight=torch.zeros(2, n_classes, dtype=torch.float32, device=device),
-            noise_power=torch.zeros(n_shells, dtype=torch.float32, device=device),
-            noise_count=torch.zeros(n_shells, dtype=torch.float32, device=device),
+            noise_power=torch.zeros(NOISE_GROUPS, n_shells, dtype=torch.float32, device=device),
+            noise_count=torch.zeros(NOISE_GROUPS, n_shells, dtype=torch.float32, device=device),
             evidence=torch.zeros(n_classes, 2, n_shells, dtype=torch.float32, device=device),
             evidence_sq=torch.zeros(n_classes, 2, n_shells, dtype=torch.float32, device=device),
             evidence_n=torch.zeros(n_classes, 2, dtype=torch.float32, device=device),
@@ -165,15 +171,20 @@ def accumulate(
     grid_mask: torch.Tensor,
     n_classes: int,
     out: Statistics,
+    spectral_weight: torch.Tensor | None = None,
     chunk: int = 512,
 ) -> None:
     """Add the pairs' back-rotated, un-shifted, CTF-weighted particles to out.num/den/weight.
 
     half: (n,) long 0/1 half-set of each batch particle; grid: the class grid (Q points, integer
-    coordinates); grid_mask: (Q,) bool, the points updated (inside the working resolution).
+    coordinates); grid_mask: (Q,) bool, the points updated (inside the working resolution);
+    spectral_weight: (n, n_shells) each particle's weight per shell, sigma2 / its noise group's
+    sigma2 (``group_whitening``; None: 1), so that num and den sum CTF X / sigma2_group and
+    CTF^2 / sigma2_group up to the common factor sigma2.
     """
     sel = torch.nonzero(grid_mask).squeeze(1)
     qx, qy = grid.kx[sel], grid.ky[sel]
+    sel_shell = grid.shell[sel]
     padded = batch.padded(float(torch.sqrt(qx**2 + qy**2).max()) if sel.numel() else 1.0)
     k = n_classes
     num_buf = torch.zeros(2 * k, sel.numel(), dtype=out.num.dtype, device=out.num.device)
@@ -204,6 +215,8 @@ def accumulate(
         ctf = batch.ctf(qx, qy, rows=row, extra_angle_deg=psi)  # CTF(R^-1 q)
         slot = half[row] * k + cls
         cw = ctf * w[:, None]
+        if spectral_weight is not None:
+            cw.mul_(spectral_weight[row][:, sel_shell])
         num_buf.index_add_(0, slot, x.mul_(unshift).mul_(cw))
         den_buf.index_add_(0, slot, cw.mul_(ctf))
         out.weight.view(-1).index_add_(0, slot, w)
@@ -270,25 +283,36 @@ def accumulate_noise(
     pairs: Assignments,
     n_shells: int,
     out: Statistics,
+    group: torch.Tensor,
+    spectral_weight: torch.Tensor | None = None,
     chunk: int = 512,
 ) -> None:
-    """Add weighted residual power |X - CTF S_t A_c(R k)|^2 per shell of the particle grid.
+    """Add weighted residual power |X - CTF S_t A_c(R k)|^2 per noise group and shell of the
+    particle grid.
 
-    X, ctf: (n, F); refs: (K, R, F) complex; shifts: (S, 2) pixels.
+    X, ctf: (n, F), whitened by sqrt(spectral_weight) where it is given (as the E-step scores
+    them); refs: (K, R, F) complex; shifts: (S, 2) pixels; group: (n,) long, each particle's
+    noise group (``noise_groups``); spectral_weight: (n, n_shells) as in ``accumulate``, divided
+    out again so that each group's power is that of its own images.
     """
     k, r, f = refs.shape
     flat_refs = refs.reshape(k * r, f)
     table = shift_phase(band.kx[None], band.ky[None], shifts[:, :1], shifts[:, 1:], band.box)
     ref_index = pairs.cls * r + pairs.rot
-    power = torch.zeros(f, dtype=X.real.dtype, device=X.device)
+    power = torch.zeros(NOISE_GROUPS, f, dtype=X.real.dtype, device=X.device)
     for a in range(0, pairs.row.numel(), chunk):  # chunks keep the residuals in cache
         b = a + chunk
         row = pairs.row[a:b]
         res = X[row] - flat_refs[ref_index[a:b]].mul_(table[pairs.shift[a:b]]).mul_(ctf[row])
-        power += pairs.weight[a:b] @ (res.real**2 + res.imag**2)
-    out.noise_power += shell_sum(power[None], band.shell, n_shells)[0]
-    counts = pairs.weight.sum() * torch.ones_like(band.kx)
-    out.noise_count += shell_sum(counts[None], band.shell, n_shells)[0]
+        res_power = (res.real**2 + res.imag**2).mul_(pairs.weight[a:b, None])
+        if spectral_weight is not None:
+            res_power.div_(spectral_weight[row][:, band.shell])
+        power.index_add_(0, group[row], res_power)
+    out.noise_power += shell_sum(power, band.shell, n_shells)
+    group_weight = torch.zeros(NOISE_GROUPS, dtype=X.real.dtype, device=X.device)
+    group_weight.index_add_(0, group[pairs.row], pairs.weight)
+    counts = shell_sum(torch.ones_like(band.kx)[None], band.shell, n_shells)  # (1, n_shells)
+    out.noise_count += group_weight[:, None] * counts
 
 
 @dataclass
@@ -384,8 +408,43 @@ def lowpass_by_class(
 
 
 def noise_spectrum(stats: Statistics, previous: torch.Tensor) -> torch.Tensor:
-    """Per-shell noise variance (n_shells,) from residual statistics; shells without data keep
-    their previous value."""
-    have = stats.noise_count > 1e-6
-    est = stats.noise_power / stats.noise_count.clamp_min(1e-6)
+    """Per-shell noise variance (n_shells,) of all particles from residual statistics; shells
+    without data keep their previous value."""
+    power, count = stats.noise_power.sum(0), stats.noise_count.sum(0)
+    have = count > 1e-6
+    est = power / count.clamp_min(1e-6)
     return torch.where(have, est, previous)
+
+
+def noise_groups(batch: ParticleBatch, width_A: float) -> torch.Tensor:
+    """(n,) long noise group of each particle: its mean defocus (Å) in bins of width_A, the last
+    of NOISE_GROUPS bins taking every defocus beyond; all in group 0 without defocus."""
+    p = batch.ctf_params
+    if width_A <= 0 or "defocus_u_A" not in p:
+        return torch.zeros(batch.n, dtype=torch.long, device=batch.images.device)
+    mean = 0.5 * (p["defocus_u_A"] + p["defocus_v_A"])
+    return (mean / width_A).floor().long().clamp(0, NOISE_GROUPS - 1).to(batch.images.device)
+
+
+def group_whitening(stats: Statistics, sigma2: torch.Tensor, flat: bool = False) -> torch.Tensor:
+    """(NOISE_GROUPS, n_shells) sigma2 / sigma2_g: the job's noise spectrum sigma2 (n_shells,)
+    over each noise group's own, estimated from its residual power plus
+    NOISE_GROUP_PRIOR_PARTICLES particles' worth of sigma2 (1 where a group has no data).
+    flat: the ratio of their mean levels over all shells with data, the same in every shell
+    (``Config.white_noise``).
+
+    Scoring and averaging each particle with its group's spectrum, as RELION does per group of
+    micrographs, is the same as using sigma2 for all on images and CTFs whitened by the square
+    root of this ratio: the noise's part that is imaged through the CTF (ice) makes the
+    spectrum depend on the defocus, and one spectrum for all lets classes split by defocus.
+    """
+    total = max(float(stats.weight.sum()), 1.0)
+    prior = NOISE_GROUP_PRIOR_PARTICLES * stats.noise_count.sum(0) / total  # (n_shells,)
+    power, count = stats.noise_power + prior * sigma2, stats.noise_count + prior
+    have = stats.noise_count > 1e-6
+    if flat:
+        job = (prior * sigma2).sum() / prior.sum().clamp_min(1e-6)
+        level = power.sum(1, keepdim=True) / count.sum(1, keepdim=True).clamp_min(1e-6)
+        ratio = (job / level.clamp_min(1e-12)).expand_as(power)
+        return torch.where(have.any(1, keepdim=True), ratio, 1.0)
+    return torch.where(have, sigma2 / (power / count.clamp_min(1e-6)).clamp_min(1e-12), 1.0)
