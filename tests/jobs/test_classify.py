@@ -112,6 +112,12 @@ def test_cli_classify_writes_every_output(sim, tmp_path):
     # the prior starts at max_shift_px / 2 = 3 px)
     sigma = model["model_general"]["rlnSigmaOffsetsAngst"]
     assert 1.5 * APIX < sigma < 2.6 * APIX
+    # a noise spectrum per defocus group (0.1 µm bins), one group per bin the particles are in
+    groups = model["model_groups"]
+    defocus_um = (p["rlnDefocusU"] + p["rlnDefocusV"]) / 2e4
+    assert set(np.floor(defocus_um / 0.1).astype(int) + 1) == set(groups["rlnGroupNumber"])
+    for g in groups["rlnGroupNumber"]:
+        assert (model[f"model_group_{g}"]["rlnSigma2Noise"] > 0).all()
     from cryosparc.dataset import Dataset
 
     cs = Dataset.load(out / "particles.cs")

@@ -111,11 +111,49 @@ def write_model_star(
         "rlnSigmaOffsetsAngst": sd_px * state.pixel_size_A,  # the translation prior's sd
     }
     blocks = {"model_general": general, "model_classes": classes, "model_noise_spectrum": noise}
+    blocks.update(noise_group_blocks(state, config))
     if history:
         blocks["model_iterations"] = pd.DataFrame(history)
     text = starfile.to_string(blocks, float_format="%.6f")
     with atomic_write(path) as fh:
         fh.write(text)
+
+
+def noise_group_blocks(state: ModelState, config: Config) -> dict[str, pd.DataFrame]:
+    """model.star blocks of the noise groups that hold residuals (``Config.noise_group_width_um``),
+    as RELION writes its groups: ``model_groups`` (number, name = defocus range in µm) and one
+    ``model_group_N`` per group with its noise spectrum (rlnSigma2Noise per shell). None
+    without groups."""
+    whitening = state.noise_whitening
+    if whitening is None or config.noise_group_width_um <= 0:
+        return {}
+    count = state.stats.noise_count.detach().cpu().numpy()
+    ratio = whitening.detach().cpu().numpy()
+    sigma2 = state.sigma2.detach().cpu().numpy()
+    shells = np.arange(sigma2.size)
+    width = config.noise_group_width_um
+    used = [g for g in range(count.shape[0]) if count[g].sum() > 0]
+    last = count.shape[0] - 1
+    names = [
+        f"defocus {g * width:.2f}-{(g + 1) * width:.2f} um"
+        if g < last
+        else f"defocus from {g * width:.2f} um"
+        for g in used
+    ]
+    blocks = {
+        "model_groups": pd.DataFrame(
+            {"rlnGroupNumber": [g + 1 for g in used], "rlnGroupName": names}
+        )
+    }
+    for g in used:
+        blocks[f"model_group_{g + 1}"] = pd.DataFrame(
+            {
+                "rlnSpectralIndex": shells,
+                "rlnResolution": shells / (state.box * state.pixel_size_A),
+                "rlnSigma2Noise": sigma2 / ratio[g],
+            }
+        )
+    return blocks
 
 
 def blank_empty_classes(images: np.ndarray, counts: np.ndarray) -> np.ndarray:
