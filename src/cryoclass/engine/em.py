@@ -288,25 +288,11 @@ class Engine:
         white_noise its own flat level)."""
         return self.cfg.noise_group_width_um > 0
 
-    @property
-    def annealing_over(self) -> bool:
-        """Whether the annealing has ended (counted in minibatches of particles processed, so
-        batch and streaming agree) or a full pass has run (full passes run unannealed)."""
-        st = self.state
-        p = st.processed / float(self.cfg.minibatch_size)
-        return (
-            st.background_removed or p >= self.cfg.sigma_anneal_start + self.cfg.sigma_anneal_iters
-        )
-
     def spectral_weight(self, batch: ParticleBatch) -> torch.Tensor | None:
         """(n, n_shells) each particle's sigma2 / its noise group's sigma2
-        (``mstep.group_whitening``), from the end of the annealing on; None before it or where
-        all share one spectrum. Early on the residuals are mostly the classes' misfit, which is
-        seen through each particle's CTF: group spectra taken from it would weigh particles
-        down where their CTF carries the most signal."""
-        st = self.state
-        w = st.noise_whitening
-        if w is None or not self.groups_noise or not self.annealing_over:
+        (``mstep.group_whitening``), or None where all share one spectrum."""
+        w = self.state.noise_whitening
+        if w is None or not self.groups_noise:
             return None
         return w[noise_groups(batch, 1e4 * self.cfg.noise_group_width_um)]
 

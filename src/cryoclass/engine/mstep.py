@@ -39,8 +39,11 @@ PARTICLE_FIELDS = (*HALF_SET_FIELDS, "offset")
 #: (``Config.noise_group_width_um``): this many groups, the last taking every defocus beyond.
 NOISE_GROUPS = 64
 #: A group's noise spectrum is its residual power plus this many particles' worth of the job's
-#: spectrum, so that a group of few particles keeps close to the job's spectrum.
-NOISE_GROUP_PRIOR_PARTICLES = 20.0
+#: spectrum, so that a group of few particles keeps close to the job's spectrum. Residuals hold
+#: the classes' misfit too, seen through each particle's CTF: with 20, a stream whose first
+#: updates had 5-10 particles per group weighed them down where their CTF carried the signal and
+#: lost a view of the unit tests' micelle set (docs/status.md, session 32).
+NOISE_GROUP_PRIOR_PARTICLES = 100.0
 
 
 @dataclass
