@@ -150,9 +150,11 @@ class Scored:
 
     band: the alignment band (F points); poses: the pose grid; refs: the rotated class averages
     ((K, R, F) complex ``refs.values``); X: (n, F) complex particle coefficients; ctf: (n, F);
-    inv_sigma2: (F,) the alignment weights (0 below min_res_A once it applies);
+    both whitened by sqrt(spectral_weight) where it is given; inv_sigma2: (F,) the alignment
+    weights (0 below min_res_A once it applies);
     best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid;
-    nearby: with force_max off, the scores of the poses around the best ones (else None).
+    nearby: with force_max off, the scores of the poses around the best ones (else None);
+    spectral_weight: ``Engine.spectral_weight`` of the batch (None: one spectrum for all).
     """
 
     band: Band
@@ -165,6 +167,7 @@ class Scored:
     rot: torch.Tensor
     shf: torch.Tensor
     nearby: PoseNeighbourhood | None = None
+    spectral_weight: torch.Tensor | None = None
 
 
 class Engine:
@@ -288,13 +291,17 @@ class Engine:
         white_noise its own flat level)."""
         return self.cfg.noise_group_width_um > 0
 
+    def noise_group(self, batch: ParticleBatch) -> torch.Tensor:
+        """(n,) long noise group of each particle of the batch (``mstep.noise_groups``)."""
+        return noise_groups(batch, 1e4 * self.cfg.noise_group_width_um)
+
     def spectral_weight(self, batch: ParticleBatch) -> torch.Tensor | None:
         """(n, n_shells) each particle's sigma2 / its noise group's sigma2
         (``mstep.group_whitening``), or None where all share one spectrum."""
         w = self.state.noise_whitening
         if w is None or not self.groups_noise:
             return None
-        return w[noise_groups(batch, 1e4 * self.cfg.noise_group_width_um)]
+        return w[self.noise_group(batch)]
 
     def alignment_band(self) -> tuple[Band, torch.Tensor]:
         """Particle-grid band up to the working radius, and (F,) 1/sigma2 weights with the
@@ -383,7 +390,7 @@ class Engine:
                 shf,
                 shift_prior=prior,
             )
-        return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby)
+        return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby, weight)
 
     def shift_log_prior(self, poses: PoseGrid) -> torch.Tensor:
         """(K, R, S) log prior of each rotation and shift of the pose grid in each class: a
@@ -448,11 +455,11 @@ class Engine:
         if near is not None and not hard:
             pairs = self._spread_over_poses(pairs, post, near, temperature, poses)
         stats = Statistics.zeros(k, self.grid.size, self.n_shells, self.device)
-        weight = self.spectral_weight(batch)
+        weight = scored.spectral_weight
         gmask = self.grid_mask(st.r_work)
         accumulate(batch, pairs, self.half_of(batch.index), self.grid, gmask, k, stats, weight)
         if noise:
-            group = noise_groups(batch, 1e4 * self.cfg.noise_group_width_um)
+            group = self.noise_group(batch)
             accumulate_noise(
                 X, ctf, refs.values, poses.shifts, band, pairs, self.n_shells, stats, group, weight
             )

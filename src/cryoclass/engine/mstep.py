@@ -52,9 +52,10 @@ class Statistics:
 
     num: (2, K, Q) complex; den: (2, K, Q) float; weight: (2, K) float, summed posteriors;
     noise_power, noise_count: (NOISE_GROUPS, n_shells) float, weighted residual power and point
-    counts per noise group and shell of the particles' own grid (``noise_groups``); evidence, evidence_sq: (K, 2, n_shells) float, summed
-    cross terms by shell and their squares of the particles ([:, 0]) and of their sign-flipped
-    controls ([:, 1]) that picked each class, evidence_n: (K, 2) float, how many
+    counts per noise group and shell of the particles' own grid (``noise_groups``); evidence,
+    evidence_sq: (K, 2, n_shells) float, summed cross terms by shell and their squares of the
+    particles ([:, 0]) and of their sign-flipped controls ([:, 1]) that picked each class,
+    evidence_n: (K, 2) float, how many
     (``evidence.py``), for the resolution that aligned noise cannot fake; offset: (K, 3) float,
     summed w u, w v and w (u^2 + v^2) of the pairs' shifts in the class frame, (u, v) = R_psi t
     (pixels), for the prior on translations (``ModelState.shift_prior``).
