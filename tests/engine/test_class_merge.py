@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from tests.engine.conftest import render
 
-from cryoclass.engine.class_merge import SAME_VIEW_RATIO, duplicate_pairs, same_view_ratio
+from cryoclass.engine.class_merge import (
+    SAME_VIEW_RATIO,
+    kept_and_emptied,
+    populated_ratios,
+    same_view_ratio,
+)
 
 #: (shape, psi deg, tx px, ty px): classes 0/1 and 3/4 show one view each, class 2 another
 VIEWS = [(0, 0.0, 0.0, 0.0), (0, 73.0, 2.0, -1.5), (1, 0.0, 0.0, 0.0), (2, 30.0, 1.0, 1.0),
@@ -43,20 +48,22 @@ def test_one_view_turned_and_moved_agrees_as_one_signal_and_other_views_less():
 
 def test_classes_without_signal_are_not_compared():
     assert same_view_ratio(_halves(VIEWS, 2.0), 12.0, 4.0, list(range(5))) == {}
-    assert duplicate_pairs(_halves(VIEWS, 2.0), torch.full((5,), 50.0), 12.0, 4.0) == []
+    assert populated_ratios(_halves(VIEWS, 2.0), torch.full((5,), 50.0), 12.0, 4.0) == {}
 
 
-def test_the_lighter_class_is_emptied_and_each_class_is_in_one_pair_at_most():
+def test_copies_turned_and_moved_agree_as_one_view_and_the_lighter_class_is_emptied():
     three = [(0, 0.0, 0.0, 0.0), (0, 40.0, 1.0, 0.0), (0, 160.0, 0.0, 1.0), (1, 0.0, 0.0, 0.0)]
     weights = torch.tensor([50.0, 80.0, 60.0, 70.0])
-    pairs = duplicate_pairs(_halves(three, 0.1), weights, r_work=12.0, max_shift_px=4.0)
-    assert len(pairs) == 1  # three copies of one view: one pair now, the third at the next call
-    keep, drop, ratio = pairs[0]
-    assert {keep, drop} <= {0, 1, 2} and weights[keep] > weights[drop]
-    assert ratio >= SAME_VIEW_RATIO
+    ratios = populated_ratios(_halves(three, 0.1), weights, r_work=12.0, max_shift_px=4.0)
+    copies = [ratios[p] for p in [(0, 1), (0, 2), (1, 2)]]
+    assert min(copies) >= 0.95 > SAME_VIEW_RATIO
+    assert max(ratios[(c, 3)] for c in range(3)) < min(copies) - 0.2  # another shape
+    assert kept_and_emptied(0, 1, weights) == (1, 0)
+    assert kept_and_emptied(1, 2, weights) == (1, 2)
 
 
 def test_empty_classes_are_not_compared():
     halves = _halves(VIEWS[:2], 0.1)
-    assert duplicate_pairs(halves, torch.tensor([40.0, 0.0]), 12.0, 4.0) == []
-    assert len(duplicate_pairs(halves, torch.tensor([40.0, 30.0]), 12.0, 4.0)) == 1
+    assert populated_ratios(halves, torch.tensor([40.0, 0.0]), 12.0, 4.0) == {}
+    both = populated_ratios(halves, torch.tensor([40.0, 30.0]), 12.0, 4.0)
+    assert list(both) == [(0, 1)] and both[(0, 1)] >= SAME_VIEW_RATIO  # two copies of one view

@@ -353,10 +353,6 @@ def test_averages_that_agree_as_one_view_are_merged_only_when_their_split_does_n
     eng.split_runs = split_runs(REPRODUCED - 0.1)  # a copy: it does not
     merged = eng.merge_duplicates(lambda rows: rows, cls)
     assert [tuple(sorted(pair[:2])) for pair in merged] == [(0, 1)]
-    # without the particles, the averages alone decide
-    eng.initialise(load_batch(eng, source, np.arange(120)))
-    monkeypatch.setattr(em_module, "duplicate_pairs", lambda *args: [(0, 1, alike)])
-    assert eng.merge_duplicates() == [(0, 1, alike)]
 
 
 def test_a_pair_too_small_to_test_is_merged_only_when_its_averages_agree_as_one_view():

@@ -32,9 +32,9 @@ from cryoclass.physics.fourier import Band, make_band, rfft_band, shell_frc, she
 #: merged real views on two of three seeds (docs/status.md, session 8). Copies of a symmetric
 #: top view score 0.55-0.69, below two distinct side views of the same particle (0.75): each
 #: class's half-sets share the noise fitted to its reference, two copies do not
-#: (docs/status.md, session 14). Where the particles are at hand (full passes) such a pair is
-#: merged only when its split does not come back (``class_split.py``): distinct views of a
-#: ring complex scored 0.76-0.85 (docs/status.md, session 31).
+#: (docs/status.md, session 14). Such a pair is merged only when its split does not come back
+#: (``class_split.py``), or on this ratio alone when a class has too few particles to test:
+#: distinct views of a ring complex scored 0.76-0.85 (docs/status.md, session 31).
 SAME_VIEW_RATIO = 0.75
 #: shells count when the FRC expected for one signal is at least this (signal to compare).
 MIN_EXPECTED_FRC = 0.3
@@ -140,28 +140,3 @@ def populated_ratios(
     if len(classes) < 2:
         return {}
     return same_view_ratio(half_images, r_work, max_shift_px, classes)
-
-
-def duplicate_pairs(
-    half_images: torch.Tensor,
-    weights: torch.Tensor,
-    r_work: float,
-    max_shift_px: float,
-    ratios: dict[tuple[int, int], float] | None = None,
-) -> list[tuple[int, int, float]]:
-    """Pairs of populated classes that show one view, at most one pair per class, most alike
-    first: (kept, emptied, ratio), the kept class the one with more weight.
-
-    weights: (K,) class weights (particles); ratios: ``populated_ratios`` of these arguments
-    when already at hand; other arguments as ``same_view_ratio``."""
-    if ratios is None:
-        ratios = populated_ratios(half_images, weights, r_work, max_shift_px)
-    used: set[int] = set()
-    out = []
-    for (a, b), ratio in sorted(ratios.items(), key=lambda kv: -kv[1]):
-        if ratio < SAME_VIEW_RATIO or a in used or b in used:
-            continue
-        keep, drop = kept_and_emptied(a, b, weights)
-        out.append((keep, drop, ratio))
-        used.update((a, b))
-    return out

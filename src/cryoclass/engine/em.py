@@ -28,7 +28,6 @@ from cryoclass.config import Config
 from cryoclass.engine.batch import ParticleBatch, highpass
 from cryoclass.engine.class_merge import (
     SAME_VIEW_RATIO,
-    duplicate_pairs,
     kept_and_emptied,
     populated_ratios,
 )
@@ -782,8 +781,8 @@ class Engine:
 
     def merge_duplicates(
         self,
-        load: Callable[[np.ndarray], ParticleBatch] | None = None,
-        cls: np.ndarray | None = None,
+        load: Callable[[np.ndarray], ParticleBatch],
+        cls: np.ndarray,
         redrawn: list[tuple[int, int]] | None = None,
     ) -> list[tuple[int, int, float]]:
         """Empty one class of every pair that shows one view: the class with less weight loses
@@ -791,8 +790,7 @@ class Engine:
         classes cls ((n,) by particle row) and load (rows -> their prepared batch), a pair
         shows one view when its averages look alike and a new 2-class run does not find their
         split again (``_unreproduced_pairs``); a pair whose runs agree on another split takes
-        that split instead (appended to redrawn, when given). Without them, when its averages
-        agree as one signal (``class_merge.duplicate_pairs``). A merged pair's kept class
+        that split instead (appended to redrawn, when given). A merged pair's kept class
         counts as undivided (``ModelState.undivided``: ``divide_classes`` does not split it
         again while it keeps most of the pair's particles). Returns (kept, emptied, ratio) per
         pair."""
@@ -801,15 +799,12 @@ class Engine:
             return []
         w = st.class_weights
         ratios = populated_ratios(st.half_images, w, st.r_work, self.cfg.max_shift_px)
-        if load is not None and cls is not None:
-            pairs = self._unreproduced_pairs(ratios, load, cls, redrawn)
-        else:
-            pairs = duplicate_pairs(st.half_images, w, st.r_work, self.cfg.max_shift_px, ratios)
+        pairs = self._unreproduced_pairs(ratios, load, cls, redrawn)
         for keep, drop, _ in pairs:
             st.stats.clear_class_(drop)
-            if cls is not None:  # found to show one view: not divided again while so
-                st.undivided[keep] = np.nonzero((cls == keep) | (cls == drop))[0]
-                st.undivided.pop(drop, None)
+            # found to show one view: not divided again while so
+            st.undivided[keep] = np.nonzero((cls == keep) | (cls == drop))[0]
+            st.undivided.pop(drop, None)
         if pairs:
             self._rebuild_classes(st.r_work)
         return pairs
