@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cryoclass.engine.mstep import Assignments
 from cryoclass.io.columns import ctf_parameters
 from cryoclass.physics.ctf import ctf_2d, rfft_frequencies
 
@@ -105,6 +106,22 @@ def make_set(
         img = apply_ctf(img, table)
     img = img + noise_sd * torch.as_tensor(rng.standard_normal(img.shape), dtype=torch.float32)
     return ArraySource(img, table), {"cls": cls, "psi": psi, "tx": tx, "ty": ty}
+
+
+def true_assignments(truth: dict) -> Assignments:
+    """Each particle of ``make_set``'s truth in its true class and pose, weight 1."""
+    n = len(truth["cls"])
+    f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return Assignments(
+        row=torch.arange(n),
+        cls=torch.as_tensor(truth["cls"]),
+        psi_deg=f(truth["psi"]),
+        tx=f(truth["tx"]),
+        ty=f(truth["ty"]),
+        weight=torch.ones(n),
+        rot=torch.zeros(n, dtype=torch.long),
+        shift=torch.zeros(n, dtype=torch.long),
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from cryoclass.physics.fourier import (
     shift_phase,
 )
 
-from .conftest import APIX, BOX, make_set, render
+from .conftest import APIX, BOX, make_set, render, true_assignments
 
 
 def _engine(**kw) -> Engine:
@@ -74,18 +74,7 @@ def test_mstep_rebuilds_classes_from_ctf_affected_particles():
     src, truth = make_set(300, ctf=True, noise_sd=0.05, seed=2)
     eng = _engine()
     batch = load_batch(eng, src, np.arange(len(src)))
-    n = len(src)
-    f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    pairs = Assignments(
-        row=torch.arange(n),
-        cls=torch.as_tensor(truth["cls"]),
-        psi_deg=f(truth["psi"]),
-        tx=f(truth["tx"]),
-        ty=f(truth["ty"]),
-        weight=torch.ones(n),
-        rot=torch.zeros(n, dtype=torch.long),
-        shift=torch.zeros(n, dtype=torch.long),
-    )
+    pairs = true_assignments(truth)
     stats = Statistics.zeros(3, eng.grid.size, eng.n_shells, eng.device)
     gmask = eng.grid_mask(eng.r_max)
     accumulate(batch, pairs, eng.half_of(batch.index), eng.grid, gmask, 3, stats)

@@ -12,7 +12,6 @@ from cryoclass.engine.model import ModelState
 from cryoclass.engine.mstep import (
     NOISE_GROUP_PRIOR_PARTICLES,
     NOISE_GROUPS,
-    Assignments,
     Statistics,
     accumulate,
     group_whitening,
@@ -22,7 +21,7 @@ from cryoclass.engine.mstep import (
 from cryoclass.engine.source import load_batch
 from cryoclass.physics.fourier import make_band, rfft_band, shell_sum
 
-from .conftest import APIX, BOX, ArraySource, make_set
+from .conftest import APIX, BOX, ArraySource, make_set, true_assignments
 
 
 def _engine(**kw) -> Engine:
@@ -126,17 +125,7 @@ def test_averages_weigh_each_particle_by_its_groups_spectrum():
     eng = _engine()
     batch = load_batch(eng, src, np.arange(len(src)))
     n = batch.n
-    f = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    pairs = Assignments(
-        row=torch.arange(n),
-        cls=torch.as_tensor(truth["cls"]),
-        psi_deg=f(truth["psi"]),
-        tx=f(truth["tx"]),
-        ty=f(truth["ty"]),
-        weight=torch.ones(n),
-        rot=torch.zeros(n, dtype=torch.long),
-        shift=torch.zeros(n, dtype=torch.long),
-    )
+    pairs = true_assignments(truth)
     gmask = eng.grid_mask(eng.r_max)
     half = eng.half_of(batch.index)
     plain = Statistics.zeros(3, eng.grid.size, eng.n_shells, eng.device)
