@@ -10,7 +10,9 @@ CTF applied, within a band of resolutions (``--band HI`` or ``LO:HI``, Å):
 
 - default: at its TRUE in-plane angle and shift (the ceiling of the classification alone);
 - ``--search``: over every view x in-plane angle (``--psi-step`` degrees) x integer shift within
-  ``--max-shift`` pixels, as a program must (the ceiling of alignment and classification together).
+  ``--max-shift`` pixels, as a program must (the ceiling of alignment and classification together);
+  also the view of highest likelihood summed over those poses (``marginal_ari``), as a
+  classifier that marginalises over the poses would choose (cryoclass's ``class_score marginal``).
 
 A program that takes each particle's best pose, and must estimate its references, cannot beat these
 figures on average (marginalising over the poses can do somewhat better than the search); the gap
@@ -119,7 +121,10 @@ def at_true_poses(sim, truth, parts, views, bands):
 
 
 def searched(sim, truth, parts, views, band, amplitude, psi_step, max_shift):
-    """Best (view, psi degrees, shift (2,) pixels) of each particle over the whole pose grid."""
+    """Best (view, psi degrees, shift (2,) pixels) of each particle over the whole pose grid,
+    and the view of highest likelihood summed over the grid's poses (marginal). The sum needs
+    the noise's absolute level: each particle's whitened power in the band (signal is a tenth
+    of it or less at the bench's SNRs)."""
     import simulate
 
     d = views.shape[-1]
@@ -135,6 +140,8 @@ def searched(sim, truth, parts, views, band, amplitude, psi_step, max_shift):
     disc = torch.as_tensor(dx**2 + dy**2 <= max_shift**2)
     power = F.abs() ** 2
     view = np.zeros(len(truth), dtype=int)
+    marginal = np.zeros(len(truth), dtype=int)
+    n_coeffs = float((w2 / w.clamp_min(1e-30)).sum())  # band points of the whole plane
     psi = np.zeros(len(truth))
     shift = np.zeros((len(truth), 2))
     for i in range(len(truth)):
@@ -142,10 +149,12 @@ def searched(sim, truth, parts, views, band, amplitude, psi_step, max_shift):
         # irfft2 sums the Hermitian plane: the value at t of sum_k X conj(CTF F) w e^{2 pi i k.t}
         cc = torch.fft.irfft2((X[i].conj() * ctf[i] * w)[None].conj() * F.conj(), s=(d, d))
         score = torch.where(disc[None], 2 * cc - norm[:, None, None], -torch.inf)
+        level = float((w2 * X[i].abs() ** 2).sum()) / (d * d) / n_coeffs  # noise per coefficient
+        marginal[i] = int(torch.logsumexp(score.reshape(len(views), -1) / (2 * level), 1).argmax())
         r, k = np.unravel_index(int(score.argmax()), score.shape[:1] + (d * d,))
         view[i], psi[i] = r // len(psis), psis[r % len(psis)]
         shift[i] = dx.flat[k], dy.flat[k]
-    return view, psi, shift
+    return view, psi, shift, marginal
 
 
 def parse_band(text: str) -> tuple[float | None, float]:
@@ -176,13 +185,16 @@ def main() -> None:
     for b, band in enumerate(bands):
         out = {"data": str(args.data), "n": len(truth), "band_A": band, "amplitude": amplitude}
         if args.search:
-            view, psi, shift = searched(
+            view, psi, shift, marginal = searched(
                 sim, truth, parts, views, band, amplitude, args.psi_step, args.max_shift
             )
             dpsi = np.abs((psi - truth["psi_deg"].to_numpy() + 180) % 360 - 180)
             dt = np.hypot(shift[:, 0] - truth["shift_x_px"], shift[:, 1] - truth["shift_y_px"])
             out.update(
-                psi_within_10deg=float((dpsi < 10).mean()), shift_within_2px=float((dt < 2).mean())
+                psi_within_10deg=float((dpsi < 10).mean()),
+                shift_within_2px=float((dt < 2).mean()),
+                marginal_ari=round(float(adjusted_rand_index(true_view, marginal)), 4),
+                marginal_accuracy=round(float((marginal == true_view).mean()), 4),
             )
         else:
             view = (2 * amplitude * cross[b + 1] - amplitude**2 * norm[b + 1]).argmax(1)

@@ -60,6 +60,7 @@ BATCH = {
     "class_prior": ("off", {"n_full_iters": 3}),
     "nonnegative_references": (False, {}),
     "force_max": (False, {}),
+    "class_score": ("best_pose", {}),
     "white_noise": (True, {}),
     "noise_group_width_um": (0.0, {}),
     "skip_ctf": (True, {}),

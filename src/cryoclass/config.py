@@ -175,10 +175,18 @@ class Config(BaseModel):
     )
     force_max: bool = Field(
         True,
-        description="Best pose per class, soft over classes "
-        "(CryoSPARC's 'Force max over poses/shifts'). Off: marginalise over "
-        "the poses around the best one, as RELION does (better on several "
-        "low-SNR sets, worse on others; ~1.6x the time: see the README).",
+        description="Each particle goes into a class's average at its best pose "
+        "(CryoSPARC's 'Force max over poses/shifts'). Off: its weight is spread over the poses "
+        "around the best one, as RELION does (~1.6x the time: see the README); with class_score "
+        "best_pose the classes then also score the sum over those poses.",
+    )
+    class_score: Literal["marginal", "best_pose"] = Field(
+        "marginal",
+        description="How a class scores a particle in the posterior over classes. marginal (the "
+        "default since session 33): its likelihood summed over every pose of the coarse search, "
+        "as RELION marginalises over the poses, so a particle whose pose is uncertain goes to "
+        "the class it fits over many poses; best_pose: the likelihood of its best pose alone "
+        "(CryoSPARC's force max; the default until session 32). See docs/status.md, session 33.",
     )
 
     # --- model --------------------------------------------------------------------------------

@@ -273,6 +273,80 @@ def test_a_prior_on_poses_adds_to_every_pose_score(monkeypatch):
     )
 
 
+def test_the_pose_volume_is_the_log_sum_over_every_pose(monkeypatch):
+    # class_score marginal: best + log_volume is log sum over rotations x shifts of exp(score +
+    # prior), in both layouts of the cross term; the coarse-to-fine search sums over its coarse
+    # poses (every second rotation, shifts on the lattice of twice the step).
+    import cryoclass.engine.estep as estep
+
+    g = torch.Generator().manual_seed(7)
+    band = make_band(40, 7, r_lo=0.5)
+    psi, shifts = psi_grid(20.0), shift_grid(3.0, 1.0)
+    k, r, s, n = 3, psi.numel(), shifts.shape[0], 20
+    smooth = band_to_image(torch.randn(k, band.size, dtype=torch.complex64, generator=g), band).real
+    refs = rotated_references(smooth, band, psi)
+    truth = torch.randint(0, k * r, (n,), generator=g)
+    noise = torch.randn(n, band.size, dtype=torch.complex64, generator=g)
+    X = refs.reshape(-1, band.size)[truth] + 2.0 * noise * refs.abs().mean()
+    ctf = 0.5 + torch.rand(n, band.size, generator=g)
+    inv = 0.02 * torch.rand(band.size, generator=g)  # scores a few units apart: many poses count
+    prior = -torch.rand(k, r, s, generator=g)
+    every = (
+        torch.stack(
+            [
+                torch.stack(
+                    [
+                        score_best_poses(X, ctf, inv, refs[:, i : i + 1], shifts[j : j + 1], band)[
+                            0
+                        ]
+                        for j in range(s)
+                    ],
+                    2,
+                )
+                for i in range(r)
+            ],
+            2,
+        )
+        + prior[None]
+    )  # (n, K, R, S)
+    expect = torch.logsumexp(every.flatten(2), 2)
+    volumes = []
+    for budget in (estep.SHIFTED_REFS_BUDGET, 0):  # references moved, then particles moved
+        monkeypatch.setattr(estep, "SHIFTED_REFS_BUDGET", budget)
+        volume = torch.empty(n, k)
+        best = score_best_poses(
+            X, ctf, inv, refs, shifts, band, shift_prior=prior, log_volume=volume
+        )[0]
+        torch.testing.assert_close(best + volume, expect, rtol=1e-5, atol=1e-3)
+        volumes.append(volume)
+    assert float(volumes[0].min()) > 0.5  # the sum is well above the best pose alone here
+    coarse_s = estep.coarse_shift_indices(shifts, 1.0)
+    coarse = torch.logsumexp(every[:, :, ::2][:, :, :, coarse_s].flatten(2), 2)
+    c2f_volume = torch.empty(n, k)
+    estep.score_coarse_to_fine(
+        X, ctf, inv, refs, shifts, 1.0, band, shift_prior=prior, log_volume=c2f_volume
+    )
+    coarse_best = every[:, :, ::2][:, :, :, coarse_s].flatten(2).max(2).values
+    torch.testing.assert_close(coarse_best + c2f_volume, coarse, rtol=1e-5, atol=1e-3)
+
+
+def test_class_posteriors_sum_over_poses_unless_class_score_is_best_pose():
+    # The engine's class posterior at temperature 1 is the softmax of each class's log sum over
+    # the poses (marginal, the default), or of its best score (best_pose).
+    src, _ = make_set(60, noise_sd=1.0, seed=5)
+    for mode in ("marginal", "best_pose"):
+        eng = _engine(class_score=mode, class_prior="off")
+        batch = load_batch(eng, src, np.arange(60))
+        eng.initialise(batch)
+        scored = eng.score(batch)
+        assert (scored.log_volume is None) == (mode == "best_pose")
+        score = scored.best if mode == "best_pose" else scored.best + scored.log_volume
+        torch.testing.assert_close(eng._class_posterior(scored, 1.0), torch.softmax(score, 1))
+        if mode == "marginal":
+            assert float(scored.log_volume.min()) >= -1e-4
+            assert not torch.allclose(torch.softmax(score, 1), torch.softmax(scored.best, 1))
+
+
 def test_the_prior_on_shifts_is_learnt_from_the_particles():
     # Particles shifted by integers in [-2, 2] on each axis: sd sqrt(2) px. The prior starts
     # at max_shift_px / 2 = 3 px (a flat search over the 6 px disc spreads as much) and must
@@ -421,7 +495,7 @@ def test_the_class_prior_acts_from_the_second_full_pass_on():
     st = eng.state
     st.stats.scale_class_(0, 50.0)  # class 0 now holds most of the weight
     with_prior = eng._class_posterior(scored, 1.0)
-    uniform = torch.softmax(scored.best, dim=1)
+    uniform = torch.softmax(scored.best + scored.log_volume, dim=1)  # class_score marginal
     assert float((with_prior[:, 0] - uniform[:, 0]).min()) > 0
     st.fixed_resolution_A = st.resolution_A.clone()  # as in a split test's run
     assert not eng.uses_class_prior

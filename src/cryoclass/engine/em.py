@@ -153,7 +153,9 @@ class Scored:
     weights (0 below min_res_A once it applies);
     best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid;
     nearby: with force_max off, the scores of the poses around the best ones (else None);
-    spectral_weight: ``Engine.spectral_weight`` of the batch (None: one spectrum for all).
+    spectral_weight: ``Engine.spectral_weight`` of the batch (None: one spectrum for all);
+    log_volume: with class_score marginal, (n, K) log sum over the coarse search's poses of
+    exp(score - that search's best score) (``estep.score_best_poses``), else None.
     """
 
     band: Band
@@ -167,6 +169,7 @@ class Scored:
     shf: torch.Tensor
     nearby: PoseNeighbourhood | None = None
     spectral_weight: torch.Tensor | None = None
+    log_volume: torch.Tensor | None = None
 
 
 class Engine:
@@ -356,9 +359,19 @@ class Engine:
             whiten = weight.sqrt()[:, band.shell]
             X, ctf = X * whiten, ctf * whiten
         prior = self.shift_log_prior(poses)
+        volume = None
+        if self.cfg.class_score == "marginal":
+            volume = torch.empty(batch.n, self.state.n_classes, device=self.device)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
             best, rot, shf = score_best_poses(
-                X, ctf, inv_sigma2, refs.values, poses.shifts, band, shift_prior=prior
+                X,
+                ctf,
+                inv_sigma2,
+                refs.values,
+                poses.shifts,
+                band,
+                shift_prior=prior,
+                log_volume=volume,
             )
         else:
             best, rot, shf = score_coarse_to_fine(
@@ -372,6 +385,7 @@ class Engine:
                 coarse_dtype=self.coarse_dtype,
                 coarse_matrix=self._coarse_matrix(refs, poses, band),
                 shift_prior=prior,
+                log_volume=volume,
             )
         nearby = None
         if not self.cfg.force_max:
@@ -389,7 +403,7 @@ class Engine:
                 shf,
                 shift_prior=prior,
             )
-        return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby, weight)
+        return Scored(band, poses, refs, X, ctf, inv_sigma2, best, rot, shf, nearby, weight, volume)
 
     def shift_log_prior(self, poses: PoseGrid) -> torch.Tensor:
         """(K, R, S) log prior of each rotation and shift of the pose grid in each class: a
@@ -481,14 +495,18 @@ class Engine:
 
     def _class_posterior(self, scored: "Scored", temperature: float) -> torch.Tensor:
         """(n, K) posterior over classes of scored particles at ``temperature``: each class's
-        best score, or with force_max off its scores marginalised over the poses kept (as
-        RELION does), plus the log class prior where ``uses_class_prior``."""
+        score summed over the coarse search's poses (class_score marginal: best + log_volume,
+        the volume taken at temperature 1), else its best score, or with force_max off its
+        scores summed over the poses kept; plus the log class prior where
+        ``uses_class_prior``."""
         k = self.state.n_classes
         log_prior = (
             self.state.log_prior() if self.uses_class_prior else torch.zeros(k, device=self.device)
         )
         class_score, near = scored.best, scored.nearby
-        if near is not None:
+        if scored.log_volume is not None:
+            class_score = class_score + scored.log_volume
+        elif near is not None:
             class_score = class_score.scatter(
                 1, near.cls, temperature * torch.logsumexp(near.score / temperature, dim=2)
             )

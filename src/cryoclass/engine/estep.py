@@ -66,6 +66,7 @@ def score_best_poses(
     gemm_dtype: torch.dtype = torch.float32,
     ref_matrix: torch.Tensor | None = None,
     shift_prior: torch.Tensor | None = None,
+    log_volume: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (rotation, shift) score per particle and class, exhaustively.
 
@@ -77,6 +78,10 @@ def score_best_poses(
     it for several batches (built here otherwise, if it fits SHIFTED_REFS_BUDGET).
     shift_prior: (K, R, S) log prior of each rotation and shift in each class, added to the
     scores (None: flat).
+    log_volume: an (n, K) tensor to fill with log sum_poses exp(score - best score) per
+    particle and class (at temperature 1), the log of the class's pose mass relative to its
+    best pose: best + log_volume is the class's likelihood summed over the grid's poses (None:
+    not computed).
     Returns best_score (n, K), best_rot (n, K), best_shift (n, K).
     """
     n, f = X.shape
@@ -116,6 +121,8 @@ def score_best_poses(
                 cross = cross.float() + half_prior.view(1, k * r, s)
             best_over_s, arg_s = cross.max(dim=2)  # (m, KR)
             best_over_s = best_over_s.float()
+            if log_volume is not None:
+                every = 2.0 * cross.float() - norm_all[a:b, :, None]  # (m, KR, S)
         else:
             p = weighted[a:b, None, :] * phases[None]  # (m, S, F)
             p_mat = torch.view_as_real(p).reshape(m * s, 2 * f).to(gemm_dtype)
@@ -123,8 +130,12 @@ def score_best_poses(
             if half_prior is not None:
                 scores = scores + half_prior.permute(2, 0, 1).reshape(s, k * r)
             best_over_s, arg_s = scores.max(dim=1)  # (m, KR)
+            if log_volume is not None:
+                every = 2.0 * scores.transpose(1, 2) - norm_all[a:b, :, None]  # (m, KR, S)
         best_over_s = best_over_s.mul_(2.0).sub_(norm_all[a:b]).view(m, k, r)
         best, arg_r = best_over_s.max(dim=2)  # (m, K)
+        if log_volume is not None:
+            log_volume[a:b] = torch.logsumexp(every.reshape(m, k, r * s), dim=2) - best
         out_score[a:b] = best
         out_rot[a:b] = arg_r
         out_shift[a:b] = torch.gather(arg_s.view(m, k, r), 2, arg_r[..., None]).squeeze(2)
@@ -181,6 +192,7 @@ def score_coarse_to_fine(
     coarse_dtype: torch.dtype = torch.float32,
     coarse_matrix: torch.Tensor | None = None,
     shift_prior: torch.Tensor | None = None,
+    log_volume: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best pose per class by a coarse exhaustive search refined locally.
 
@@ -190,7 +202,8 @@ def score_coarse_to_fine(
     Other classes keep their coarse scores (lower bounds of their best score). coarse_dtype: GEMM
     precision of stage 1 only (stage 2 re-scores in float32). coarse_matrix: stage 1's
     ``shifted_reference_matrix`` (refs[:, ::2], the coarse shifts), when the caller keeps it for
-    several batches. Arguments and returns as score_best_poses; requires an even number of
+    several batches. log_volume: filled as by score_best_poses over stage 1's poses, relative
+    to stage 1's best. Arguments and returns as score_best_poses; requires an even number of
     rotations R.
     """
     k, r, f = refs.shape
@@ -206,6 +219,7 @@ def score_coarse_to_fine(
         gemm_dtype=coarse_dtype,
         ref_matrix=coarse_matrix,
         shift_prior=None if shift_prior is None else shift_prior[:, ::2][:, :, coarse_s],
+        log_volume=log_volume,
     )
     rot = rot_c * 2
     shf = coarse_s[shf_c]
