@@ -60,7 +60,8 @@ BATCH = {
     "class_prior": ("off", {"n_full_iters": 3}),
     "nonnegative_references": (False, {}),
     "force_max": (False, {}),
-    "class_score": ("best_pose", {}),
+    # the default, marginal, acts from the second full pass on
+    "class_score": ("best_pose", {"n_full_iters": 3}),
     "white_noise": (True, {}),
     "noise_group_width_um": (0.0, {}),
     "skip_ctf": (True, {}),

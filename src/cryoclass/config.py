@@ -183,10 +183,12 @@ class Config(BaseModel):
     class_score: Literal["marginal", "best_pose"] = Field(
         "marginal",
         description="How a class scores a particle in the posterior over classes. marginal (the "
-        "default since session 33): its likelihood summed over every pose of the coarse search, "
-        "as RELION marginalises over the poses, so a particle whose pose is uncertain goes to "
-        "the class it fits over many poses; best_pose: the likelihood of its best pose alone "
-        "(CryoSPARC's force max; the default until session 32). See docs/status.md, session 33.",
+        "default since session 33): in the full passes after the first, its likelihood summed "
+        "over every pose of the coarse search, as RELION marginalises over the poses, so a "
+        "particle whose pose is uncertain goes to the class it fits over many poses (the online "
+        "phase and the first full pass take the best pose); best_pose: always the likelihood of "
+        "its best pose alone (CryoSPARC's force max; the default until session 32). See "
+        "docs/status.md, session 33.",
     )
 
     # --- model --------------------------------------------------------------------------------

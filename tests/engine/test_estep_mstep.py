@@ -332,12 +332,16 @@ def test_the_pose_volume_is_the_log_sum_over_every_pose(monkeypatch):
 
 def test_class_posteriors_sum_over_poses_unless_class_score_is_best_pose():
     # The engine's class posterior at temperature 1 is the softmax of each class's log sum over
-    # the poses (marginal, the default), or of its best score (best_pose).
+    # the poses (marginal, the default, once a full pass has replaced the statistics), or of
+    # its best score (best_pose, and marginal in the online phase).
     src, _ = make_set(60, noise_sd=1.0, seed=5)
     for mode in ("marginal", "best_pose"):
         eng = _engine(class_score=mode, class_prior="off")
         batch = load_batch(eng, src, np.arange(60))
         eng.initialise(batch)
+        assert eng.score(batch).log_volume is None  # the online phase: best pose
+        eng.absorb(eng.expectation(batch, 0.0)[1], 60, 60, replace=True)  # a full pass
+        assert eng.state.background_removed
         scored = eng.score(batch)
         assert (scored.log_volume is None) == (mode == "best_pose")
         score = scored.best if mode == "best_pose" else scored.best + scored.log_volume

@@ -154,8 +154,9 @@ class Scored:
     best: (n, K) best score per class; rot, shf: (n, K) long indices of that pose in the grid;
     nearby: with force_max off, the scores of the poses around the best ones (else None);
     spectral_weight: ``Engine.spectral_weight`` of the batch (None: one spectrum for all);
-    log_volume: with class_score marginal, (n, K) log sum over the coarse search's poses of
-    exp(score - that search's best score) (``estep.score_best_poses``), else None.
+    log_volume: where ``Engine.uses_marginal_class_scores``, (n, K) log sum over the coarse
+    search's poses of exp(score - that search's best score) (``estep.score_best_poses``), else
+    None.
     """
 
     band: Band
@@ -360,7 +361,7 @@ class Engine:
             X, ctf = X * whiten, ctf * whiten
         prior = self.shift_log_prior(poses)
         volume = None
-        if self.cfg.class_score == "marginal":
+        if self.uses_marginal_class_scores:
             volume = torch.empty(batch.n, self.state.n_classes, device=self.device)
         if self.cfg.exhaustive_search or poses.n_rot % 2 or poses.n_shift < 9:
             best, rot, shf = score_best_poses(
@@ -495,9 +496,9 @@ class Engine:
 
     def _class_posterior(self, scored: "Scored", temperature: float) -> torch.Tensor:
         """(n, K) posterior over classes of scored particles at ``temperature``: each class's
-        score summed over the coarse search's poses (class_score marginal: best + log_volume,
-        the volume taken at temperature 1), else its best score, or with force_max off its
-        scores summed over the poses kept; plus the log class prior where
+        score summed over the coarse search's poses where ``uses_marginal_class_scores``
+        (best + log_volume, the volume taken at temperature 1), else its best score, or with
+        force_max off its scores summed over the poses kept; plus the log class prior where
         ``uses_class_prior``."""
         k = self.state.n_classes
         log_prior = (
@@ -511,6 +512,16 @@ class Engine:
                 1, near.cls, temperature * torch.logsumexp(near.score / temperature, dim=2)
             )
         return class_posterior(class_score, log_prior, temperature)[0]
+
+    @property
+    def uses_marginal_class_scores(self) -> bool:
+        """Whether classes score particles by their likelihood summed over the poses now
+        (``Config.class_score`` marginal): once a full pass has replaced the statistics
+        (``ModelState.background_removed``). Not in the online phase, where the classes are
+        still forming: there one class that fits loosely at many poses drew the particles of
+        two views (tests/jobs/test_min_res_micelle.py, batch: ARI 0.50 against 0.96 with the
+        best pose; docs/status.md, session 33)."""
+        return self.cfg.class_score == "marginal" and self.state.background_removed
 
     @property
     def uses_class_prior(self) -> bool:
