@@ -177,8 +177,9 @@ class Config(BaseModel):
         True,
         description="Each particle goes into a class's average at its best pose "
         "(CryoSPARC's 'Force max over poses/shifts'). Off: its weight is spread over the poses "
-        "around the best one, as RELION does (~1.6x the time: see the README); with class_score "
-        "best_pose the classes then also score the sum over those poses.",
+        "around the best one, as RELION does (~1.6x the time: see the README); where classes "
+        "do not score the sum over every pose (class_score best_pose, or before the second "
+        "full pass) they then score the sum over those poses.",
     )
     class_score: Literal["marginal", "best_pose"] = Field(
         "marginal",
