@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cryoclass.engine.mstep import Assignments
+from cryoclass.engine.model import ModelState
+from cryoclass.engine.mstep import Assignments, Statistics
 from cryoclass.io.columns import ctf_parameters
 from cryoclass.physics.ctf import ctf_2d, rfft_frequencies
 
@@ -129,3 +130,18 @@ def _threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+def state_holding(stats: Statistics) -> ModelState:
+    """A model of 8 x 8 px empty classes (1 Å/px) holding ``stats``: what a checkpoint test
+    needs around the statistics it saves and loads."""
+    k, shells = stats.weight.shape[-1], stats.noise_power.shape[-1]
+    return ModelState(
+        box=8,
+        pixel_size_A=1.0,
+        class_images=torch.zeros(k, 8, 8),
+        stats=stats,
+        sigma2=torch.ones(shells),
+        r_work=3.0,
+        resolution_A=torch.full((k,), 999.0),
+    )

@@ -24,7 +24,7 @@ from cryoclass.physics.fourier import (
     shift_phase,
 )
 
-from .conftest import APIX, BOX, make_set, render, true_assignments
+from .conftest import APIX, BOX, make_set, render, state_holding, true_assignments
 
 
 def _engine(**kw) -> Engine:
@@ -425,15 +425,7 @@ def test_a_model_saved_with_the_earlier_evidence_layout_loads_with_its_evidence_
     k, q, shells = 3, 5, 4
     s = Statistics.zeros(k, q, shells, torch.device("cpu"))
     s.weight.fill_(2.0)
-    state = ModelState(
-        box=8,
-        pixel_size_A=1.0,
-        class_images=torch.zeros(k, 8, 8),
-        stats=s,
-        sigma2=torch.ones(shells),
-        r_work=3.0,
-        resolution_A=torch.full((k,), 999.0),
-    )
+    state = state_holding(s)
     for old in ({"evidence": torch.ones(k, shells), "evidence_sq": torch.ones(k, shells)}, {}):
         d = state.to_dict()
         for name in ("evidence", "evidence_sq", "evidence_n"):

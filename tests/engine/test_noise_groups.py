@@ -21,7 +21,7 @@ from cryoclass.engine.mstep import (
 from cryoclass.engine.source import load_batch
 from cryoclass.physics.fourier import make_band, rfft_band, shell_sum
 
-from .conftest import APIX, BOX, ArraySource, make_set, true_assignments
+from .conftest import APIX, BOX, ArraySource, make_set, state_holding, true_assignments
 
 
 def _engine(**kw) -> Engine:
@@ -144,15 +144,7 @@ def test_a_model_saved_with_one_noise_spectrum_loads_with_it_in_every_group():
     residuals shared by every group: the job's spectrum is the same and no group differs."""
     k, shells = 3, 4
     s = Statistics.zeros(k, 5, shells, torch.device("cpu"))
-    state = ModelState(
-        box=8,
-        pixel_size_A=1.0,
-        class_images=torch.zeros(k, 8, 8),
-        stats=s,
-        sigma2=torch.ones(shells),
-        r_work=3.0,
-        resolution_A=torch.full((k,), 999.0),
-    )
+    state = state_holding(s)
     d = state.to_dict()
     d["stats"]["noise_power"] = torch.tensor([8.0, 6.0, 4.0, 0.0])
     d["stats"]["noise_count"] = torch.tensor([2.0, 2.0, 2.0, 0.0])
