@@ -39,31 +39,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cryoclass.config import Config  # noqa: E402
 from cryoclass.engine.em import REFERENCE_TAPER, Engine  # noqa: E402
+from cryoclass.engine.model import ModelState  # noqa: E402
+from cryoclass.engine.mstep import lowpass_by_class  # noqa: E402
 from cryoclass.engine.source import load_batch  # noqa: E402
 from cryoclass.io.particles import read_particles  # noqa: E402
+from cryoclass.outputs.checkpoint import read_checkpoint  # noqa: E402
+from cryoclass.physics.fourier import band_to_image, rfft_band, shell_sum  # noqa: E402
 from cryoclass.quality.metrics import adjusted_rand_index  # noqa: E402
 
-
-def checkpoint_model(job: Path) -> dict:
-    """The model dict of a finished job's checkpoint.pt."""
-    return torch.load(job / "checkpoint.pt", weights_only=False, map_location="cpu")["model"]
+BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
 
 
-def faded(images: np.ndarray, radius: float) -> np.ndarray:
-    """(V, D, D) images kept whole to radius (Fourier pixels), raised-cosine faded to 0 over
-    the next REFERENCE_TAPER pixels."""
-    d = images.shape[-1]
-    ky, kx = np.meshgrid(np.fft.fftfreq(d) * d, np.fft.fftfreq(d) * d, indexing="ij")
-    t = np.clip((np.hypot(kx, ky) - radius) / REFERENCE_TAPER, 0, 1)
-    f = np.fft.fft2(np.fft.ifftshift(images, axes=(-2, -1))) * 0.5 * (1 + np.cos(np.pi * t))
-    return np.fft.fftshift(np.real(np.fft.ifft2(f)), axes=(-2, -1)).astype(np.float32)
+def job_model(job: Path) -> ModelState:
+    """The final model of a finished job (JOB/checkpoint.pt)."""
+    return read_checkpoint(job / "checkpoint.pt").model
 
 
-def noise_shape(sim: dict, n_shells: int, box: int, apix: float) -> torch.Tensor:
-    """(n_shells,) the simulation's relative noise power per shell."""
-    freq = torch.arange(n_shells, dtype=torch.float64) / (box * apix)
-    floor, falloff = sim["noise_floor"], sim["noise_falloff"]
-    return (floor + (1 - floor) * torch.exp(-freq * falloff)).float()
+def faded(engine: Engine, images: torch.Tensor, radius: float) -> torch.Tensor:
+    """(V, D, D) images kept whole to radius (Fourier pixels) and faded over the next
+    REFERENCE_TAPER pixels, as a job fades a class at its resolution (``lowpass_by_class``)."""
+    grid = engine.grid
+    radii = torch.full((images.shape[0],), radius)
+    kept = lowpass_by_class(rfft_band(images, grid), grid, radii, REFERENCE_TAPER)
+    return band_to_image(kept, grid).real.float()
+
+
+def noise_shape(sim: dict, engine: Engine) -> torch.Tensor:
+    """(n_shells,) the simulation's own noise power spectrum (``simulate.noise_amplitude_rfft``
+    squared), averaged over the engine's shells; relative units."""
+    import simulate
+
+    amp = simulate.noise_amplitude_rfft(
+        engine.box, engine.apix, sim["noise_falloff"], sim["noise_floor"]
+    )
+    grid = engine.grid
+    power = torch.as_tensor(amp.astype(np.float64) ** 2).flatten()[grid.flat_index][None]
+    count = shell_sum(torch.ones_like(power), grid.shell, engine.n_shells)
+    return (shell_sum(power, grid.shell, engine.n_shells) / count.clamp_min(1))[0].float()
 
 
 def main() -> None:
@@ -75,6 +87,9 @@ def main() -> None:
     ap.add_argument("--refs", type=Path, default=None, help="a job folder: its class averages")
     ap.add_argument("--exhaustive", action="store_true")
     args = ap.parse_args()
+    if not BENCH.is_dir():
+        sys.exit(f"{BENCH} not found: this benchmark needs ../shared/bench beside the checkout")
+    sys.path.insert(0, str(BENCH))
     torch.set_num_threads(1)
     data = args.data
     pset = read_particles(data / "particles.star", on_bad="reject").scan_images()
@@ -85,31 +100,26 @@ def main() -> None:
     ):
         sys.exit("particles.star and truth.csv do not list the same particles in one order")
     if args.refs is not None:
-        refs = checkpoint_model(args.refs)["class_images"].float().numpy()
+        refs = job_model(args.refs).class_images.float().cpu()
     else:
-        refs = mrcfile.read(data / "views.mrcs").astype(np.float32)
-    if args.fade is not None:
-        refs = faded(refs, args.fade)
+        refs = torch.as_tensor(mrcfile.read(data / "views.mrcs").astype(np.float32))
     cfg = Config(n_classes=len(refs), init_res_A=1.0, exhaustive_search=args.exhaustive, seed=0)
     engine = Engine(cfg, pset.box, pset.pixel_size_A, torch.device("cpu"))
     n = len(pset)
     engine.initialise(load_batch(engine, pset, np.arange(min(cfg.minibatch_size, n))))
     state = engine.state
     state.r_work = engine.r_max  # the whole band to max_res_A, as a job's band once grown
+    if args.fade is not None:
+        refs = faded(engine, refs, args.fade)
     if args.noise == "shape":
-        shape = noise_shape(
-            json.loads((data / "sim_params.json").read_text()),
-            state.sigma2.numel(),
-            pset.box,
-            pset.pixel_size_A,
-        )
+        shape = noise_shape(json.loads((data / "sim_params.json").read_text()), engine)
         state.sigma2 = shape * float(state.sigma2[-5:].mean() / shape[-5:].mean())
     elif args.noise != "initial":
-        state.sigma2 = checkpoint_model(Path(args.noise))["sigma2"].float()
+        state.sigma2 = job_model(Path(args.noise)).sigma2.float().cpu()
     batch = load_batch(engine, pset, np.arange(n))
     true_view = truth["view"].to_numpy()
     for scale in args.scale or [0.4]:
-        images = torch.as_tensor(refs * scale)
+        images = refs * scale
         state.class_images = images if args.refs is not None else images * engine.mask
         state.alignment_images = None
         labels = engine.labels(batch)

@@ -241,15 +241,16 @@ def main() -> None:
     sys.path.insert(0, str(BENCH))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     bands = [parse_band(b) for b in (args.band or ["6", "40:6"])]
-    sim, truth, parts, views = load(args.data, args.n)
+    # --refs data averages every particle of the set, so they are read once, all of them
+    sim, truth_all, parts_all, views = load(args.data, None if args.refs == "data" else args.n)
+    truth, parts = truth_all.iloc[: args.n], parts_all[: args.n]
     true_view = truth["view"].to_numpy()
     rows = np.arange(len(truth))
     cross, norm = at_true_poses(sim, truth, parts, views, [(None, bands[0][1]), *bands])
     amplitude = cross[0][rows, true_view].sum() / norm[0][rows, true_view].sum()
     refs, group, ref_amplitude = views, None, amplitude
     if args.refs == "data":  # from every particle of the set, not only the first n
-        sim_all, truth_all, parts_all, _ = load(args.data, None)
-        refs = data_references(sim_all, truth_all, parts_all, views, amplitude)
+        refs = data_references(sim, truth_all, parts_all, views, amplitude)
         group, ref_amplitude = 1 - np.arange(len(truth)) % 2, 1.0
     for b, band in enumerate(bands):
         out = {"data": str(args.data), "n": len(truth), "band_A": band, "amplitude": amplitude}
