@@ -46,6 +46,7 @@ def iteration_progress(description: str) -> Iterator:
                 + (f" reseeded={entry.reseeded}" if entry.reseeded else "")
                 + (f" merged={entry.merged}" if entry.merged else "")
                 + (f" divided={entry.divided}" if entry.divided else "")
+                + (f" changed={100 * entry.changed:.1f}%" if entry.changed is not None else "")
                 + verdict,
                 soft_wrap=True,  # one line per iteration, whatever the terminal's width
             )

@@ -45,7 +45,9 @@ class ModelState:
     outside the mask) is subtracted (``physics.masks.mask_outside_background``), from the first
     full pass on; before it, during the online phase, they are masked as they are;
     noise_whitening: (NOISE_GROUPS, n_shells) sigma2 over each noise group's own spectrum
-    (``mstep.group_whitening``); None: one spectrum for all (until the first update).
+    (``mstep.group_whitening``); None: one spectrum for all (until the first update);
+    pass_classes: (n,) int the class (0-based) each particle row got in the last full pass, to
+    count the next pass's changes (``schedules.passes.class_changes``); None before the first.
     """
 
     box: int
@@ -70,6 +72,7 @@ class ModelState:
     fixed_resolution_A: torch.Tensor | None = None
     background_removed: bool = False
     noise_whitening: torch.Tensor | None = None
+    pass_classes: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:

@@ -62,6 +62,7 @@ class BatchCommits:
                 "reseeded": entry.reseeded,
                 "merged": entry.merged,
                 "divided": entry.divided,
+                "class_changes": None if entry.changed is None else round(entry.changed, 4),
                 "mean_loglik": round(float(entry.mean_loglik), 4),
                 "work_res_A": float(entry.work_res_A),
                 "seconds": {"step": round(entry.seconds, 4)},

@@ -78,7 +78,10 @@ def write_model_star(
     classes_path: str = "classes.mrcs",
 ) -> None:
     """RELION-like model STAR: classes, noise spectrum and iteration log. classes_path: the
-    class stack as rlnReferenceImage names it (RELION: relative to the project folder)."""
+    class stack as rlnReferenceImage names it (RELION: relative to the project folder).
+    rlnChangesOptimalClasses (RELION writes it to its optimiser.star) is the last full pass's
+    fraction of particles that changed class (history's 'changed'; absent before a second
+    full pass)."""
     k = summary.order.size
     n = max(int(summary.counts.sum()), 1)
     classes = pd.DataFrame(
@@ -110,6 +113,9 @@ def write_model_star(
         "rlnOriginalImageSize": d,
         "rlnSigmaOffsetsAngst": sd_px * state.pixel_size_A,  # the translation prior's sd
     }
+    changes = [h["changed"] for h in history if h.get("changed") is not None]
+    if changes:
+        general["rlnChangesOptimalClasses"] = float(changes[-1])
     blocks = {"model_general": general, "model_classes": classes, "model_noise_spectrum": noise}
     blocks.update(noise_group_blocks(state, config))
     if history:

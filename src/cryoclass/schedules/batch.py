@@ -31,7 +31,8 @@ class IterationLog:
     """One line of the job log: iteration, phase ('online'/'full'), particles, temperature,
     working resolution (Å), mean log-likelihood, seconds, classes re-seeded, classes emptied as
     duplicates of another, classes whose particles were split anew (re-drawn pairs, divided
-    classes)."""
+    classes), and for a full pass after the first the fraction of particles whose class changed
+    since the previous one (``passes.class_changes``; None otherwise)."""
 
     iteration: int
     phase: str
@@ -43,6 +44,7 @@ class IterationLog:
     reseeded: int = 0
     merged: int = 0
     divided: int = 0
+    changed: float | None = None
 
 
 @dataclass
@@ -193,7 +195,7 @@ def closing_pass(
     results, log line)."""
     t0 = time.perf_counter()
     p = final_passes(engine.cfg)[j]
-    final, temp, merged, divided = full_pass(
+    final, temp, merged, divided, changed = full_pass(
         engine, source, hard=p.hard, update=p.update, estep=estep, merge=p.merge
     )
     entry = IterationLog(
@@ -206,6 +208,7 @@ def closing_pass(
         time.perf_counter() - t0,
         merged=merged,
         divided=divided,
+        changed=changed,
     )
     return final, entry
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from cryoclass.config import Config
 from cryoclass.engine.em import Engine
 from cryoclass.engine.executor import EStepExecutor, LocalEStep
@@ -44,6 +46,17 @@ def final_passes(config: Config) -> list[FinalPass]:
     ]
 
 
+def class_changes(previous: np.ndarray | None, cls: np.ndarray) -> float | None:
+    """Fraction of the particles whose class changed since the previous full pass, as RELION
+    reports it (rlnChangesOptimalClasses): previous, (m,) classes of rows 0..m-1 then (a stream
+    has added rows since: they are not counted); cls, (n,) classes now, n >= m. None without a
+    previous pass."""
+    if previous is None or previous.size == 0:
+        return None
+    m = min(previous.size, cls.size)
+    return float(np.mean(previous[:m] != cls[:m]))
+
+
 def full_pass(
     engine: Engine,
     source: ParticleSource,
@@ -51,15 +64,19 @@ def full_pass(
     update: bool = True,
     estep: EStepExecutor | None = None,
     merge: bool = False,
-) -> tuple[ParticleResult, float, int, int]:
+) -> tuple[ParticleResult, float, int, int, float | None]:
     """E-step over all particles in chunks at annealing factor 0; with update, replace the
     statistics by the pass's, then with merge, merge duplicate classes and divide classes that
     hold two views (``Engine.divide_classes``). estep: where the E-steps run (default: here,
     ``LocalEStep``). Returns the particles' results (row order), the mean temperature, the
-    number of classes emptied by merging and the number of classes whose particles were split
-    anew (pairs re-drawn and classes divided)."""
+    number of classes emptied by merging, the number of classes whose particles were split
+    anew (pairs re-drawn and classes divided) and the fraction of particles whose class changed
+    since the previous full pass (``class_changes``; None for the first)."""
     n = len(source)
     res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
+    cls = np.asarray(res.cls, dtype=np.int64)
+    changed = class_changes(engine.state.pass_classes, cls)
+    engine.state.pass_classes = cls.copy()
     if update:
         engine.state.distinct_seen = 0
         engine.absorb(stats, n, n, replace=True)
@@ -72,5 +89,5 @@ def full_pass(
             merged = engine.merge_duplicates(load, res.cls, redrawn)
             touched = {c for pair in merged + redrawn for c in pair[:2]}
             divided = engine.divide_classes(load, res.cls, touched)
-            return res, temp, len(merged), len(redrawn) + len(divided)
-    return res, temp, 0, 0
+            return res, temp, len(merged), len(redrawn) + len(divided), changed
+    return res, temp, 0, 0, changed

@@ -43,7 +43,9 @@ class UpdateReport:
     rows: pool rows processed; new_rows: those of them processed for the first time;
     temperature: E-step temperature; factor: annealing factor;
     reseeded: classes re-seeded; merged: classes emptied as duplicates; divided: classes whose
-    particles were split anew (``schedules.passes.full_pass``); mean_loglik: mean best
+    particles were split anew (``schedules.passes.full_pass``); changed: of a full pass after
+    the first, the fraction of particles whose class changed since the previous one
+    (``schedules.passes.class_changes``; None otherwise); mean_loglik: mean best
     log-likelihood; seconds: 'read', 'estep', 'mstep' wall times (s).
     """
 
@@ -55,6 +57,7 @@ class UpdateReport:
     reseeded: int = 0
     merged: int = 0
     divided: int = 0
+    changed: float | None = None
     mean_loglik: float = float("nan")
     seconds: dict[str, float] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ def one_full_pass(
     t0 = time.perf_counter()
     ctx.records.grow(len(ctx.pool))
     new = ctx.records.pending
-    res, temp, merged, divided = full_pass(
+    res, temp, merged, divided, changed = full_pass(
         ctx.engine, ctx.pool, hard=hard, update=update, estep=ctx.estep, merge=merge
     )
     ctx.record(res)
@@ -34,6 +34,7 @@ def one_full_pass(
         factor=0.0,
         merged=merged,
         divided=divided,
+        changed=changed,
         mean_loglik=float(np.mean(res.log_likelihood)),
         seconds={"estep": time.perf_counter() - t0},
     )
@@ -77,6 +78,7 @@ def restart_pass(ctx: StreamContext, r: int, kept_score: float) -> tuple[UpdateR
         factor=0.0,
         merged=other.entry.merged,
         divided=other.entry.divided,
+        changed=other.entry.changed,
         mean_loglik=other.score,
         seconds={"estep": other.entry.seconds},
     )

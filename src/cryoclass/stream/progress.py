@@ -25,6 +25,7 @@ def history_entry(ctx: StreamContext, rep: UpdateReport) -> dict[str, Any]:
         "reseeded": rep.reseeded,
         "merged": rep.merged,
         "divided": rep.divided,
+        "changed": rep.changed,
     }
 
 
@@ -68,6 +69,7 @@ def commit_event(
                 "reseeded": rep.reseeded,
                 "merged": rep.merged,
                 "divided": rep.divided,
+                "class_changes": None if rep.changed is None else round(rep.changed, 4),
                 "mean_loglik": round(float(rep.mean_loglik), 4),
                 "work_res_A": history_entry(ctx, rep)["work_res_A"],
                 "latency_s": (
