@@ -74,7 +74,7 @@ def full_pass(
     since the previous full pass (``class_changes``; None for the first)."""
     n = len(source)
     res, stats, temp = (estep or LocalEStep()).full(engine, source, hard=hard)
-    cls = np.asarray(res.cls, dtype=np.int64)
+    cls = np.asarray(res.cls, dtype=np.int32)
     changed = class_changes(engine.state.pass_classes, cls)
     engine.state.pass_classes = cls.copy()
     if update:
