@@ -34,6 +34,8 @@ def test_state_shows_the_classes_sorted_by_count(client, job):
     assert s["kind"] == "batch" and s["progress"]["classified"] == int(c.counts.sum())
     assert s["progress"]["finished"] and s["params"]["n_classes"] == 3
     assert len(s["history"]["mean_loglik"]) == 5  # 4 online-EM + 1 full iteration
+    # no full pass before the job's only one: nothing to count changes against
+    assert s["history"]["class_changes"] == [None] * 5
     png = client.get(items[0]["image"])
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get(f"/api/class/{s['classes']['key']}/4.png").status_code == 404
@@ -205,6 +207,10 @@ def test_batch_progress_counts_the_steps_the_schedule_runs(finished_job, tmp_pat
     p = s["progress"]
     assert s["kind"] == "batch" and p["finished"] and (p["step"], p["total_steps"]) == (4, 4)
     assert s["history"]["x"] == [1, 2, 3, 4] and s["history"]["x_label"] == "iteration"
+    # the second full pass counts the particles that changed class since the first
+    changed = events[3]["class_changes"]
+    assert 0.0 <= changed <= 1.0 and events[2]["class_changes"] is None
+    assert s["history"]["class_changes"] == [None, None, None, pytest.approx(changed)]
     assert len(s["distribution"]["t"]) == 5 and len(s["distribution"]["series"]) == 3
 
 

@@ -352,6 +352,7 @@ class Dashboard:
             "time_s": [round(e.get("time", t0) - t0, 2) for e in ups],
             "phase": [e.get("event") for e in ups],
             "mean_loglik": [_num(e.get("mean_loglik")) for e in ups],
+            "class_changes": [_num(e.get("class_changes")) for e in ups],
             "temperature": [_num(e.get("temperature")) for e in ups],
             "work_res_A": [_num(e.get("work_res_A")) for e in ups],
             "n_processed": [e.get("n_processed") for e in ups],

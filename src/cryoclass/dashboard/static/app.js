@@ -296,7 +296,10 @@ function stackedArea(svg, d) {
 function renderPlots(s) {
   const h = s.history;
   stackedArea($("plot-dist"), s.distribution);
-  lineChart($("plot-loglik"), h.x, [{ ys: h.mean_loglik, color: "#4ea1ff", label: "mean log-likelihood" }], h.x_label);
+  const changed = (h.class_changes || []).map((v) => (v === null ? null : 100 * v));
+  lineChart($("plot-loglik"), h.x, [
+    { ys: h.mean_loglik, color: "#4ea1ff", label: "mean log-likelihood" },
+    { ys: changed, color: "#c792ea", label: "changed class (%)", axis: "right" }], h.x_label);
   lineChart($("plot-res"), h.x, [
     { ys: h.work_res_A, color: "#3ecf75", label: "resolution (Å)" },
     { ys: h.temperature, color: "#f0b429", label: "temperature", axis: "right" }], h.x_label);
