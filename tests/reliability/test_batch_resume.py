@@ -107,7 +107,15 @@ def assert_same_outputs(a: Path, b: Path) -> None:
     assert list(ma["model_classes"][ref].str.replace(str(a), "")) == list(
         mb["model_classes"][ref].str.replace(str(b), "")
     )
-    cols = ["iteration", "phase", "n_particles", "temperature", "work_res_A", "mean_loglik"]
+    cols = [
+        "iteration",
+        "phase",
+        "n_particles",
+        "temperature",
+        "work_res_A",
+        "mean_loglik",
+        "changed",
+    ]
     pd.testing.assert_frame_equal(ma["model_iterations"][cols], mb["model_iterations"][cols])
 
 
