@@ -7,53 +7,16 @@ its own model or the more likely restart in the same way."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
-from cryoclass.config import Config
-from cryoclass.io.particles import read_particles
 from cryoclass.schedules.batch import RESTART_SEED_STRIDE, batch_steps, run_batch
-from cryoclass.simulate import simulate_dataset
 from cryoclass.stream import Stream
 
-N = 240
+from .conftest import N
+from .conftest import small_config as config
+
 SEED = 2  # a job seed whose restarts are more likely than its own run (batch and stream)
-
-
-def config(**overrides) -> Config:
-    base = dict(
-        n_classes=4,
-        max_res_A=12.5,
-        batch_size_per_class=20,
-        n_online_em_iters=4,
-        n_full_iters=2,
-        sigma_anneal_start=1,
-        sigma_anneal_iters=2,
-        seed=0,
-        device="cpu",
-        initial_uncertainty_factor=8.0,
-    )
-    return Config(**{**base, **overrides})
-
-
-@pytest.fixture(scope="module")
-def particles(tmp_path_factory):
-    out = tmp_path_factory.mktemp("restarts_data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        simulate_dataset(
-            out,
-            n_particles=N,
-            box=32,
-            pixel_size_A=5.0,
-            n_views=4,
-            snr=0.3,
-            particles_per_micrograph=40,
-            seed=3,
-        )
-    return read_particles(out / "particles.star")
 
 
 def _same(a, b) -> None:
